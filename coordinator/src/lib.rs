@@ -1,0 +1,1 @@
+//! d2nn-coordinator: the coordinator actor and the CLI.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("torch {}", tch::utils::has_cudart());
+}
