@@ -2,6 +2,7 @@
 pub mod data;
 pub mod error;
 pub mod optim;
+pub mod rng;
 pub mod rl;
 
 pub use error::{Error, Result};
