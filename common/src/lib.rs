@@ -1,8 +1,10 @@
 //! d2nn-common: everything a D2NN is made of, independent of how it is run.
 pub mod data;
 pub mod error;
+pub mod exec;
+pub mod graph;
 pub mod optim;
-pub mod rng;
 pub mod rl;
+pub mod rng;
 
 pub use error::{Error, Result};

@@ -1,0 +1,132 @@
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+use crate::graph::{Graph, LayerSpec, NodeKind};
+use crate::Result;
+
+/// One built layer.
+#[derive(Debug)]
+enum Layer {
+    Conv(nn::Conv2D),
+    Linear(nn::Linear),
+    Relu,
+    MaxPool { kernel: i64, stride: i64 },
+    AvgPool { kernel: i64, stride: i64 },
+    GlobalAvgPool,
+    Flatten,
+    Dropout(f64),
+    GroupNorm(nn::GroupNorm),
+    Place { index: Tensor, size: i64, fill: f64 },
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Layer::Conv(m) => m.forward(x),
+            Layer::Linear(m) => m.forward(x),
+            Layer::Relu => x.relu(),
+            Layer::MaxPool { kernel, stride } => x.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false),
+            Layer::AvgPool { kernel, stride } => x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], false, true, None::<i64>),
+            Layer::GlobalAvgPool => x.mean_dim([2i64, 3].as_slice(), false, Kind::Float),
+            Layer::Flatten => x.flatten(1, -1),
+            Layer::Dropout(p) => x.dropout(*p, train),
+            Layer::GroupNorm(m) => m.forward(x),
+            Layer::Place { index, size, fill } => {
+                let out = Tensor::full([x.size()[0], *size], *fill, (x.kind(), x.device()));
+                out.index_copy(1, index, x)
+            }
+        }
+    }
+}
+
+/// The modules of one node.
+#[derive(Debug)]
+pub struct NodeModule {
+    layers: Vec<Layer>,
+}
+
+impl NodeModule {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |h, l| l.forward(&h, train))
+    }
+}
+
+/// A D2NN with its parameters: the graph plus one module per node, in a `VarStore` whose variable
+/// names are `<node>.<layer index>.<weight|bias>`.
+pub struct D2nn {
+    pub graph: Graph,
+    pub vs: nn::VarStore,
+    pub(crate) modules: Vec<NodeModule>,
+}
+
+impl std::fmt::Debug for D2nn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("D2nn").field("nodes", &self.graph.nodes.len()).finish()
+    }
+}
+
+impl D2nn {
+    /// Builds the modules with parameters initialised from `seed` (libtorch's default initialisers).
+    pub fn new(graph: Graph, device: Device, seed: u64) -> Result<D2nn> {
+        // Parameter init draws from libtorch's global generator: seed it so that every replica, and
+        // every run with this seed, starts from the same parameters.
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let mut modules = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            let path = &root / node.name.as_str();
+            let mut shape = node.in_shape.clone();
+            let mut layers = Vec::new();
+            if node.kind != NodeKind::Dummy {
+                for (i, spec) in node.layers.iter().enumerate() {
+                    let p = &path / i;
+                    let layer = match spec {
+                        LayerSpec::Conv2d { out, kernel, stride, padding } => {
+                            let cfg = nn::ConvConfig { stride: *stride, padding: *padding, ..Default::default() };
+                            Layer::Conv(nn::conv2d(p, shape[0], *out, *kernel, cfg))
+                        }
+                        LayerSpec::Linear { out } => Layer::Linear(nn::linear(p, shape[0], *out, Default::default())),
+                        LayerSpec::Relu => Layer::Relu,
+                        LayerSpec::MaxPool { kernel, stride } => Layer::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) },
+                        LayerSpec::AvgPool { kernel, stride } => Layer::AvgPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) },
+                        LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
+                        LayerSpec::Flatten => Layer::Flatten,
+                        LayerSpec::Dropout { p: prob } => Layer::Dropout(*prob),
+                        LayerSpec::GroupNorm { groups } => Layer::GroupNorm(nn::group_norm(p, *groups, shape[0], Default::default())),
+                        LayerSpec::Place { size, indices, fill } => Layer::Place {
+                            index: Tensor::from_slice(indices).to_device(device),
+                            size: *size,
+                            fill: *fill,
+                        },
+                    };
+                    shape = spec.infer(&shape).map_err(crate::Error::Invalid)?.0;
+                    layers.push(layer);
+                }
+            }
+            modules.push(NodeModule { layers });
+        }
+        Ok(D2nn { graph, vs, modules })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Trainable parameters in a canonical order (sorted by name), the order of every flat buffer.
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Number of parameters of one node.
+    pub fn node_parameters(&self, node: &str) -> i64 {
+        let prefix = format!("{node}.");
+        self.vs.variables().iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, t)| t.numel() as i64).sum()
+    }
+
+    pub(crate) fn module(&self, node: usize) -> &NodeModule {
+        &self.modules[node]
+    }
+}

@@ -1,0 +1,82 @@
+use tch::{Device, Kind, Tensor};
+
+use crate::rng;
+use crate::Result;
+
+/// How control nodes turn scores into actions.
+#[derive(Debug)]
+pub enum Policy {
+    /// The highest score (lowest index on ties): evaluation.
+    Argmax,
+    /// A uniformly random action with probability ε, else argmax: Q-learning exploration.
+    EpsilonGreedy(f64),
+    /// Sample from softmax(scores): REINFORCE.
+    Sample,
+    /// Given actions per controller (decision index), one per batch example.
+    Forced(Vec<Tensor>),
+    /// Per controller, fixed action probabilities whatever the input: the random-routing baseline.
+    Random(Vec<Vec<f64>>),
+}
+
+/// What keys the random draws: every draw is a pure function of (seed, step, controller, example id),
+/// so a resumed run, or a run split over any number of workers, makes the same decisions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecisionKey {
+    pub seed: u64,
+    pub step: u64,
+}
+
+impl DecisionKey {
+    fn uniforms(&self, control: usize, ids: &[i64], salt: u64, device: Device) -> Tensor {
+        let u: Vec<f32> = ids.iter().map(|&id| rng::uniform(&[self.seed, self.step, control as u64, id as u64, salt]) as f32).collect();
+        Tensor::from_slice(&u).to_device(device)
+    }
+}
+
+impl Policy {
+    /// Actions (i64 [n]) for the `ids` examples whose scores are `scores` [n, k]; `rows` are their
+    /// positions in the batch (for forced actions).
+    pub(crate) fn choose(&self, control: usize, scores: &Tensor, rows: &Tensor, ids: &[i64], key: DecisionKey) -> Result<Tensor> {
+        let device = scores.device();
+        let k = scores.size()[1];
+        let greedy = || scores.detach().argmax(1, false);
+        Ok(match self {
+            Policy::Argmax => greedy(),
+            Policy::EpsilonGreedy(eps) => {
+                let explore = key.uniforms(control, ids, 0, device).lt(*eps);
+                let random = (key.uniforms(control, ids, 1, device) * k as f64).floor().to_kind(Kind::Int64).clamp_max(k - 1);
+                random.where_self(&explore, &greedy())
+            }
+            Policy::Sample => {
+                let probs = scores.detach().softmax(1, Kind::Float);
+                sample(&probs, &key.uniforms(control, ids, 2, device))
+            }
+            Policy::Random(rates) => {
+                let p = rates.get(control).ok_or_else(|| crate::Error::Invalid(format!("no routing rates for controller {control}")))?;
+                if p.len() as i64 != k {
+                    return Err(crate::Error::Invalid(format!("controller {control} has {k} actions, {} routing rates given", p.len())));
+                }
+                let probs = Tensor::from_slice(p).to_kind(Kind::Float).to_device(device).unsqueeze(0).expand([rows.size()[0], k], false);
+                sample(&probs, &key.uniforms(control, ids, 3, device))
+            }
+            Policy::Forced(actions) => {
+                let a = actions.get(control).ok_or_else(|| crate::Error::Invalid(format!("no forced actions for controller {control}")))?;
+                let chosen = a.to_device(device).index_select(0, rows);
+                if chosen.numel() > 0 {
+                    let (lo, hi) = (chosen.min().int64_value(&[]), chosen.max().int64_value(&[]));
+                    if lo < 0 || hi >= k {
+                        return Err(crate::Error::Invalid(format!("forced action outside 0..{k} for controller {control}")));
+                    }
+                }
+                chosen
+            }
+        })
+    }
+}
+
+/// Inverse-CDF sampling: the first action whose cumulative probability exceeds u.
+fn sample(probs: &Tensor, u: &Tensor) -> Tensor {
+    let k = probs.size()[1];
+    let below = probs.cumsum(1, Kind::Float).lt_tensor(&u.unsqueeze(1));
+    below.sum_dim_intlist(1i64, false, Kind::Int64).clamp_max(k - 1)
+}

@@ -1,0 +1,169 @@
+use tch::{Device, Kind, Tensor};
+
+use super::*;
+use crate::graph::tests::{all_configs, graph_of};
+
+fn model(file: &str) -> D2nn {
+    D2nn::new(graph_of(file), Device::Cpu, 3).unwrap()
+}
+
+fn input(batch: i64, seed: i64) -> (Tensor, Vec<i64>) {
+    tch::manual_seed(seed);
+    (Tensor::rand([batch, 1, 28, 28], (Kind::Float, Device::Cpu)), (0..batch).collect())
+}
+
+fn random_actions(m: &D2nn, batch: i64, seed: i64) -> Vec<Tensor> {
+    tch::manual_seed(seed);
+    m.graph.num_actions().iter().map(|&k| Tensor::randint(k as i64, [batch], (Kind::Int64, Device::Cpu))).collect()
+}
+
+fn grads(m: &D2nn) -> Vec<(String, Tensor)> {
+    m.parameters()
+        .into_iter()
+        .map(|(name, p)| {
+            let g = p.grad();
+            let g = if g.defined() { g.copy() } else { p.zeros_like() };
+            (name, g)
+        })
+        .collect()
+}
+
+fn zero_grads(m: &D2nn) {
+    for (_, p) in m.parameters() {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+#[test]
+fn selective_equals_masked_outputs_and_gradients_on_every_config() {
+    for file in all_configs() {
+        let m = model(&file);
+        let batch = 12;
+        let (x, ids) = input(batch, 1);
+        let actions = random_actions(&m, batch, 2);
+        let weights = Tensor::randn([batch, m.graph.nodes[m.graph.output].out_shape[0]], (Kind::Float, Device::Cpu));
+
+        let fwd = m.forward(&x, &ids, &Policy::Forced(actions.iter().map(|a| a.shallow_clone()).collect()), DecisionKey::default(), false).unwrap();
+        (&fwd.output * &weights).sum(Kind::Float).backward();
+        let selective = grads(&m);
+        zero_grads(&m);
+
+        let (masked_out, masks) = m.forward_masked(&x, &actions, false).unwrap();
+        (&masked_out * &weights).sum(Kind::Float).backward();
+        let masked = grads(&m);
+        zero_grads(&m);
+
+        assert!(fwd.output.allclose(&masked_out, 1e-5, 1e-5, false), "{file}: outputs differ");
+        for (i, mask) in masks.iter().enumerate() {
+            assert!(fwd.executed[i].equal(mask), "{file}: execution of node {} differs", m.graph.nodes[i].name);
+        }
+        for ((name, a), (_, b)) in selective.iter().zip(&masked) {
+            assert!(a.allclose(b, 1e-4, 1e-5, false), "{file}: gradient of {name} differs (max diff {})", (a - b).abs().max().double_value(&[]));
+        }
+    }
+}
+
+#[test]
+fn executed_cost_follows_forced_routes() {
+    let m = model("high_low.toml");
+    let g = &m.graph;
+    let flops = |n: &str| g.nodes[g.index_of(n).unwrap()].flops;
+    let (x, ids) = input(4, 5);
+    let route = Tensor::from_slice(&[0i64, 1, 1, 0]);
+    let fwd = m.forward(&x, &ids, &Policy::Forced(vec![route]), DecisionKey::default(), false).unwrap();
+    let cost = Vec::<f64>::try_from(&fwd.cost).unwrap();
+    let low = flops("stem") + flops("router") + flops("low");
+    let high = flops("stem") + flops("router") + flops("high");
+    assert_eq!(cost, vec![low, high, high, low]);
+    let fraction = Vec::<f32>::try_from(fwd.cost_fraction(g.full_flops)).unwrap();
+    assert!(fraction.iter().all(|&f| f > 0.0 && f < 1.0));
+    assert!((fraction[0] as f64 - low / g.full_flops).abs() < 1e-6);
+}
+
+#[test]
+fn skipped_module_gets_no_gradient_from_examples_that_skipped_it() {
+    let m = model("high_low.toml");
+    let (x, ids) = input(6, 7);
+    // Only example 2 takes `high`.
+    let route = Tensor::from_slice(&[0i64, 0, 1, 0, 0, 0]);
+    let fwd = m.forward(&x, &ids, &Policy::Forced(vec![route]), DecisionKey::default(), true).unwrap();
+    fwd.output.sum(Kind::Float).backward();
+    let full = grads(&m);
+    zero_grads(&m);
+    // The same loss on example 2 alone gives `high` the same gradient: the others contributed nothing.
+    let one = x.narrow(0, 2, 1);
+    let fwd = m.forward(&one, &[2], &Policy::Forced(vec![Tensor::from_slice(&[1i64])]), DecisionKey::default(), true).unwrap();
+    fwd.output.sum(Kind::Float).backward();
+    let alone = grads(&m);
+    zero_grads(&m);
+    let mut checked = 0;
+    for ((name, a), (_, b)) in full.iter().zip(&alone) {
+        if name.starts_with("high.") {
+            assert!(a.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{name} got no gradient at all");
+            assert!(a.allclose(b, 1e-5, 1e-6, false), "{name}: gradient includes skipped examples");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8);
+    // With everything routed low, `high` gets no gradient.
+    let fwd = m.forward(&x, &ids, &Policy::Forced(vec![Tensor::zeros([6], (Kind::Int64, Device::Cpu))]), DecisionKey::default(), true).unwrap();
+    fwd.output.sum(Kind::Float).backward();
+    for (name, g) in grads(&m) {
+        if name.starts_with("high.") {
+            assert_eq!(g.abs().sum(Kind::Float).double_value(&[]), 0.0, "{name}");
+        }
+    }
+}
+
+#[test]
+fn decisions_are_a_pure_function_of_seed_step_and_example() {
+    let m = model("chain.toml");
+    let (x, ids) = input(64, 9);
+    let key = DecisionKey { seed: 11, step: 3 };
+    let a = m.forward(&x, &ids, &Policy::EpsilonGreedy(1.0), key, false).unwrap();
+    let b = m.forward(&x, &ids, &Policy::EpsilonGreedy(1.0), key, false).unwrap();
+    assert!(a.decisions[0].actions.equal(&b.decisions[0].actions));
+    // Fully random exploration uses every action of a 3-way controller on 64 examples.
+    let counts = a.decisions[0].actions.bincount(None::<Tensor>, 3);
+    assert!(Vec::<i64>::try_from(&counts).unwrap().iter().all(|&c| c > 5), "{counts:?}");
+    let c = m.forward(&x, &ids, &Policy::EpsilonGreedy(1.0), DecisionKey { seed: 11, step: 4 }, false).unwrap();
+    assert!(!a.decisions[0].actions.equal(&c.decisions[0].actions));
+    // The same example decides the same way whether it is in a big batch or alone.
+    let single = m.forward(&x.narrow(0, 5, 1), &[5], &Policy::EpsilonGreedy(1.0), key, false).unwrap();
+    assert_eq!(single.decisions[0].actions.int64_value(&[0]), a.decisions[0].actions.int64_value(&[5]));
+    // ε = 0 is argmax.
+    let greedy = m.forward(&x, &ids, &Policy::EpsilonGreedy(0.0), key, false).unwrap();
+    let argmax = m.forward(&x, &ids, &Policy::Argmax, key, false).unwrap();
+    assert!(greedy.decisions[0].actions.equal(&argmax.decisions[0].actions));
+}
+
+#[test]
+fn random_policy_routes_at_the_given_rates() {
+    let m = model("high_low.toml");
+    let (x, ids) = input(400, 13);
+    let fwd = m.forward(&x, &ids, &Policy::Random(vec![vec![0.25, 0.75]]), DecisionKey { seed: 1, step: 0 }, false).unwrap();
+    let high = fwd.decisions[0].actions.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!((high - 0.75).abs() < 0.07, "high rate {high}");
+}
+
+#[test]
+fn cascade_exits_skip_later_stages() {
+    let m = model("cascade.toml");
+    let g = &m.graph;
+    let (x, ids) = input(3, 17);
+    // Example 0 exits after stage 1, example 1 after stage 2, example 2 runs everything.
+    let gate1 = Tensor::from_slice(&[0i64, 1, 1]);
+    let gate2 = Tensor::from_slice(&[0i64, 0, 1]);
+    let fwd = m.forward(&x, &ids, &Policy::Forced(vec![gate1, gate2]), DecisionKey::default(), false).unwrap();
+    let ran = |n: &str| Vec::<bool>::try_from(&fwd.executed[g.index_of(n).unwrap()]).unwrap();
+    assert_eq!(ran("stage2"), vec![false, true, true]);
+    assert_eq!(ran("stage3"), vec![false, false, true]);
+    assert_eq!(ran("gate2"), vec![false, true, true]);
+    assert_eq!(ran("exit1"), vec![true, false, false]);
+    assert_eq!(fwd.heads.len(), 2);
+    let cost = Vec::<f64>::try_from(&fwd.cost).unwrap();
+    assert!(cost[0] < cost[1] && cost[1] < cost[2]);
+}
