@@ -73,7 +73,12 @@ impl D2nn {
         let arange = Tensor::arange(batch, (Kind::Int64, device));
         let mut values: Vec<Option<Value>> = (0..graph.nodes.len()).map(|_| None).collect();
         let mut executed: Vec<Tensor> = (0..graph.nodes.len()).map(|_| all.shallow_clone()).collect();
-        values[0] = Some(Value { rows: arange.shallow_clone(), data: x.shallow_clone(), present: all.shallow_clone(), position: arange.shallow_clone() });
+        values[0] = Some(Value {
+            rows: arange.shallow_clone(),
+            data: x.shallow_clone(),
+            present: all.shallow_clone(),
+            position: arange.shallow_clone(),
+        });
         let mut chosen: Vec<Option<Tensor>> = (0..graph.nodes.len()).map(|_| None).collect();
         let mut decisions = Vec::new();
         let mut heads = Vec::new();
@@ -93,7 +98,11 @@ impl D2nn {
                 }
                 active
             };
-            let presents: Vec<Tensor> = node.inputs.iter().map(|&p| values[p].as_ref().map_or_else(|| none.shallow_clone(), |v| v.present.shallow_clone())).collect();
+            let presents: Vec<Tensor> = node
+                .inputs
+                .iter()
+                .map(|&p| values[p].as_ref().map_or_else(|| none.shallow_clone(), |v| v.present.shallow_clone()))
+                .collect();
             match node.merge {
                 Merge::Select => {
                     let any = presents.iter().fold(none.shallow_clone(), |acc, p| acc.logical_or(p));
@@ -114,13 +123,26 @@ impl D2nn {
                 continue;
             }
             let data = match node.kind {
-                NodeKind::Dummy => Tensor::from_slice(&node.value).to_kind(Kind::Float).to_device(device).unsqueeze(0).expand([n, node.value.len() as i64], false).contiguous(),
+                NodeKind::Dummy => Tensor::from_slice(&node.value)
+                    .to_kind(Kind::Float)
+                    .to_device(device)
+                    .unsqueeze(0)
+                    .expand([n, node.value.len() as i64], false)
+                    .contiguous(),
                 _ => {
                     let inputs: Vec<Tensor> = node
                         .inputs
                         .iter()
                         .enumerate()
-                        .map(|(k, &p)| gather(values[p].as_ref(), &graph.nodes[p].out_shape, node.defaults[k].unwrap_or(0.0), &rows, device))
+                        .map(|(k, &p)| {
+                            gather(
+                                values[p].as_ref(),
+                                &graph.nodes[p].out_shape,
+                                node.defaults[k].unwrap_or(0.0),
+                                &rows,
+                                device,
+                            )
+                        })
                         .collect();
                     let merged = match node.merge {
                         Merge::Concat if inputs.len() > 1 => Tensor::cat(&inputs, 1),
@@ -131,17 +153,35 @@ impl D2nn {
             };
             cost += run.to_kind(Kind::Double) * node.flops;
             if node.is_control() {
-                let control = graph.control_index(i).ok_or_else(|| Error::Invalid(format!("{} is not a controller", node.name)))?;
+                let control = graph
+                    .control_index(i)
+                    .ok_or_else(|| Error::Invalid(format!("{} is not a controller", node.name)))?;
                 let row_ids = select_ids(ids, &rows);
                 let actions = policy.choose(control, &data, &rows, &row_ids, key)?;
                 let full = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(0, &rows, &actions);
                 chosen[i] = Some(full.shallow_clone());
-                decisions.push(Decision { node: i, rows: rows.shallow_clone(), scores: data.shallow_clone(), actions, chosen: full });
+                decisions.push(Decision {
+                    node: i,
+                    rows: rows.shallow_clone(),
+                    scores: data.shallow_clone(),
+                    actions,
+                    chosen: full,
+                });
             }
             if let Some(head) = &node.head {
-                heads.push(HeadOutput { node: i, target: head.target, weight: head.weight, rows: rows.shallow_clone(), logits: data.shallow_clone() });
+                heads.push(HeadOutput {
+                    node: i,
+                    target: head.target,
+                    weight: head.weight,
+                    rows: rows.shallow_clone(),
+                    logits: data.shallow_clone(),
+                });
             }
-            let position = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(0, &rows, &Tensor::arange(n, (Kind::Int64, device)));
+            let position = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(
+                0,
+                &rows,
+                &Tensor::arange(n, (Kind::Int64, device)),
+            );
             values[i] = Some(Value { rows, data, present: run, position });
         }
         let out = values[graph.output].take().ok_or_else(|| Error::Invalid("the output node did not run".into()))?;

@@ -15,7 +15,8 @@ impl D2nn {
         let batch = x.size()[0];
         let device = x.device();
         let mut values: Vec<Tensor> = (0..graph.nodes.len()).map(|_| x.shallow_clone()).collect();
-        let mut masks: Vec<Tensor> = (0..graph.nodes.len()).map(|_| Tensor::ones([batch], (Kind::Bool, device))).collect();
+        let mut masks: Vec<Tensor> =
+            (0..graph.nodes.len()).map(|_| Tensor::ones([batch], (Kind::Bool, device))).collect();
         for &i in &graph.order {
             let node = &graph.nodes[i];
             let mut run = Tensor::ones([batch], (Kind::Bool, device));
@@ -23,14 +24,18 @@ impl D2nn {
                 let mut active = Tensor::zeros([batch], (Kind::Bool, device));
                 for &(c, a) in &node.enabled_by {
                     let ci = graph.control_index(c).ok_or_else(|| Error::Invalid("controller index".into()))?;
-                    let taken = actions.get(ci).ok_or_else(|| Error::Invalid(format!("no actions for controller {ci}")))?;
+                    let taken =
+                        actions.get(ci).ok_or_else(|| Error::Invalid(format!("no actions for controller {ci}")))?;
                     active = active.logical_or(&taken.to_device(device).eq(a as i64).logical_and(&masks[c]));
                 }
                 run = run.logical_and(&active);
             }
             match node.merge {
                 Merge::Select => {
-                    let any = node.inputs.iter().fold(Tensor::zeros([batch], (Kind::Bool, device)), |acc, &p| acc.logical_or(&masks[p]));
+                    let any = node
+                        .inputs
+                        .iter()
+                        .fold(Tensor::zeros([batch], (Kind::Bool, device)), |acc, &p| acc.logical_or(&masks[p]));
                     run = run.logical_and(&any);
                 }
                 _ => {
@@ -42,7 +47,11 @@ impl D2nn {
                 }
             }
             let value = if node.kind == NodeKind::Dummy {
-                Tensor::from_slice(&node.value).to_kind(Kind::Float).to_device(device).unsqueeze(0).expand([batch, node.value.len() as i64], false)
+                Tensor::from_slice(&node.value)
+                    .to_kind(Kind::Float)
+                    .to_device(device)
+                    .unsqueeze(0)
+                    .expand([batch, node.value.len() as i64], false)
             } else {
                 let inputs: Vec<Tensor> = node
                     .inputs

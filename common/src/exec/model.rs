@@ -25,8 +25,12 @@ impl Layer {
             Layer::Conv(m) => m.forward(x),
             Layer::Linear(m) => m.forward(x),
             Layer::Relu => x.relu(),
-            Layer::MaxPool { kernel, stride } => x.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false),
-            Layer::AvgPool { kernel, stride } => x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], false, true, None::<i64>),
+            Layer::MaxPool { kernel, stride } => {
+                x.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
+            }
+            Layer::AvgPool { kernel, stride } => {
+                x.avg_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], false, true, None::<i64>)
+            }
             Layer::GlobalAvgPool => x.mean_dim([2i64, 3].as_slice(), false, Kind::Float),
             Layer::Flatten => x.flatten(1, -1),
             Layer::Dropout(p) => x.dropout(*p, train),
@@ -88,12 +92,18 @@ impl D2nn {
                         }
                         LayerSpec::Linear { out } => Layer::Linear(nn::linear(p, shape[0], *out, Default::default())),
                         LayerSpec::Relu => Layer::Relu,
-                        LayerSpec::MaxPool { kernel, stride } => Layer::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) },
-                        LayerSpec::AvgPool { kernel, stride } => Layer::AvgPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) },
+                        LayerSpec::MaxPool { kernel, stride } => {
+                            Layer::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
+                        }
+                        LayerSpec::AvgPool { kernel, stride } => {
+                            Layer::AvgPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
+                        }
                         LayerSpec::GlobalAvgPool => Layer::GlobalAvgPool,
                         LayerSpec::Flatten => Layer::Flatten,
                         LayerSpec::Dropout { p: prob } => Layer::Dropout(*prob),
-                        LayerSpec::GroupNorm { groups } => Layer::GroupNorm(nn::group_norm(p, *groups, shape[0], Default::default())),
+                        LayerSpec::GroupNorm { groups } => {
+                            Layer::GroupNorm(nn::group_norm(p, *groups, shape[0], Default::default()))
+                        }
                         LayerSpec::Place { size, indices, fill } => Layer::Place {
                             index: Tensor::from_slice(indices).to_device(device),
                             size: *size,

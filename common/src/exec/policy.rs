@@ -28,7 +28,10 @@ pub struct DecisionKey {
 
 impl DecisionKey {
     fn uniforms(&self, control: usize, ids: &[i64], salt: u64, device: Device) -> Tensor {
-        let u: Vec<f32> = ids.iter().map(|&id| rng::uniform(&[self.seed, self.step, control as u64, id as u64, salt]) as f32).collect();
+        let u: Vec<f32> = ids
+            .iter()
+            .map(|&id| rng::uniform(&[self.seed, self.step, control as u64, id as u64, salt]) as f32)
+            .collect();
         Tensor::from_slice(&u).to_device(device)
     }
 }
@@ -36,7 +39,14 @@ impl DecisionKey {
 impl Policy {
     /// Actions (i64 [n]) for the `ids` examples whose scores are `scores` [n, k]; `rows` are their
     /// positions in the batch (for forced actions).
-    pub(crate) fn choose(&self, control: usize, scores: &Tensor, rows: &Tensor, ids: &[i64], key: DecisionKey) -> Result<Tensor> {
+    pub(crate) fn choose(
+        &self,
+        control: usize,
+        scores: &Tensor,
+        rows: &Tensor,
+        ids: &[i64],
+        key: DecisionKey,
+    ) -> Result<Tensor> {
         let device = scores.device();
         let k = scores.size()[1];
         let greedy = || scores.detach().argmax(1, false);
@@ -44,7 +54,8 @@ impl Policy {
             Policy::Argmax => greedy(),
             Policy::EpsilonGreedy(eps) => {
                 let explore = key.uniforms(control, ids, 0, device).lt(*eps);
-                let random = (key.uniforms(control, ids, 1, device) * k as f64).floor().to_kind(Kind::Int64).clamp_max(k - 1);
+                let random =
+                    (key.uniforms(control, ids, 1, device) * k as f64).floor().to_kind(Kind::Int64).clamp_max(k - 1);
                 random.where_self(&explore, &greedy())
             }
             Policy::Sample => {
@@ -52,20 +63,33 @@ impl Policy {
                 sample(&probs, &key.uniforms(control, ids, 2, device))
             }
             Policy::Random(rates) => {
-                let p = rates.get(control).ok_or_else(|| crate::Error::Invalid(format!("no routing rates for controller {control}")))?;
+                let p = rates
+                    .get(control)
+                    .ok_or_else(|| crate::Error::Invalid(format!("no routing rates for controller {control}")))?;
                 if p.len() as i64 != k {
-                    return Err(crate::Error::Invalid(format!("controller {control} has {k} actions, {} routing rates given", p.len())));
+                    return Err(crate::Error::Invalid(format!(
+                        "controller {control} has {k} actions, {} routing rates given",
+                        p.len()
+                    )));
                 }
-                let probs = Tensor::from_slice(p).to_kind(Kind::Float).to_device(device).unsqueeze(0).expand([rows.size()[0], k], false);
+                let probs = Tensor::from_slice(p)
+                    .to_kind(Kind::Float)
+                    .to_device(device)
+                    .unsqueeze(0)
+                    .expand([rows.size()[0], k], false);
                 sample(&probs, &key.uniforms(control, ids, 3, device))
             }
             Policy::Forced(actions) => {
-                let a = actions.get(control).ok_or_else(|| crate::Error::Invalid(format!("no forced actions for controller {control}")))?;
+                let a = actions
+                    .get(control)
+                    .ok_or_else(|| crate::Error::Invalid(format!("no forced actions for controller {control}")))?;
                 let chosen = a.to_device(device).index_select(0, rows);
                 if chosen.numel() > 0 {
                     let (lo, hi) = (chosen.min().int64_value(&[]), chosen.max().int64_value(&[]));
                     if lo < 0 || hi >= k {
-                        return Err(crate::Error::Invalid(format!("forced action outside 0..{k} for controller {control}")));
+                        return Err(crate::Error::Invalid(format!(
+                            "forced action outside 0..{k} for controller {control}"
+                        )));
                     }
                 }
                 chosen

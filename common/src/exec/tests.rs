@@ -46,7 +46,15 @@ fn selective_equals_masked_outputs_and_gradients_on_every_config() {
         let actions = random_actions(&m, batch, 2);
         let weights = Tensor::randn([batch, m.graph.nodes[m.graph.output].out_shape[0]], (Kind::Float, Device::Cpu));
 
-        let fwd = m.forward(&x, &ids, &Policy::Forced(actions.iter().map(|a| a.shallow_clone()).collect()), DecisionKey::default(), false).unwrap();
+        let fwd = m
+            .forward(
+                &x,
+                &ids,
+                &Policy::Forced(actions.iter().map(|a| a.shallow_clone()).collect()),
+                DecisionKey::default(),
+                false,
+            )
+            .unwrap();
         (&fwd.output * &weights).sum(Kind::Float).backward();
         let selective = grads(&m);
         zero_grads(&m);
@@ -61,7 +69,11 @@ fn selective_equals_masked_outputs_and_gradients_on_every_config() {
             assert!(fwd.executed[i].equal(mask), "{file}: execution of node {} differs", m.graph.nodes[i].name);
         }
         for ((name, a), (_, b)) in selective.iter().zip(&masked) {
-            assert!(a.allclose(b, 1e-4, 1e-5, false), "{file}: gradient of {name} differs (max diff {})", (a - b).abs().max().double_value(&[]));
+            assert!(
+                a.allclose(b, 1e-4, 1e-5, false),
+                "{file}: gradient of {name} differs (max diff {})",
+                (a - b).abs().max().double_value(&[])
+            );
         }
     }
 }
@@ -95,7 +107,9 @@ fn skipped_module_gets_no_gradient_from_examples_that_skipped_it() {
     zero_grads(&m);
     // The same loss on example 2 alone gives `high` the same gradient: the others contributed nothing.
     let one = x.narrow(0, 2, 1);
-    let fwd = m.forward(&one, &[2], &Policy::Forced(vec![Tensor::from_slice(&[1i64])]), DecisionKey::default(), true).unwrap();
+    let fwd = m
+        .forward(&one, &[2], &Policy::Forced(vec![Tensor::from_slice(&[1i64])]), DecisionKey::default(), true)
+        .unwrap();
     fwd.output.sum(Kind::Float).backward();
     let alone = grads(&m);
     zero_grads(&m);
@@ -109,7 +123,15 @@ fn skipped_module_gets_no_gradient_from_examples_that_skipped_it() {
     }
     assert_eq!(checked, 8);
     // With everything routed low, `high` gets no gradient.
-    let fwd = m.forward(&x, &ids, &Policy::Forced(vec![Tensor::zeros([6], (Kind::Int64, Device::Cpu))]), DecisionKey::default(), true).unwrap();
+    let fwd = m
+        .forward(
+            &x,
+            &ids,
+            &Policy::Forced(vec![Tensor::zeros([6], (Kind::Int64, Device::Cpu))]),
+            DecisionKey::default(),
+            true,
+        )
+        .unwrap();
     fwd.output.sum(Kind::Float).backward();
     for (name, g) in grads(&m) {
         if name.starts_with("high.") {
@@ -144,7 +166,8 @@ fn decisions_are_a_pure_function_of_seed_step_and_example() {
 fn random_policy_routes_at_the_given_rates() {
     let m = model("high_low.toml");
     let (x, ids) = input(400, 13);
-    let fwd = m.forward(&x, &ids, &Policy::Random(vec![vec![0.25, 0.75]]), DecisionKey { seed: 1, step: 0 }, false).unwrap();
+    let fwd =
+        m.forward(&x, &ids, &Policy::Random(vec![vec![0.25, 0.75]]), DecisionKey { seed: 1, step: 0 }, false).unwrap();
     let high = fwd.decisions[0].actions.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((high - 0.75).abs() < 0.07, "high rate {high}");
 }

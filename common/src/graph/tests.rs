@@ -66,7 +66,14 @@ fn high_low_shapes_and_flops_match_hand_count() {
     // router: conv 16→8 stride 2 to 7x7 (2·16·9·8·49), relu 392, linear 392→2 (2·392·2)
     assert_eq!(flops("router"), (2 * 16 * 9 * 8 * 49 + 392 + 2 * 392 * 2) as f64);
     // high: conv 16→64 (2·16·9·64·196), relu, conv 64→64, relu, pool to 7x7, linear 3136→256, relu, linear 256→10
-    let high = 2 * 16 * 9 * 64 * 196 + 64 * 196 + 2 * 64 * 9 * 64 * 196 + 64 * 196 + 4 * 64 * 49 + 2 * 3136 * 256 + 256 + 2 * 256 * 10;
+    let high = 2 * 16 * 9 * 64 * 196
+        + 64 * 196
+        + 2 * 64 * 9 * 64 * 196
+        + 64 * 196
+        + 4 * 64 * 49
+        + 2 * 3136 * 256
+        + 256
+        + 2 * 256 * 10;
     assert_eq!(flops("high"), high as f64);
     assert_eq!(g.full_flops, flops("stem") + flops("router") + flops("low") + flops("high"));
     assert_eq!(g.controls, vec![g.index_of("router").unwrap()]);
@@ -142,7 +149,9 @@ fn rejects_output_left_empty_by_some_decision() {
 
 #[test]
 fn rejects_select_with_two_present_inputs() {
-    let e = build_err(&format!("{HEAD}{BRANCHES}\n[[nodes]]\nname = \"out\"\nkind = \"output\"\nmerge = \"select\"\ninputs = [\"a\", \"b\"]\n"));
+    let e = build_err(&format!(
+        "{HEAD}{BRANCHES}\n[[nodes]]\nname = \"out\"\nkind = \"output\"\nmerge = \"select\"\ninputs = [\"a\", \"b\"]\n"
+    ));
     assert!(e.contains("exactly one present input"), "{e}");
 }
 
@@ -170,7 +179,9 @@ fn rejects_wrong_score_count_reserved_and_duplicate_names() {
 fn rejects_unknown_keys_in_nodes_and_layers() {
     let r: Result<GraphSpec, _> = toml::from_str("output = \"o\"\n[[nodes]]\nname = \"o\"\ninputz = [\"input\"]\n");
     assert!(r.unwrap_err().to_string().contains("inputz"));
-    let r: Result<GraphSpec, _> = toml::from_str("output = \"o\"\n[[nodes]]\nname = \"o\"\nlayers = [{ type = \"conv2d\", out = 1, kernel = 3, pad = 1 }]\n");
+    let r: Result<GraphSpec, _> = toml::from_str(
+        "output = \"o\"\n[[nodes]]\nname = \"o\"\nlayers = [{ type = \"conv2d\", out = 1, kernel = 3, pad = 1 }]\n",
+    );
     assert!(r.unwrap_err().to_string().contains("pad"));
 }
 

@@ -92,7 +92,10 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
         match n.kind {
             NodeKind::Control => {
                 if n.actions.len() < 2 {
-                    return Err(err(&n.name, format!("a control node needs at least 2 actions, has {}", n.actions.len())));
+                    return Err(err(
+                        &n.name,
+                        format!("a control node needs at least 2 actions, has {}", n.actions.len()),
+                    ));
                 }
                 if n.head.is_some() {
                     return Err(err(&n.name, "a control node cannot carry a `head` loss".into()));
@@ -111,7 +114,10 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
             }
             NodeKind::Output => {
                 if !n.layers.is_empty() {
-                    return Err(err(&n.name, "an output node only merges its inputs; put layers in a regular node".into()));
+                    return Err(err(
+                        &n.name,
+                        "an output node only merges its inputs; put layers in a regular node".into(),
+                    ));
                 }
             }
             NodeKind::Regular => {}
@@ -127,7 +133,10 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
         }
         for &p in &n.inputs {
             if nodes[p].is_control() {
-                return Err(err(&n.name, format!("`{}` is a control node: its outgoing edges are control edges, not data", nodes[p].name)));
+                return Err(err(
+                    &n.name,
+                    format!("`{}` is a control node: its outgoing edges are control edges, not data", nodes[p].name),
+                ));
             }
         }
     }
@@ -139,18 +148,28 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
             for t in nodes[c].actions[a].clone() {
                 if t == 0 || nodes[t].is_control() {
                     let name = nodes[c].name.clone();
-                    return Err(err(&name, format!("action {a} enables `{}`: controllers never gate the input or other controllers directly", nodes[t].name)));
+                    return Err(err(
+                        &name,
+                        format!(
+                            "action {a} enables `{}`: controllers never gate the input or other controllers directly",
+                            nodes[t].name
+                        ),
+                    ));
                 }
                 if nodes[t].enabled_by.iter().any(|&(cc, _)| cc == c) {
                     let name = nodes[c].name.clone();
-                    return Err(err(&name, format!("`{}` is enabled by two actions of the same controller", nodes[t].name)));
+                    return Err(err(
+                        &name,
+                        format!("`{}` is enabled by two actions of the same controller", nodes[t].name),
+                    ));
                 }
                 nodes[t].enabled_by.push((c, a));
             }
         }
     }
 
-    let order = topological_order(&nodes).map_err(|name| err(&name, "the graph has a cycle through this node".into()))?;
+    let order =
+        topological_order(&nodes).map_err(|name| err(&name, "the graph has a cycle through this node".into()))?;
 
     // Shapes and costs, in order.
     for &i in &order {
@@ -170,7 +189,11 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
                 }
                 _ => {
                     if in_shapes.iter().any(|s| *s != in_shapes[0]) {
-                        return Err(err(&n.name, format!("inputs of a {:?} merge must share one shape, got {in_shapes:?}", n.merge).to_lowercase()));
+                        return Err(err(
+                            &n.name,
+                            format!("inputs of a {:?} merge must share one shape, got {in_shapes:?}", n.merge)
+                                .to_lowercase(),
+                        ));
                     }
                     in_shapes[0].clone()
                 }
@@ -178,7 +201,8 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
             let mut shape = in_shape.clone();
             let mut flops = Vec::new();
             for (li, layer) in n.layers.iter().enumerate() {
-                let (s, f) = layer.infer(&shape).map_err(|m| err(&n.name, format!("layer {li} ({}): {m}", layer.name())))?;
+                let (s, f) =
+                    layer.infer(&shape).map_err(|m| err(&n.name, format!("layer {li} ({}): {m}", layer.name())))?;
                 shape = s;
                 flops.push(f);
             }
@@ -190,11 +214,21 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
         n.out_shape = out_shape;
         n.layer_flops = layer_flops;
         if n.is_control() && n.out_shape != vec![n.actions.len() as i64] {
-            return Err(err(&n.name, format!("a control node must output one score per action ([{}]), its layers give {:?}", n.actions.len(), n.out_shape)));
+            return Err(err(
+                &n.name,
+                format!(
+                    "a control node must output one score per action ([{}]), its layers give {:?}",
+                    n.actions.len(),
+                    n.out_shape
+                ),
+            ));
         }
     }
     if nodes[output].out_shape != vec![num_classes] {
-        return Err(err(&nodes[output].name, format!("the output must be {num_classes} logits, the graph gives {:?}", nodes[output].out_shape)));
+        return Err(err(
+            &nodes[output].name,
+            format!("the output must be {num_classes} logits, the graph gives {:?}", nodes[output].out_shape),
+        ));
     }
     for n in &nodes[1..] {
         if n.head.is_some() && n.out_shape.len() != 1 {
@@ -204,7 +238,8 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
 
     let controls: Vec<usize> = order.iter().copied().filter(|&i| nodes[i].is_control()).collect();
     check_every_decision(&nodes, &order, &controls, output).map_err(|(node, msg)| err(&node, msg))?;
-    check_reaches_output(&nodes, output).map_err(|name| err(&name, "the node neither feeds the output nor carries a `head` loss".into()))?;
+    check_reaches_output(&nodes, output)
+        .map_err(|name| err(&name, "the node neither feeds the output nor carries a `head` loss".into()))?;
 
     let full_flops = nodes.iter().filter(|n| n.kind != NodeKind::Dummy).map(|n| n.flops).sum();
     Ok(Graph { nodes, order, output, controls, full_flops, spec: spec.clone() })
@@ -296,11 +331,21 @@ pub(crate) fn presence(nodes: &[Node], order: &[usize], chosen: &dyn Fn(usize) -
     present
 }
 
-fn check_every_decision(nodes: &[Node], order: &[usize], controls: &[usize], output: usize) -> std::result::Result<(), (String, String)> {
+fn check_every_decision(
+    nodes: &[Node],
+    order: &[usize],
+    controls: &[usize],
+    output: usize,
+) -> std::result::Result<(), (String, String)> {
     let combos = controls.iter().try_fold(1usize, |acc, &c| acc.checked_mul(nodes[c].actions.len()));
     let combos = match combos {
         Some(n) if n <= MAX_COMBINATIONS => n,
-        _ => return Err((nodes[output].name.clone(), format!("more than {MAX_COMBINATIONS} decision combinations to check")))
+        _ => {
+            return Err((
+                nodes[output].name.clone(),
+                format!("more than {MAX_COMBINATIONS} decision combinations to check"),
+            ))
+        }
     };
     for combo in 0..combos {
         let mut rest = combo;
@@ -312,7 +357,8 @@ fn check_every_decision(nodes: &[Node], order: &[usize], controls: &[usize], out
         }
         let present = presence(nodes, order, &|c| choice[c]);
         let describe = || {
-            let parts: Vec<String> = controls.iter().filter(|&&c| present[c]).map(|&c| format!("{}={}", nodes[c].name, choice[c])).collect();
+            let parts: Vec<String> =
+                controls.iter().filter(|&&c| present[c]).map(|&c| format!("{}={}", nodes[c].name, choice[c])).collect();
             parts.join(", ")
         };
         let out = &nodes[output];
@@ -322,7 +368,13 @@ fn check_every_decision(nodes: &[Node], order: &[usize], controls: &[usize], out
         if out.merge == Merge::Select {
             let live: Vec<&str> = out.inputs.iter().filter(|&&p| present[p]).map(|&p| nodes[p].name.as_str()).collect();
             if live.len() != 1 {
-                return Err((out.name.clone(), format!("a select output needs exactly one present input, but {live:?} are present when {}", describe())));
+                return Err((
+                    out.name.clone(),
+                    format!(
+                        "a select output needs exactly one present input, but {live:?} are present when {}",
+                        describe()
+                    ),
+                ));
             }
         }
         for &i in order {
@@ -330,7 +382,13 @@ fn check_every_decision(nodes: &[Node], order: &[usize], controls: &[usize], out
             if n.merge == Merge::Select && present[i] {
                 let live = n.inputs.iter().filter(|&&p| present[p]).count();
                 if live != 1 {
-                    return Err((n.name.clone(), format!("a select merge needs exactly one present input, {live} are present when {}", describe())));
+                    return Err((
+                        n.name.clone(),
+                        format!(
+                            "a select merge needs exactly one present input, {live} are present when {}",
+                            describe()
+                        ),
+                    ));
                 }
             }
         }
