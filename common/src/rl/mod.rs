@@ -1,1 +1,170 @@
-//! (in progress)
+//! The RL math of D2NN control nodes (paper §3): rewards, mini-bags, the one-step Q-learning
+//! regression, a REINFORCE alternative, reward baselines and the ε schedule.
+//!
+//! Everything here is a pure function of tensors: no graph knowledge. A training step hands each
+//! control node's decisions over as `scores [n, k]`, `actions i64 [n]` and `rows i64 [n]` (the
+//! example's position in the local batch); mini-bag `i / m` groups `m` consecutive examples.
+//! Losses are SUMS over bags or decisions so that the caller can divide by the global bag count
+//! and data-parallel workers' losses add up exactly.
+
+pub mod baseline;
+pub mod epsilon;
+pub mod minibag;
+pub mod qlearn;
+pub mod reinforce;
+pub mod reward;
+
+pub use baseline::{BaselineStore, EmaBaseline, RewardStats};
+pub use epsilon::EpsilonSchedule;
+pub use minibag::{bag_index, bag_rewards, f1_score, Accuracy};
+pub use qlearn::q_loss;
+pub use reinforce::{advantages, reinforce_loss};
+pub use reward::example_rewards;
+
+use crate::error::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// Length of a 1-D tensor, or an error naming the argument.
+fn vector_len(name: &str, t: &Tensor) -> Result<i64> {
+    match t.size().as_slice() {
+        [n] => Ok(*n),
+        other => Err(Error::Invalid(format!(
+            "{name} must be 1-D, got shape {other:?}"
+        ))),
+    }
+}
+
+fn same_len(name: &str, t: &Tensor, expected: i64) -> Result<()> {
+    let n = vector_len(name, t)?;
+    if n != expected {
+        return Err(Error::Invalid(format!(
+            "{name} has {n} entries, expected {expected}"
+        )));
+    }
+    Ok(())
+}
+
+fn index_vector(name: &str, t: &Tensor, expected: i64) -> Result<()> {
+    same_len(name, t, expected)?;
+    if t.kind() != Kind::Int64 {
+        return Err(Error::Invalid(format!(
+            "{name} must be int64, got {:?}",
+            t.kind()
+        )));
+    }
+    Ok(())
+}
+
+fn check_lambda(lambda: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&lambda) {
+        return Err(Error::Invalid(format!(
+            "reward weight λ must be in [0, 1], got {lambda}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_bag_size(bag_size: usize) -> Result<i64> {
+    if bag_size == 0 {
+        return Err(Error::Invalid("mini-bag size m must be at least 1".into()));
+    }
+    Ok(bag_size as i64)
+}
+
+/// Number of bags in a batch of `batch` examples; a partial bag would get a reward from fewer
+/// examples than the others, so it is refused rather than silently dropped.
+fn num_bags(batch: i64, bag_size: usize) -> Result<i64> {
+    let m = check_bag_size(bag_size)?;
+    if batch % m != 0 {
+        return Err(Error::Invalid(format!(
+            "batch size B = {batch} is not a multiple of the mini-bag size m = {m}"
+        )));
+    }
+    Ok(batch / m)
+}
+
+/// Validates one control node's decisions; returns `(n, k)`.
+fn check_decisions(scores: &Tensor, actions: &Tensor, rows: Option<&Tensor>) -> Result<(i64, i64)> {
+    let (n, k) = match scores.size().as_slice() {
+        [n, k] => (*n, *k),
+        other => {
+            return Err(Error::Invalid(format!(
+                "scores must be [n, k], got shape {other:?}"
+            )))
+        }
+    };
+    index_vector("actions", actions, n)?;
+    if let Some(rows) = rows {
+        index_vector("rows", rows, n)?;
+    }
+    Ok((n, k))
+}
+
+/// Range checks that need a device-to-host sync, so they run in debug builds only; in release an
+/// out-of-range index still fails loudly inside torch (an error on CPU, a device assert on CUDA).
+#[cfg(debug_assertions)]
+fn debug_check_range(name: &str, t: &Tensor, bound: i64) -> Result<()> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let (lo, hi) = (
+        t.f_min()?.f_int64_value(&[])?,
+        t.f_max()?.f_int64_value(&[])?,
+    );
+    if lo < 0 || hi >= bound {
+        return Err(Error::Invalid(format!(
+            "{name} must lie in [0, {bound}), got values in [{lo}, {hi}]"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(debug_assertions))]
+fn debug_check_range(_name: &str, _t: &Tensor, _bound: i64) -> Result<()> {
+    Ok(())
+}
+
+/// The reward of each decision's bag, `bag_rewards[rows / m]`, detached: rewards are targets.
+/// f64 rewards stay f64 (tests of estimator statistics want them), anything else becomes f32.
+fn rewards_of_rows(rows: &Tensor, bag_rewards: &Tensor, bag_size: usize) -> Result<Tensor> {
+    let bags = vector_len("bag_rewards", bag_rewards)?;
+    let m = check_bag_size(bag_size)?;
+    debug_check_range("rows", rows, bags * m)?;
+    let kind = if bag_rewards.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
+    let r = bag_rewards
+        .detach()
+        .f_to_kind(kind)?
+        .f_to_device(rows.device())?;
+    Ok(r.f_index_select(0, &rows.f_floor_divide_scalar(m)?)?)
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use tch::{Kind, Tensor};
+
+    pub fn f32s(v: &[f32]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+    pub fn i64s(v: &[i64]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+    pub fn bools(v: &[bool]) -> Tensor {
+        Tensor::from_slice(v)
+    }
+    pub fn vals(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(&t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+    pub fn assert_close(got: &[f64], want: &[f64], tol: f64) {
+        assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= tol,
+                "got {got:?}, want {want:?} (tol {tol})"
+            );
+        }
+    }
+}
