@@ -147,6 +147,9 @@ pub trait BaselineStore {
     /// Current baseline, `[node][action]`.
     fn values(&self) -> Vec<Vec<f64>>;
     /// Folds in one step's pooled statistics (all workers merged).
+    /// One value per node, the same for all its actions: the baseline REINFORCE subtracts. A baseline
+    /// that differed between actions would bias the gradient (Σ_a b(a)·∇π(a) ≠ 0).
+    fn node_values(&self) -> Vec<f64>;
     fn update(&mut self, pooled: &RewardStats);
 }
 
@@ -158,6 +161,9 @@ pub struct EmaBaseline {
     pub decay: f64,
     pub values: Vec<Vec<f64>>,
     pub seen: Vec<Vec<bool>>,
+    /// EMA of each node's mean reward over all its actions.
+    pub node: Vec<f64>,
+    pub node_seen: Vec<bool>,
 }
 
 impl EmaBaseline {
@@ -166,6 +172,8 @@ impl EmaBaseline {
             decay,
             values: actions_per_node.iter().map(|&k| vec![0.0; k]).collect(),
             seen: actions_per_node.iter().map(|&k| vec![false; k]).collect(),
+            node: vec![0.0; actions_per_node.len()],
+            node_seen: vec![false; actions_per_node.len()],
         }
     }
 }
@@ -173,6 +181,10 @@ impl EmaBaseline {
 impl BaselineStore for EmaBaseline {
     fn values(&self) -> Vec<Vec<f64>> {
         self.values.clone()
+    }
+
+    fn node_values(&self) -> Vec<f64> {
+        self.node.clone()
     }
 
     /// # Panics
@@ -184,18 +196,22 @@ impl BaselineStore for EmaBaseline {
             pooled.actions_per_node(),
             "EmaBaseline::update: actions per node differ"
         );
+        let decay = self.decay;
+        let ema = |value: &mut f64, seen: &mut bool, mean: f64| {
+            *value = if *seen { decay * *value + (1.0 - decay) * mean } else { mean };
+            *seen = true;
+        };
+        for (node, value) in self.node.iter_mut().enumerate() {
+            if let Some(mean) = pooled.node_mean(node) {
+                ema(value, &mut self.node_seen[node], mean);
+            }
+        }
         for (node, values) in self.values.iter_mut().enumerate() {
             for (a, value) in values.iter_mut().enumerate() {
                 let Some(mean) = pooled.mean(node, a) else {
                     continue;
                 };
-                let seen = &mut self.seen[node][a];
-                *value = if *seen {
-                    self.decay * *value + (1.0 - self.decay) * mean
-                } else {
-                    mean
-                };
-                *seen = true;
+                ema(value, &mut self.seen[node][a], mean);
             }
         }
     }

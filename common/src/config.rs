@@ -1,0 +1,174 @@
+//! The run config: one TOML file, layered with `D2NN_*` environment variables and `--set key=value`
+//! overrides. Unknown keys and wrong types are errors naming the key and the file.
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataConfig;
+use crate::graph::GraphSpec;
+use crate::optim::{LrSchedule, OptimizerConfig};
+use crate::rl::{Accuracy, EpsilonSchedule};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seeds parameter init, data order and every random decision.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    pub model: GraphSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// The paper's method: scores are Q-values regressed onto the reward; ε-greedy exploration.
+    #[default]
+    QLearning,
+    /// Softmax policy, policy gradient with a central per-action reward baseline.
+    Reinforce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: u64,
+    /// Examples per optimizer step over all workers.
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerConfig,
+    pub schedule: LrSchedule,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    pub algorithm: Algorithm,
+    /// Reward r = λ·A + (1−λ)·E.
+    pub lambda: f64,
+    /// Examples per mini-bag (1: per-example reward).
+    pub bag_size: usize,
+    /// Accuracy term of the reward: per-example correctness, or the F-score of a mini-bag.
+    pub accuracy: Accuracy,
+    pub epsilon: EpsilonSchedule,
+    /// REINFORCE entropy bonus.
+    pub entropy_coef: f64,
+    /// EMA decay of the reward baselines.
+    pub baseline_decay: f64,
+    /// Weight α of the controllers' loss against the task loss.
+    pub control_weight: f64,
+    /// Whether the controllers' loss also trains the regular modules that feed them.
+    pub control_grad_to_trunk: bool,
+    /// Steps of uniformly random routing that train the regular modules before the controllers learn.
+    pub warmup_steps: u64,
+    pub log_every: u64,
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            batch_size: 128,
+            lr: 0.05,
+            optimizer: OptimizerConfig::default(),
+            schedule: LrSchedule::default(),
+            grad_clip: Some(5.0),
+            algorithm: Algorithm::default(),
+            lambda: 0.9,
+            bag_size: 1,
+            accuracy: Accuracy::PerExample,
+            epsilon: EpsilonSchedule::default(),
+            entropy_coef: 0.01,
+            baseline_decay: 0.9,
+            control_weight: 1.0,
+            control_grad_to_trunk: false,
+            warmup_steps: 200,
+            log_every: 20,
+            eval_batch_size: 1000,
+        }
+    }
+}
+
+/// Environment variables that are not config overrides even though they start with `D2NN_`.
+const NOT_CONFIG: &[&str] = &["D2NN_DATA_DIR", "D2NN_CLUSTER_COOKIE", "D2NN_LOG"];
+
+impl RunConfig {
+    /// Loads `path`, then `D2NN_SECTION__KEY=value` variables from `env`, then `overrides`
+    /// (`key.path=value`), in that order of precedence (last wins).
+    pub fn load(path: &Path, env: &[(String, String)], overrides: &[String]) -> Result<RunConfig> {
+        let file = path.display().to_string();
+        let cfg_err = |message: String| Error::Config { file: file.clone(), message };
+        if !path.is_file() {
+            return Err(cfg_err("no such config file".into()));
+        }
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("D2NN_") else { continue };
+            if NOT_CONFIG.contains(&name.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let key = rest.to_lowercase().replace("__", ".");
+            builder = builder.set_override(key.as_str(), value.as_str()).map_err(|e| cfg_err(format!("{name}: {e}")))?;
+        }
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| cfg_err(format!("override `{item}` is not of the form key=value")))?;
+            builder = builder.set_override(key.trim(), value.trim()).map_err(|e| cfg_err(format!("--set {item}: {e}")))?;
+        }
+        let merged = builder.build().map_err(|e| cfg_err(e.to_string()))?;
+        let cfg: RunConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            cfg_err(format!("key `{key}`: {}", e.into_inner()))
+        })?;
+        cfg.check().map_err(cfg_err)?;
+        Ok(cfg)
+    }
+
+    /// Parses a config from TOML text (a saved resolved config).
+    pub fn from_toml(text: &str, file: &str) -> Result<RunConfig> {
+        let de = toml::Deserializer::new(text);
+        let cfg: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| Error::Config {
+            file: file.into(),
+            message: format!("key `{}`: {}", e.path(), e.into_inner()),
+        })?;
+        cfg.check().map_err(|message| Error::Config { file: file.into(), message })?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML, as written into every run directory.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::Invalid(format!("cannot write the config as TOML: {e}")))
+    }
+
+    /// Range checks serde cannot express.
+    fn check(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        let bad = |key: &str, why: &str| Err(format!("key `train.{key}`: {why}"));
+        if !(0.0..=1.0).contains(&t.lambda) {
+            return bad("lambda", "must be in [0, 1]");
+        }
+        if t.batch_size == 0 {
+            return bad("batch_size", "must be positive");
+        }
+        if t.bag_size == 0 || t.batch_size % t.bag_size != 0 {
+            return bad("bag_size", &format!("must divide batch_size ({})", t.batch_size));
+        }
+        if t.lr <= 0.0 || t.lr.is_nan() {
+            return bad("lr", "must be positive");
+        }
+        if !(0.0..1.0).contains(&t.baseline_decay) {
+            return bad("baseline_decay", "must be in [0, 1)");
+        }
+        if t.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
