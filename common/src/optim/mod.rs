@@ -1,1 +1,215 @@
-//! (in progress)
+//! Optimizers with saveable state. tch's own optimizer hides its buffers in libtorch, so a
+//! resumed run could not continue bit-for-bit; these keep every buffer as a named tensor that a
+//! checkpoint can store and load back.
+//!
+//! The update formulas are PyTorch's (`torch.optim.SGD`, `torch.optim.Adam`/`AdamW`, with
+//! `dampening = 0`, `maximize = false`, `amsgrad = false`), so hyper-parameters from papers and
+//! PyTorch baselines carry over unchanged.
+//!
+//! Undefined grads: like PyTorch skipping a parameter whose `.grad` is `None`, a parameter whose
+//! grad is undefined is left exactly as it is — no weight decay, no momentum drift, and (Adam) its
+//! own step count does not advance. The training loop nevertheless defines every grad (zeros for
+//! modules that did not execute), so that every replica does identical work and stays in step;
+//! the skip exists only so a frozen or never-reached parameter is not silently decayed.
+
+mod adam;
+mod clip;
+mod schedule;
+mod sgd;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+
+pub use adam::Adam;
+pub use clip::clip_grad_norm;
+pub use schedule::LrSchedule;
+pub use sgd::Sgd;
+
+/// Which optimizer and its hyper-parameters; the learning rate is not here because the schedule
+/// owns it and passes it to every [`Optimizer::step`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    Sgd {
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        /// L2 penalty added to the gradient (PyTorch's coupled `weight_decay`).
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        #[serde(default = "default_eps")]
+        eps: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// `true`: AdamW (decay the weights directly by `lr·weight_decay`); `false`: classic Adam
+        /// (add `weight_decay·p` to the gradient, so it is rescaled by the second moment).
+        #[serde(default)]
+        decoupled: bool,
+    },
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::Sgd { momentum: 0.9, nesterov: false, weight_decay: 5e-4 }
+    }
+}
+
+impl OptimizerConfig {
+    /// Rejects values PyTorch would reject, plus non-finite ones, naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &str, v: f64, want: &str| Err(Error::Invalid(format!("optimizer: {field} = {v} must be {want}")));
+        match *self {
+            OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad("momentum", momentum, "in [0, 1)");
+                }
+                if nesterov && momentum == 0.0 {
+                    return bad("momentum", momentum, "> 0 when nesterov = true");
+                }
+                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad("weight_decay", weight_decay, "finite and >= 0");
+                }
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                if !(0.0..1.0).contains(&beta1) {
+                    return bad("beta1", beta1, "in [0, 1)");
+                }
+                if !(0.0..1.0).contains(&beta2) {
+                    return bad("beta2", beta2, "in [0, 1)");
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return bad("eps", eps, "finite and > 0");
+                }
+                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad("weight_decay", weight_decay, "finite and >= 0");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An optimizer over a fixed, ordered list of parameters; state index `i` belongs to `params[i]`,
+/// so the same list (same order) must be passed to `build` and to every `step`.
+pub trait Optimizer: Send {
+    /// One update of every parameter from its `.grad()`, in place and without autograd tracking.
+    /// A parameter with an undefined grad is skipped entirely (see the module docs).
+    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()>;
+    /// Every piece of state as named tensors with stable names (`sgd.momentum.3`, `adam.m.3`,
+    /// `adam.v.3`, `adam.step.3`), the global step count being [`Optimizer::steps`].
+    /// The tensors share storage with the live state: serialize or copy them before the next step.
+    fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// Strict inverse of `state_tensors`: a missing, extra, duplicated, misshaped or wrong-dtype
+    /// tensor is an error naming it, and nothing is loaded unless everything matches. The values
+    /// are copied onto this optimizer's devices, so checkpoint tensors may live on the CPU.
+    fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()>;
+    /// How many times `step` has run (including steps restored by `load_state`).
+    fn steps(&self) -> u64;
+}
+
+/// Builds the optimizer for `params`, allocating its state (zeros, like PyTorch's first step sees)
+/// on each parameter's device.
+///
+/// # Panics
+/// If the config is invalid or state cannot be allocated; use [`try_build`] to get the error.
+pub fn build(cfg: &OptimizerConfig, params: &[Tensor]) -> Box<dyn Optimizer> {
+    try_build(cfg, params).unwrap_or_else(|e| panic!("building optimizer: {e}"))
+}
+
+/// Fallible [`build`]: validates the config and allocates state.
+pub fn try_build(cfg: &OptimizerConfig, params: &[Tensor]) -> Result<Box<dyn Optimizer>> {
+    cfg.validate()?;
+    Ok(match *cfg {
+        OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
+            Box::new(Sgd::new(params, momentum, nesterov, weight_decay)?)
+        }
+        OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
+            Box::new(Adam::new(params, beta1, beta2, eps, weight_decay, decoupled)?)
+        }
+    })
+}
+
+/// Fresh optimizer state: zeros shaped, typed and placed like each parameter, untracked.
+fn zeros_like_all(params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let zeros = tch::no_grad(|| params.iter().map(|p| p.f_zeros_like()).collect::<Result<_, _>>());
+    Ok(zeros?)
+}
+
+fn check_step_args(params: &[Tensor], n_state: usize, lr: f64) -> Result<()> {
+    if params.len() != n_state {
+        return Err(Error::Invalid(format!(
+            "optimizer built for {n_state} parameters was stepped with {}",
+            params.len()
+        )));
+    }
+    if !(lr >= 0.0 && lr.is_finite()) {
+        return Err(Error::Invalid(format!("optimizer: learning rate {lr} must be finite and >= 0")));
+    }
+    Ok(())
+}
+
+/// Copies `given` into `own` (shallow handles onto the optimizer's live state) after checking
+/// that both name exactly the same tensors with the same shapes and dtypes. Checking everything
+/// first means a bad checkpoint leaves the optimizer as it was rather than half-loaded.
+fn load_exact(own: Vec<(String, Tensor)>, given: &[(String, Tensor)]) -> Result<()> {
+    let bad = |msg: String| Err(Error::Invalid(format!("optimizer state: {msg}")));
+    let mut by_name: HashMap<&str, &Tensor> = HashMap::with_capacity(given.len());
+    for (name, t) in given {
+        if by_name.insert(name.as_str(), t).is_some() {
+            return bad(format!("tensor `{name}` given twice"));
+        }
+    }
+    let mut pairs = Vec::with_capacity(own.len());
+    for (name, dst) in own {
+        let Some(src) = by_name.remove(name.as_str()) else {
+            return bad(format!("tensor `{name}` is missing"));
+        };
+        if !src.defined() {
+            return bad(format!("tensor `{name}` is undefined"));
+        }
+        if src.size() != dst.size() {
+            return bad(format!("tensor `{name}` has shape {:?}, expected {:?}", src.size(), dst.size()));
+        }
+        if src.kind() != dst.kind() {
+            return bad(format!("tensor `{name}` has dtype {:?}, expected {:?}", src.kind(), dst.kind()));
+        }
+        pairs.push((dst, src));
+    }
+    if let Some(extra) = by_name.keys().min() {
+        return bad(format!("unexpected tensor `{extra}`"));
+    }
+    tch::no_grad(|| {
+        for (mut dst, src) in pairs {
+            dst.f_copy_(src)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests;
