@@ -148,6 +148,7 @@ impl D2nn {
                         Merge::Concat if inputs.len() > 1 => Tensor::cat(&inputs, 1),
                         _ => inputs.iter().skip(1).fold(inputs[0].shallow_clone(), |acc, t| acc + t),
                     };
+                    let merged = if node.is_control() && self.detach_control_inputs { merged.detach() } else { merged };
                     self.module(i).forward(&merged, train)
                 }
             };

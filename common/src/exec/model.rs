@@ -61,6 +61,8 @@ pub struct D2nn {
     pub graph: Graph,
     pub vs: nn::VarStore,
     pub(crate) modules: Vec<NodeModule>,
+    /// Stop the controllers' gradients at their inputs, so their loss trains only themselves.
+    pub detach_control_inputs: bool,
 }
 
 impl std::fmt::Debug for D2nn {
@@ -116,7 +118,7 @@ impl D2nn {
             }
             modules.push(NodeModule { layers });
         }
-        Ok(D2nn { graph, vs, modules })
+        Ok(D2nn { graph, vs, modules, detach_control_inputs: false })
     }
 
     pub fn device(&self) -> Device {

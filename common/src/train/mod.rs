@@ -1,0 +1,17 @@
+//! Training a D2NN: the step as a pure function of (model, batch, step context), which the
+//! distributed runtime runs unchanged in every worker; evaluation; run outputs; and the bare
+//! single-process loop.
+mod evaluate;
+mod local;
+mod outputs;
+mod stats;
+mod step;
+
+pub use evaluate::{evaluate, is_binary, EvalMetrics};
+pub use local::{train_local, LocalRun};
+pub use outputs::{MetricsLine, RunDir, Summary};
+pub use stats::StepStats;
+pub use step::{apply_update, policy_for_step, train_step, zero_grads, StepContext};
+
+#[cfg(test)]
+mod tests;

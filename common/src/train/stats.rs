@@ -1,0 +1,73 @@
+use serde::{Deserialize, Serialize};
+
+use crate::rl::RewardStats;
+use crate::Result;
+
+/// What one step measured on some examples. Sums, so the statistics of several workers merge into
+/// those of the global batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub examples: u64,
+    /// Loss terms, each already divided by the global batch (or bag) count: they add across workers.
+    pub loss: f64,
+    pub task_loss: f64,
+    pub control_loss: f64,
+    pub correct: u64,
+    pub cost_fraction_sum: f64,
+    pub bags: u64,
+    pub reward_sum: f64,
+    pub rewards: RewardStats,
+    /// REINFORCE advantages: count, sum and sum of squares, for their variance.
+    pub advantage_count: u64,
+    pub advantage_sum: f64,
+    pub advantage_sq_sum: f64,
+    /// Per controller and action: how many examples took it.
+    pub actions: Vec<Vec<u64>>,
+}
+
+impl StepStats {
+    pub fn merge(&mut self, other: &StepStats) -> Result<()> {
+        self.examples += other.examples;
+        self.loss += other.loss;
+        self.task_loss += other.task_loss;
+        self.control_loss += other.control_loss;
+        self.correct += other.correct;
+        self.cost_fraction_sum += other.cost_fraction_sum;
+        self.bags += other.bags;
+        self.reward_sum += other.reward_sum;
+        self.rewards.merge(&other.rewards)?;
+        self.advantage_count += other.advantage_count;
+        self.advantage_sum += other.advantage_sum;
+        self.advantage_sq_sum += other.advantage_sq_sum;
+        if self.actions.is_empty() {
+            self.actions = other.actions.clone();
+        } else {
+            for (mine, theirs) in self.actions.iter_mut().zip(&other.actions) {
+                for (a, b) in mine.iter_mut().zip(theirs) {
+                    *a += b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.examples.max(1) as f64
+    }
+
+    pub fn mean_cost_fraction(&self) -> f64 {
+        self.cost_fraction_sum / self.examples.max(1) as f64
+    }
+
+    pub fn reward_mean(&self) -> f64 {
+        self.reward_sum / self.bags.max(1) as f64
+    }
+
+    pub fn advantage_variance(&self) -> Option<f64> {
+        (self.advantage_count > 0).then(|| {
+            let n = self.advantage_count as f64;
+            let mean = self.advantage_sum / n;
+            (self.advantage_sq_sum / n - mean * mean).max(0.0)
+        })
+    }
+}

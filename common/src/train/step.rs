@@ -1,0 +1,153 @@
+use tch::{Kind, Tensor};
+
+use crate::config::{Algorithm, TrainConfig};
+use crate::data::Batch;
+use crate::exec::{D2nn, DecisionKey, Policy};
+use crate::graph::Target;
+use crate::optim::{clip_grad_norm, Optimizer};
+use crate::rl::{self, Accuracy, RewardStats};
+use crate::Result;
+
+use super::StepStats;
+
+/// Everything a step needs besides the model and the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext<'a> {
+    pub cfg: &'a TrainConfig,
+    pub seed: u64,
+    /// Global step: keys random decisions and the ε schedule.
+    pub step: u64,
+    /// Examples in this step over all workers: losses are divided by it, so they add across workers.
+    pub global_batch: usize,
+    /// Reward baseline per controller (decision index), from the baseline store.
+    pub baselines: &'a [f64],
+}
+
+/// The decision policy of a training step: uniform random routing during warm-up, then ε-greedy
+/// (Q-learning) or sampling from the softmax (REINFORCE).
+pub fn policy_for_step(cfg: &TrainConfig, num_actions: &[usize], step: u64) -> Policy {
+    if step < cfg.warmup_steps {
+        return Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect());
+    }
+    match cfg.algorithm {
+        Algorithm::QLearning => Policy::EpsilonGreedy(cfg.epsilon.at(step - cfg.warmup_steps)),
+        Algorithm::Reinforce => Policy::Sample,
+    }
+}
+
+pub fn zero_grads(model: &D2nn) {
+    for (_, p) in model.parameters() {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+}
+
+/// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
+/// gradients in the parameters' `.grad()` (zeroed first) and returns what it measured.
+pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
+    let cfg = ctx.cfg;
+    let graph = &model.graph;
+    zero_grads(model);
+    let num_actions = graph.num_actions();
+    let policy = policy_for_step(cfg, &num_actions, ctx.step);
+    let key = DecisionKey { seed: ctx.seed, step: ctx.step };
+    let device = model.device();
+    let x = batch.x.to_device(device);
+    let y = batch.y.to_device(device);
+    let fwd = model.forward(&x, &batch.ids, &policy, key, true)?;
+    let global = ctx.global_batch as f64;
+    let local = batch.ids.len();
+
+    let mut task = fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0);
+    for head in &fwd.heads {
+        let target = match head.target {
+            Target::Label => &y,
+            Target::Coarse => &batch.coarse.to_device(device),
+        };
+        let t = target.index_select(0, &head.rows);
+        task += head.logits.cross_entropy_loss::<Tensor>(&t, None, tch::Reduction::Sum, -100, 0.0) * head.weight;
+    }
+    let task = task / global;
+
+    let predicted = fwd.output.detach().argmax(1, false);
+    let correct = predicted.eq_tensor(&y);
+    let cost_fraction = fwd.cost_fraction(graph.full_flops);
+    let mut stats = StepStats {
+        examples: local as u64,
+        correct: correct.sum(Kind::Int64).int64_value(&[]) as u64,
+        cost_fraction_sum: cost_fraction.sum(Kind::Double).double_value(&[]),
+        rewards: RewardStats::new(&num_actions),
+        actions: num_actions.iter().map(|&k| vec![0; k]).collect(),
+        ..Default::default()
+    };
+
+    let mut control = Tensor::zeros([], (Kind::Float, device));
+    if !fwd.decisions.is_empty() {
+        let m = cfg.bag_size;
+        let positive = |t: &Tensor| t.eq(1);
+        let bag_rewards = rl::bag_rewards(
+            cfg.accuracy,
+            &correct.to_kind(Kind::Float),
+            &positive(&predicted),
+            &positive(&y),
+            &cost_fraction,
+            m,
+            cfg.lambda,
+        )?;
+        stats.bags = (local / m) as u64;
+        stats.reward_sum = bag_rewards.sum(Kind::Double).double_value(&[]);
+        let global_bags = global / m as f64;
+        let learning = cfg.algorithm == Algorithm::QLearning || ctx.step >= cfg.warmup_steps;
+        for (c, d) in fwd.decisions.iter().enumerate() {
+            stats.rewards.record(c, &d.actions, &d.rows, &bag_rewards, m)?;
+            let counts = Vec::<i64>::try_from(d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
+            for (slot, n) in stats.actions[c].iter_mut().zip(counts) {
+                *slot = n as u64;
+            }
+            if !learning {
+                continue;
+            }
+            let loss = match cfg.algorithm {
+                Algorithm::QLearning => rl::q_loss(&d.scores, &d.actions, &d.rows, &bag_rewards, m)?,
+                Algorithm::Reinforce => {
+                    let b = ctx.baselines.get(c).copied().unwrap_or(0.0);
+                    let adv = rl::advantages(&d.actions, &d.rows, &bag_rewards, m, &vec![b; num_actions[c]])?;
+                    stats.advantage_count += adv.numel() as u64;
+                    stats.advantage_sum += adv.sum(Kind::Double).double_value(&[]);
+                    stats.advantage_sq_sum += adv.square().sum(Kind::Double).double_value(&[]);
+                    rl::reinforce_loss(&d.scores, &d.actions, &adv, cfg.entropy_coef)?
+                }
+            };
+            control += loss / global_bags;
+        }
+    }
+    let total = &task + &control * cfg.control_weight;
+    total.backward();
+    stats.task_loss = task.double_value(&[]);
+    stats.control_loss = control.double_value(&[]);
+    stats.loss = total.double_value(&[]);
+    Ok(stats)
+}
+
+/// Clip (per config) and apply one optimizer update with learning rate `lr`. Every parameter gets a
+/// defined gradient first (zeros for modules no example ran), so every replica does the same work.
+pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<f64> {
+    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
+    for p in &params {
+        if !p.grad().defined() {
+            // Define a zero gradient: a module that no example ran still takes its (zero-grad)
+            // momentum and weight-decay update, identically on every replica.
+            let _ = (p * 0.0).sum(Kind::Float).backward();
+        }
+    }
+    let norm = clip_grad_norm(&params, cfg.grad_clip)?;
+    optimizer.step(&params, lr)?;
+    Ok(norm)
+}
+
+/// Whether the reward's accuracy term needs a binary task.
+pub(crate) fn needs_binary(cfg: &TrainConfig) -> bool {
+    cfg.accuracy == Accuracy::F1
+}
