@@ -1,1 +1,3 @@
-//! (in progress)
+//! The data layer (in progress): dataset file formats.
+pub mod idx;
+pub mod npy;
