@@ -13,11 +13,13 @@
 //! names it; nothing is repaired silently at load time.
 
 pub mod datasets;
+pub mod fetch;
 pub mod idx;
 pub mod npy;
 pub mod shard;
 
 pub use datasets::{coarse_group, load, Batch, DataConfig, Dataset, Split, Task, COARSE_NAMES, FASHION_CLASSES};
+pub use fetch::{fetch, FetchReport};
 pub use shard::{epoch_order, rank_slice, shard, steps_per_epoch};
 
 /// Examples per class and split, with totals (`d2nn data info`). `fashion-hier` also gets its coarse
