@@ -1,1 +1,74 @@
-//! (in progress)
+//! The data layer: dataset files, tasks and splits, batching, deterministic order and sharding, and
+//! fetching the files from packages.
+//!
+//! - [`idx`]: gzip IDX files (Fashion-MNIST), every header fact checked.
+//! - [`npy`]: NPY `<f8` arrays (the LFW face/non-face subset) with an md5 check.
+//! - [`datasets`]: the tasks (`fashion-mnist`, `fashion-binary`, `fashion-hier`, `lfw`), their fixed
+//!   splits, [`Split::batch`].
+//! - [`shard`]: the epoch order every world size shares, and each rank's part of it.
+//! - [`fetch`](mod@fetch): `d2nn data fetch`, from Debian and PyPI packages only.
+//!
+//! Files live under the data directory (`data/` at the workspace root, git-ignored):
+//! `fashion-mnist/*-idx?-ubyte.gz` and `lfw/lfw_subset.npy`. A missing or damaged file is an error that
+//! names it; nothing is repaired silently at load time.
+
+pub mod datasets;
+pub mod fetch;
+pub mod idx;
+pub mod npy;
+pub mod shard;
+
+pub use datasets::{coarse_group, load, Batch, DataConfig, Dataset, Split, Task, COARSE_NAMES, FASHION_CLASSES};
+pub use fetch::{fetch, FetchReport};
+pub use shard::{epoch_order, rank_slice, shard, steps_per_epoch};
+
+/// Examples per class and split, with totals (`d2nn data info`). `fashion-hier` also gets its coarse
+/// groups.
+pub fn info_table(ds: &Dataset) -> String {
+    let splits = [("train", &ds.train), ("val", &ds.val), ("test", &ds.test)];
+    let [c, h, w] = ds.input_shape;
+    let mut out =
+        format!("task {}: {} classes, {} coarse groups, input {c}x{h}x{w}\n", ds.task, ds.num_classes, ds.num_coarse);
+    let counts: Vec<Vec<usize>> = splits.iter().map(|(_, s)| s.class_counts(ds.num_classes)).collect();
+    table(&mut out, "class", &ds.class_names, &splits.map(|(n, _)| n), &counts);
+    if ds.task == Task::FashionHier {
+        out.push('\n');
+        let names: Vec<String> = COARSE_NAMES.iter().map(|s| s.to_string()).collect();
+        let counts: Vec<Vec<usize>> = splits.iter().map(|(_, s)| s.coarse_counts(ds.num_coarse)).collect();
+        table(&mut out, "coarse group", &names, &splits.map(|(n, _)| n), &counts);
+    }
+    out
+}
+
+/// `counts[split][row]`, one column per split, a total row at the bottom.
+fn table(out: &mut String, head: &str, rows: &[String], cols: &[&str], counts: &[Vec<usize>]) {
+    let name_w = rows.iter().map(|r| r.len()).chain([head.len(), 5]).max().unwrap_or(5);
+    let num_w = 7;
+    out.push_str(&format!("{head:<name_w$}"));
+    for c in cols {
+        out.push_str(&format!(" | {c:>num_w$}"));
+    }
+    out.push('\n');
+    out.push_str(&"-".repeat(name_w + cols.len() * (num_w + 3)));
+    out.push('\n');
+    for (i, name) in rows.iter().enumerate() {
+        out.push_str(&format!("{name:<name_w$}"));
+        for col in counts {
+            out.push_str(&format!(" | {:>num_w$}", col.get(i).copied().unwrap_or(0)));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{:<name_w$}", "total"));
+    for col in counts {
+        out.push_str(&format!(" | {:>num_w$}", col.iter().sum::<usize>()));
+    }
+    out.push('\n');
+}
+
+/// The data directory tests read: `$D2NN_DATA_DIR`, else `<workspace>/data`.
+#[cfg(test)]
+pub(crate) fn test_data_dir() -> std::path::PathBuf {
+    std::env::var_os("D2NN_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"))
+}
