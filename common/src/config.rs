@@ -111,13 +111,15 @@ impl RunConfig {
                 continue;
             }
             let key = rest.to_lowercase().replace("__", ".");
-            builder = builder.set_override(key.as_str(), value.as_str()).map_err(|e| cfg_err(format!("{name}: {e}")))?;
+            builder =
+                builder.set_override(key.as_str(), value.as_str()).map_err(|e| cfg_err(format!("{name}: {e}")))?;
         }
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| cfg_err(format!("override `{item}` is not of the form key=value")))?;
-            builder = builder.set_override(key.trim(), value.trim()).map_err(|e| cfg_err(format!("--set {item}: {e}")))?;
+            builder =
+                builder.set_override(key.trim(), value.trim()).map_err(|e| cfg_err(format!("--set {item}: {e}")))?;
         }
         let merged = builder.build().map_err(|e| cfg_err(e.to_string()))?;
         let cfg: RunConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
@@ -131,9 +133,9 @@ impl RunConfig {
     /// Parses a config from TOML text (a saved resolved config).
     pub fn from_toml(text: &str, file: &str) -> Result<RunConfig> {
         let de = toml::Deserializer::new(text);
-        let cfg: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| Error::Config {
-            file: file.into(),
-            message: format!("key `{}`: {}", e.path(), e.into_inner()),
+        let cfg: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            Error::Config { file: file.into(), message: format!("key `{key}`: {}", e.into_inner()) }
         })?;
         cfg.check().map_err(|message| Error::Config { file: file.into(), message })?;
         Ok(cfg)

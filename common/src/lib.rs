@@ -7,5 +7,6 @@ pub mod graph;
 pub mod optim;
 pub mod rl;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -55,17 +55,10 @@ impl RewardStats {
         // The result is needed on the host anyway; on the CPU a bad index is an error, never a
         // device assert.
         let actions = actions.f_to_device(Device::Cpu)?;
-        let r = rewards_of_rows(
-            &rows.f_to_device(Device::Cpu)?,
-            &bag_rewards.f_to_device(Device::Cpu)?,
-            bag_size,
-        )?
-        .f_to_kind(Kind::Double)?;
+        let r = rewards_of_rows(&rows.f_to_device(Device::Cpu)?, &bag_rewards.f_to_device(Device::Cpu)?, bag_size)?
+            .f_to_kind(Kind::Double)?;
         if n > 0 {
-            let (lo, hi) = (
-                actions.f_min()?.f_int64_value(&[])?,
-                actions.f_max()?.f_int64_value(&[])?,
-            );
+            let (lo, hi) = (actions.f_min()?.f_int64_value(&[])?, actions.f_max()?.f_int64_value(&[])?);
             if lo < 0 || hi >= k {
                 return Err(Error::Invalid(format!(
                     "reward stats: node {node} has {k} actions, got actions in [{lo}, {hi}]"
@@ -73,8 +66,7 @@ impl RewardStats {
             }
         }
         let per_action = |src: &Tensor| -> Result<Vec<f64>> {
-            let acc =
-                Tensor::f_zeros([k], (Kind::Double, Device::Cpu))?.f_index_add(0, &actions, src)?;
+            let acc = Tensor::f_zeros([k], (Kind::Double, Device::Cpu))?.f_index_add(0, &actions, src)?;
             Ok(Vec::<f64>::try_from(&acc)?)
         };
         let count = per_action(&r.f_ones_like()?)?;
@@ -113,11 +105,7 @@ impl RewardStats {
     }
 
     pub fn count(&self, node: usize, action: usize) -> u64 {
-        self.count
-            .get(node)
-            .and_then(|c| c.get(action))
-            .copied()
-            .unwrap_or(0)
+        self.count.get(node).and_then(|c| c.get(action)).copied().unwrap_or(0)
     }
 
     /// Mean reward of the action's decisions; None when it was never taken.
@@ -191,11 +179,7 @@ impl BaselineStore for EmaBaseline {
     /// If `pooled` has another shape: both come from the same graph, so a mismatch is a bug.
     fn update(&mut self, pooled: &RewardStats) {
         let shape: Vec<usize> = self.values.iter().map(Vec::len).collect();
-        assert_eq!(
-            shape,
-            pooled.actions_per_node(),
-            "EmaBaseline::update: actions per node differ"
-        );
+        assert_eq!(shape, pooled.actions_per_node(), "EmaBaseline::update: actions per node differ");
         let decay = self.decay;
         let ema = |value: &mut f64, seen: &mut bool, mean: f64| {
             *value = if *seen { decay * *value + (1.0 - decay) * mean } else { mean };
@@ -230,25 +214,12 @@ mod tests {
     fn record_equals_hand_computation() {
         let mut s = RewardStats::new(&[2, 3]);
         // rows / 2 = [0, 0, 1, 1, 2] → rewards [1, 1, 0.5, 0.5, −0.5]
-        s.record(
-            1,
-            &i64s(&[0, 2, 2, 0, 1]),
-            &i64s(&[0, 1, 2, 3, 5]),
-            &f32s(&[1.0, 0.5, -0.5]),
-            2,
-        )
-        .unwrap();
-        assert_eq!(
-            (s.count(1, 0), s.count(1, 1), s.count(1, 2), s.count(0, 0)),
-            (2, 1, 2, 0)
-        );
+        s.record(1, &i64s(&[0, 2, 2, 0, 1]), &i64s(&[0, 1, 2, 3, 5]), &f32s(&[1.0, 0.5, -0.5]), 2).unwrap();
+        assert_eq!((s.count(1, 0), s.count(1, 1), s.count(1, 2), s.count(0, 0)), (2, 1, 2, 0));
         assert!(approx(s.mean(1, 0), 0.75) && approx(s.variance(1, 0), 0.0625));
         assert!(approx(s.mean(1, 2), 0.75) && approx(s.variance(1, 2), 0.0625));
         assert!(approx(s.mean(1, 1), -0.5) && approx(s.variance(1, 1), 0.0));
-        assert_eq!(
-            (s.mean(0, 0), s.variance(0, 1), s.mean(5, 0)),
-            (None, None, None)
-        );
+        assert_eq!((s.mean(0, 0), s.variance(0, 1), s.mean(5, 0)), (None, None, None));
         assert!(approx(s.node_mean(1), 2.5 / 5.0));
         assert_eq!(s.node_mean(0), None);
     }
@@ -259,25 +230,18 @@ mod tests {
         let rows = [0i64, 1, 2, 3, 4, 5, 6, 7];
         let r = f32s(&[0.9, -0.2, 0.4, 0.7]);
         let mut whole = RewardStats::new(&[3]);
-        whole
-            .record(0, &i64s(&actions), &i64s(&rows), &r, 2)
-            .unwrap();
+        whole.record(0, &i64s(&actions), &i64s(&rows), &r, 2).unwrap();
         let mut a = RewardStats::new(&[3]);
         let mut b = RewardStats::new(&[3]);
-        a.record(0, &i64s(&actions[..3]), &i64s(&rows[..3]), &r, 2)
-            .unwrap();
-        b.record(0, &i64s(&actions[3..]), &i64s(&rows[3..]), &r, 2)
-            .unwrap();
+        a.record(0, &i64s(&actions[..3]), &i64s(&rows[..3]), &r, 2).unwrap();
+        b.record(0, &i64s(&actions[3..]), &i64s(&rows[3..]), &r, 2).unwrap();
         let mut pooled = RewardStats::default();
         pooled.merge(&a).unwrap();
         pooled.merge(&b).unwrap();
         for act in 0..3 {
             assert_eq!(pooled.count(0, act), whole.count(0, act));
             assert!(approx(pooled.mean(0, act), whole.mean(0, act).unwrap()));
-            assert!(approx(
-                pooled.variance(0, act),
-                whole.variance(0, act).unwrap()
-            ));
+            assert!(approx(pooled.variance(0, act), whole.variance(0, act).unwrap()));
         }
     }
 
@@ -287,31 +251,17 @@ mod tests {
         let e = s.merge(&RewardStats::new(&[3])).unwrap_err().to_string();
         assert!(e.contains("[3]") && e.contains("[2]"), "{e}");
         let r = f32s(&[1.0]);
-        assert!(
-            s.record(1, &i64s(&[0]), &i64s(&[0]), &r, 1).is_err(),
-            "node"
-        );
-        assert!(
-            s.record(0, &i64s(&[2]), &i64s(&[0]), &r, 1).is_err(),
-            "action"
-        );
+        assert!(s.record(1, &i64s(&[0]), &i64s(&[0]), &r, 1).is_err(), "node");
+        assert!(s.record(0, &i64s(&[2]), &i64s(&[0]), &r, 1).is_err(), "action");
         assert!(s.record(0, &i64s(&[0]), &i64s(&[1]), &r, 1).is_err(), "row");
-        assert!(
-            s.record(0, &i64s(&[0]), &i64s(&[0]), &r, 0).is_err(),
-            "m = 0"
-        );
-        assert_eq!(
-            s,
-            RewardStats::new(&[2]),
-            "failed records leave the stats untouched"
-        );
+        assert!(s.record(0, &i64s(&[0]), &i64s(&[0]), &r, 0).is_err(), "m = 0");
+        assert_eq!(s, RewardStats::new(&[2]), "failed records leave the stats untouched");
     }
 
     #[test]
     fn serde_round_trip() {
         let mut s = RewardStats::new(&[2, 1]);
-        s.record(0, &i64s(&[1]), &i64s(&[0]), &f32s(&[0.5]), 1)
-            .unwrap();
+        s.record(0, &i64s(&[1]), &i64s(&[0]), &f32s(&[0.5]), 1).unwrap();
         let back: RewardStats = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
@@ -320,8 +270,7 @@ mod tests {
     fn step(decisions: &[(usize, i64, f32)]) -> RewardStats {
         let mut s = RewardStats::new(&[2, 1]);
         for &(node, action, reward) in decisions {
-            s.record(node, &i64s(&[action]), &i64s(&[0]), &f32s(&[reward]), 1)
-                .unwrap();
+            s.record(node, &i64s(&[action]), &i64s(&[0]), &f32s(&[reward]), 1).unwrap();
         }
         s
     }
@@ -330,21 +279,13 @@ mod tests {
     fn ema_over_three_updates() {
         let mut b = EmaBaseline::new(&[2, 1], 0.9);
         b.update(&step(&[(0, 0, 1.0), (1, 0, 0.25), (1, 0, 0.75)]));
-        assert_eq!(
-            b.values(),
-            vec![vec![1.0, 0.0], vec![0.5]],
-            "first sight sets the mean"
-        );
+        assert_eq!(b.values(), vec![vec![1.0, 0.0], vec![0.5]], "first sight sets the mean");
         assert_eq!(b.seen, vec![vec![true, false], vec![true]]);
         b.update(&step(&[(0, 0, 0.0), (0, 1, 2.0)]));
         // node 0 action 0: 0.9·1 + 0.1·0; action 1 first seen; node 1 untouched
         assert_close(&b.values().concat(), &[0.9, 2.0, 0.5], 1e-12);
         b.update(&step(&[(0, 0, 1.0), (0, 1, 0.0), (1, 0, -0.5)]));
-        assert_close(
-            &b.values().concat(),
-            &[0.9 * 0.9 + 0.1, 0.9 * 2.0, 0.9 * 0.5 - 0.1 * 0.5],
-            1e-12,
-        );
+        assert_close(&b.values().concat(), &[0.9 * 0.9 + 0.1, 0.9 * 2.0, 0.9 * 0.5 - 0.1 * 0.5], 1e-12);
     }
 
     #[test]

@@ -14,11 +14,7 @@ pub struct EpsilonSchedule {
 
 impl Default for EpsilonSchedule {
     fn default() -> Self {
-        Self {
-            start: 1.0,
-            end: 0.1,
-            decay_steps: 1000,
-        }
+        Self { start: 1.0, end: 0.1, decay_steps: 1000 }
     }
 }
 
@@ -36,9 +32,7 @@ impl EpsilonSchedule {
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("start", self.start), ("end", self.end)] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(Error::Invalid(format!(
-                    "epsilon.{name} must be in [0, 1], got {v}"
-                )));
+                return Err(Error::Invalid(format!("epsilon.{name} must be in [0, 1], got {v}")));
             }
         }
         Ok(())
@@ -62,31 +56,16 @@ mod tests {
 
     #[test]
     fn no_decay_steps_means_end_at_once() {
-        let s = EpsilonSchedule {
-            start: 1.0,
-            end: 0.05,
-            decay_steps: 0,
-        };
+        let s = EpsilonSchedule { start: 1.0, end: 0.05, decay_steps: 0 };
         assert_eq!(s.at(0), 0.05);
     }
 
     #[test]
     fn config_defaults_and_unknown_fields() {
         let s: EpsilonSchedule = toml::from_str("end = 0.05").unwrap();
-        assert_eq!(
-            s,
-            EpsilonSchedule {
-                end: 0.05,
-                ..Default::default()
-            }
-        );
+        assert_eq!(s, EpsilonSchedule { end: 0.05, ..Default::default() });
         assert!(toml::from_str::<EpsilonSchedule>("ends = 0.05").is_err());
         assert!(s.validate().is_ok());
-        assert!(EpsilonSchedule {
-            start: 1.5,
-            ..Default::default()
-        }
-        .validate()
-        .is_err());
+        assert!(EpsilonSchedule { start: 1.5, ..Default::default() }.validate().is_err());
     }
 }

@@ -23,11 +23,7 @@ pub enum Accuracy {
 /// # Panics
 /// If the two slices differ in length.
 pub fn f1_score(predicted_positive: &[bool], actual_positive: &[bool]) -> f64 {
-    assert_eq!(
-        predicted_positive.len(),
-        actual_positive.len(),
-        "f1_score: slice lengths differ"
-    );
+    assert_eq!(predicted_positive.len(), actual_positive.len(), "f1_score: slice lengths differ");
     let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
     for (&p, &a) in predicted_positive.iter().zip(actual_positive) {
         match (p, a) {
@@ -61,10 +57,7 @@ pub fn bag_rewards(
     let m = bag_size as i64;
     let device = cost_fraction.device();
     let bag_mean = |t: &Tensor| -> Result<Tensor> {
-        let t = t
-            .f_to_kind(Kind::Float)?
-            .f_to_device(device)?
-            .f_reshape([bags, m])?;
+        let t = t.f_to_kind(Kind::Float)?.f_to_device(device)?.f_reshape([bags, m])?;
         Ok(t.f_mean_dim(1, false, Kind::Float)?)
     };
     let cost = bag_mean(cost_fraction)?;
@@ -79,17 +72,12 @@ pub fn bag_rewards(
             // Bags are few and F1 is not a tensor reduction, so it is computed on the host.
             let predicted = host_bools(predicted_positive)?;
             let actual = host_bools(actual_positive)?;
-            let f1: Vec<f32> = predicted
-                .chunks(bag_size)
-                .zip(actual.chunks(bag_size))
-                .map(|(p, a)| f1_score(p, a) as f32)
-                .collect();
+            let f1: Vec<f32> =
+                predicted.chunks(bag_size).zip(actual.chunks(bag_size)).map(|(p, a)| f1_score(p, a) as f32).collect();
             Tensor::f_from_slice(&f1)?.f_to_device(device)?
         }
     };
-    Ok(accuracy
-        .f_mul_scalar(lambda)?
-        .f_sub(&cost.f_mul_scalar(1.0 - lambda)?)?)
+    Ok(accuracy.f_mul_scalar(lambda)?.f_sub(&cost.f_mul_scalar(1.0 - lambda)?)?)
 }
 
 /// The bag of each row, `rows / m`.
@@ -116,22 +104,11 @@ mod tests {
     fn f1_edge_cases() {
         assert_eq!(f1_score(&[false, false], &[false, false]), 1.0);
         assert_eq!(f1_score(&[], &[]), 1.0);
-        assert_eq!(
-            f1_score(&[false, false], &[true, false]),
-            0.0,
-            "missed positive, no TP"
-        );
-        assert_eq!(
-            f1_score(&[true, false], &[false, false]),
-            0.0,
-            "false alarm, no TP"
-        );
+        assert_eq!(f1_score(&[false, false], &[true, false]), 0.0, "missed positive, no TP");
+        assert_eq!(f1_score(&[true, false], &[false, false]), 0.0, "false alarm, no TP");
         assert_eq!(f1_score(&[true, false], &[false, true]), 0.0);
         // TP = 2, FP = 1, FN = 1: 2·2 / (2·2 + 1 + 1)
-        let f = f1_score(
-            &[true, true, true, false, false],
-            &[true, true, false, true, false],
-        );
+        let f = f1_score(&[true, true, true, false, false], &[true, true, false, true, false]);
         assert!((f - 2.0 / 3.0).abs() < 1e-12, "{f}");
         assert_eq!(f1_score(&[true, false, true], &[true, false, true]), 1.0);
     }
@@ -147,16 +124,7 @@ mod tests {
     #[test]
     fn per_example_bags_of_four() {
         let (correct, pred, actual, cost) = batch8();
-        let r = bag_rewards(
-            Accuracy::PerExample,
-            &correct,
-            &pred,
-            &actual,
-            &cost,
-            4,
-            0.9,
-        )
-        .unwrap();
+        let r = bag_rewards(Accuracy::PerExample, &correct, &pred, &actual, &cost, 4, 0.9).unwrap();
         // bag 0: 0.9·0.75 − 0.1·0.5; bag 1: 0.9·0.25 − 0.1·0.5
         assert_close(&vals(&r), &[0.625, 0.175], 1e-6);
     }
@@ -172,16 +140,7 @@ mod tests {
     #[test]
     fn bags_of_one_are_example_rewards() {
         let (correct, pred, actual, cost) = batch8();
-        let bag = bag_rewards(
-            Accuracy::PerExample,
-            &correct,
-            &pred,
-            &actual,
-            &cost,
-            1,
-            0.7,
-        )
-        .unwrap();
+        let bag = bag_rewards(Accuracy::PerExample, &correct, &pred, &actual, &cost, 1, 0.7).unwrap();
         let ex = example_rewards(&correct, &cost, 0.7).unwrap();
         assert_close(&vals(&bag), &vals(&ex), 1e-7);
     }
@@ -189,16 +148,7 @@ mod tests {
     #[test]
     fn partial_bag_is_an_error_naming_b_and_m() {
         let (correct, pred, actual, cost) = batch8();
-        let e = bag_rewards(
-            Accuracy::PerExample,
-            &correct,
-            &pred,
-            &actual,
-            &cost,
-            3,
-            0.5,
-        )
-        .unwrap_err();
+        let e = bag_rewards(Accuracy::PerExample, &correct, &pred, &actual, &cost, 3, 0.5).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("B = 8") && msg.contains("m = 3"), "{msg}");
         assert!(bag_rewards(Accuracy::F1, &correct, &pred, &actual, &cost, 0, 0.5).is_err());
@@ -210,37 +160,19 @@ mod tests {
         let short = f32s(&[1.0]);
         assert!(bag_rewards(Accuracy::F1, &short, &pred, &actual, &cost, 4, 0.5).is_ok());
         assert!(bag_rewards(Accuracy::PerExample, &short, &pred, &actual, &cost, 4, 0.5).is_err());
-        let e = bag_rewards(
-            Accuracy::F1,
-            &short,
-            &bools(&[true]),
-            &actual,
-            &cost,
-            4,
-            0.5,
-        )
-        .unwrap_err();
+        let e = bag_rewards(Accuracy::F1, &short, &bools(&[true]), &actual, &cost, 4, 0.5).unwrap_err();
         assert!(e.to_string().contains("predicted_positive"));
     }
 
     #[test]
     fn bag_index_divides_rows() {
-        assert_eq!(
-            vals(&bag_index(&i64s(&[0, 1, 2, 3, 7]), 2)),
-            [0., 0., 1., 1., 3.]
-        );
+        assert_eq!(vals(&bag_index(&i64s(&[0, 1, 2, 3, 7]), 2)), [0., 0., 1., 1., 3.]);
         assert_eq!(bag_index(&i64s(&[5]), 2).kind(), Kind::Int64);
     }
 
     #[test]
     fn accuracy_serde_is_snake_case() {
-        assert_eq!(
-            serde_json::to_string(&Accuracy::PerExample).unwrap(),
-            "\"per_example\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Accuracy>("\"f1\"").unwrap(),
-            Accuracy::F1
-        );
+        assert_eq!(serde_json::to_string(&Accuracy::PerExample).unwrap(), "\"per_example\"");
+        assert_eq!(serde_json::from_str::<Accuracy>("\"f1\"").unwrap(), Accuracy::F1);
     }
 }

@@ -28,18 +28,14 @@ use tch::{Kind, Tensor};
 fn vector_len(name: &str, t: &Tensor) -> Result<i64> {
     match t.size().as_slice() {
         [n] => Ok(*n),
-        other => Err(Error::Invalid(format!(
-            "{name} must be 1-D, got shape {other:?}"
-        ))),
+        other => Err(Error::Invalid(format!("{name} must be 1-D, got shape {other:?}"))),
     }
 }
 
 fn same_len(name: &str, t: &Tensor, expected: i64) -> Result<()> {
     let n = vector_len(name, t)?;
     if n != expected {
-        return Err(Error::Invalid(format!(
-            "{name} has {n} entries, expected {expected}"
-        )));
+        return Err(Error::Invalid(format!("{name} has {n} entries, expected {expected}")));
     }
     Ok(())
 }
@@ -47,19 +43,14 @@ fn same_len(name: &str, t: &Tensor, expected: i64) -> Result<()> {
 fn index_vector(name: &str, t: &Tensor, expected: i64) -> Result<()> {
     same_len(name, t, expected)?;
     if t.kind() != Kind::Int64 {
-        return Err(Error::Invalid(format!(
-            "{name} must be int64, got {:?}",
-            t.kind()
-        )));
+        return Err(Error::Invalid(format!("{name} must be int64, got {:?}", t.kind())));
     }
     Ok(())
 }
 
 fn check_lambda(lambda: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&lambda) {
-        return Err(Error::Invalid(format!(
-            "reward weight λ must be in [0, 1], got {lambda}"
-        )));
+        return Err(Error::Invalid(format!("reward weight λ must be in [0, 1], got {lambda}")));
     }
     Ok(())
 }
@@ -76,9 +67,7 @@ fn check_bag_size(bag_size: usize) -> Result<i64> {
 fn num_bags(batch: i64, bag_size: usize) -> Result<i64> {
     let m = check_bag_size(bag_size)?;
     if batch % m != 0 {
-        return Err(Error::Invalid(format!(
-            "batch size B = {batch} is not a multiple of the mini-bag size m = {m}"
-        )));
+        return Err(Error::Invalid(format!("batch size B = {batch} is not a multiple of the mini-bag size m = {m}")));
     }
     Ok(batch / m)
 }
@@ -87,11 +76,7 @@ fn num_bags(batch: i64, bag_size: usize) -> Result<i64> {
 fn check_decisions(scores: &Tensor, actions: &Tensor, rows: Option<&Tensor>) -> Result<(i64, i64)> {
     let (n, k) = match scores.size().as_slice() {
         [n, k] => (*n, *k),
-        other => {
-            return Err(Error::Invalid(format!(
-                "scores must be [n, k], got shape {other:?}"
-            )))
-        }
+        other => return Err(Error::Invalid(format!("scores must be [n, k], got shape {other:?}"))),
     };
     index_vector("actions", actions, n)?;
     if let Some(rows) = rows {
@@ -107,14 +92,9 @@ fn debug_check_range(name: &str, t: &Tensor, bound: i64) -> Result<()> {
     if t.numel() == 0 {
         return Ok(());
     }
-    let (lo, hi) = (
-        t.f_min()?.f_int64_value(&[])?,
-        t.f_max()?.f_int64_value(&[])?,
-    );
+    let (lo, hi) = (t.f_min()?.f_int64_value(&[])?, t.f_max()?.f_int64_value(&[])?);
     if lo < 0 || hi >= bound {
-        return Err(Error::Invalid(format!(
-            "{name} must lie in [0, {bound}), got values in [{lo}, {hi}]"
-        )));
+        return Err(Error::Invalid(format!("{name} must lie in [0, {bound}), got values in [{lo}, {hi}]")));
     }
     Ok(())
 }
@@ -130,15 +110,8 @@ fn rewards_of_rows(rows: &Tensor, bag_rewards: &Tensor, bag_size: usize) -> Resu
     let bags = vector_len("bag_rewards", bag_rewards)?;
     let m = check_bag_size(bag_size)?;
     debug_check_range("rows", rows, bags * m)?;
-    let kind = if bag_rewards.kind() == Kind::Double {
-        Kind::Double
-    } else {
-        Kind::Float
-    };
-    let r = bag_rewards
-        .detach()
-        .f_to_kind(kind)?
-        .f_to_device(rows.device())?;
+    let kind = if bag_rewards.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let r = bag_rewards.detach().f_to_kind(kind)?.f_to_device(rows.device())?;
     Ok(r.f_index_select(0, &rows.f_floor_divide_scalar(m)?)?)
 }
 
@@ -161,10 +134,7 @@ pub(crate) mod test_util {
     pub fn assert_close(got: &[f64], want: &[f64], tol: f64) {
         assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
         for (g, w) in got.iter().zip(want) {
-            assert!(
-                (g - w).abs() <= tol,
-                "got {got:?}, want {want:?} (tol {tol})"
-            );
+            assert!((g - w).abs() <= tol, "got {got:?}, want {want:?} (tol {tol})");
         }
     }
 }

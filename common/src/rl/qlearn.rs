@@ -27,17 +27,12 @@ pub fn q_loss(
     debug_check_range("actions", actions, k)?;
     debug_check_range("rows", rows, bags * m)?;
 
-    let q = scores
-        .f_gather(1, &actions.f_unsqueeze(1)?, false)?
-        .f_squeeze_dim(1)?;
+    let q = scores.f_gather(1, &actions.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
     let bag = bag_index(rows, bag_size);
     let zeros = Tensor::f_zeros([bags], (q.kind(), q.device()))?;
     let q_bag = zeros.f_index_add(0, &bag, &q)?;
     let ran = zeros.f_index_fill(0, &bag, 1.0)?;
-    let r = bag_rewards
-        .detach()
-        .f_to_kind(q.kind())?
-        .f_to_device(q.device())?;
+    let r = bag_rewards.detach().f_to_kind(q.kind())?.f_to_device(q.device())?;
     Ok(q_bag.f_sub(&r)?.f_square()?.f_mul(&ran)?.f_sum(q.kind())?)
 }
 
@@ -48,23 +43,14 @@ mod tests {
     use tch::Kind;
 
     fn scores() -> Tensor {
-        Tensor::from_slice(&[1.0f32, 2.0, 0.5, -1.0, 3.0, 0.0])
-            .view([3, 2])
-            .set_requires_grad(true)
+        Tensor::from_slice(&[1.0f32, 2.0, 0.5, -1.0, 3.0, 0.0]).view([3, 2]).set_requires_grad(true)
     }
 
     #[test]
     fn per_example_value_and_gradient() {
         let s = scores();
         // q = [2, 0.5, 0]; bag 1 (reward 9) has no decision and must not count.
-        let loss = q_loss(
-            &s,
-            &i64s(&[1, 0, 1]),
-            &i64s(&[0, 2, 3]),
-            &f32s(&[1.0, 9.0, 0.0, 0.5]),
-            1,
-        )
-        .unwrap();
+        let loss = q_loss(&s, &i64s(&[1, 0, 1]), &i64s(&[0, 2, 3]), &f32s(&[1.0, 9.0, 0.0, 0.5]), 1).unwrap();
         // (2−1)² + (0.5−0)² + (0−0.5)²
         assert_close(&vals(&loss), &[1.5], 1e-6);
         loss.backward();
@@ -76,14 +62,7 @@ mod tests {
     fn bags_of_two_value_and_gradient() {
         let s = scores();
         // Rows 0, 1 fill bag 0; row 3 is the only example of bag 1 the node ran on; bag 2 unused.
-        let loss = q_loss(
-            &s,
-            &i64s(&[1, 0, 0]),
-            &i64s(&[0, 1, 3]),
-            &f32s(&[1.0, 2.0, 5.0]),
-            2,
-        )
-        .unwrap();
+        let loss = q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 3]), &f32s(&[1.0, 2.0, 5.0]), 2).unwrap();
         // bag 0: Q = 2 + 0.5, err 1.5; bag 1: Q = 3, err 1
         assert_close(&vals(&loss), &[1.5 * 1.5 + 1.0], 1e-6);
         loss.backward();
@@ -110,25 +89,11 @@ mod tests {
     fn rejects_bad_shapes_and_indices() {
         let s = scores();
         let r = f32s(&[1.0, 2.0]);
-        let e = q_loss(&s, &i64s(&[1, 0]), &i64s(&[0, 1, 2]), &r, 2)
-            .unwrap_err()
-            .to_string();
+        let e = q_loss(&s, &i64s(&[1, 0]), &i64s(&[0, 1, 2]), &r, 2).unwrap_err().to_string();
         assert!(e.contains("actions"), "{e}");
-        assert!(
-            q_loss(&s, &i64s(&[1, 0, 0]), &f32s(&[0., 1., 2.]), &r, 2).is_err(),
-            "float rows"
-        );
-        assert!(
-            q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 2]), &r, 0).is_err(),
-            "m = 0"
-        );
-        assert!(
-            q_loss(&s, &i64s(&[1, 0, 2]), &i64s(&[0, 1, 2]), &r, 2).is_err(),
-            "action ≥ k"
-        );
-        assert!(
-            q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 4]), &r, 2).is_err(),
-            "row ≥ B"
-        );
+        assert!(q_loss(&s, &i64s(&[1, 0, 0]), &f32s(&[0., 1., 2.]), &r, 2).is_err(), "float rows");
+        assert!(q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 2]), &r, 0).is_err(), "m = 0");
+        assert!(q_loss(&s, &i64s(&[1, 0, 2]), &i64s(&[0, 1, 2]), &r, 2).is_err(), "action ≥ k");
+        assert!(q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 4]), &r, 2).is_err(), "row ≥ B");
     }
 }

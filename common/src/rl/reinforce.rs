@@ -4,42 +4,26 @@
 //! estimator assumes the actions were sampled from that softmax; ε-greedy actions make it
 //! off-policy.
 
-use super::{
-    check_decisions, debug_check_range, index_vector, rewards_of_rows, same_len, vector_len,
-};
+use super::{check_decisions, debug_check_range, index_vector, rewards_of_rows, same_len, vector_len};
 use crate::error::{Error, Result};
 use tch::Tensor;
 
 /// `−Σ_i A_i·log π(a_i|s_i) − β·Σ_i H(π(·|s_i))` as a scalar SUM, with π = softmax(scores).
 /// The advantages are constants: the estimator's unbiasedness rests on not differentiating them.
-pub fn reinforce_loss(
-    scores: &Tensor,
-    actions: &Tensor,
-    advantages: &Tensor,
-    entropy_coef: f64,
-) -> Result<Tensor> {
+pub fn reinforce_loss(scores: &Tensor, actions: &Tensor, advantages: &Tensor, entropy_coef: f64) -> Result<Tensor> {
     let (n, k) = check_decisions(scores, actions, None)?;
     same_len("advantages", advantages, n)?;
     if !entropy_coef.is_finite() {
-        return Err(Error::Invalid(format!(
-            "entropy coefficient must be finite, got {entropy_coef}"
-        )));
+        return Err(Error::Invalid(format!("entropy coefficient must be finite, got {entropy_coef}")));
     }
     debug_check_range("actions", actions, k)?;
     let log_p = scores.f_log_softmax(-1, None)?;
     let kind = log_p.kind();
-    let log_p_taken = log_p
-        .f_gather(1, &actions.f_unsqueeze(1)?, false)?
-        .f_squeeze_dim(1)?;
-    let adv = advantages
-        .detach()
-        .f_to_kind(kind)?
-        .f_to_device(log_p.device())?;
+    let log_p_taken = log_p.f_gather(1, &actions.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+    let adv = advantages.detach().f_to_kind(kind)?.f_to_device(log_p.device())?;
     let policy_term = log_p_taken.f_mul(&adv)?.f_sum(kind)?;
     let entropy = log_p.f_exp()?.f_mul(&log_p)?.f_sum(kind)?.f_neg()?;
-    Ok(policy_term
-        .f_neg()?
-        .f_sub(&entropy.f_mul_scalar(entropy_coef)?)?)
+    Ok(policy_term.f_neg()?.f_sub(&entropy.f_mul_scalar(entropy_coef)?)?)
 }
 
 /// `[n]` advantages `r_bag(rows_i / m) − baseline[a_i]`, detached; `baseline` holds this node's
@@ -61,15 +45,11 @@ pub fn advantages(
     index_vector("actions", actions, n)?;
     index_vector("rows", rows, n)?;
     if baseline.is_empty() {
-        return Err(Error::Invalid(
-            "baseline must hold one value per action, got none".into(),
-        ));
+        return Err(Error::Invalid("baseline must hold one value per action, got none".into()));
     }
     debug_check_range("actions", actions, baseline.len() as i64)?;
     let r = rewards_of_rows(rows, bag_rewards, bag_size)?;
-    let b = Tensor::f_from_slice(baseline)?
-        .f_to_kind(r.kind())?
-        .f_to_device(r.device())?;
+    let b = Tensor::f_from_slice(baseline)?.f_to_kind(r.kind())?.f_to_device(r.device())?;
     Ok(r.f_sub(&b.f_index_select(0, actions)?)?)
 }
 
@@ -101,12 +81,7 @@ mod tests {
 
     /// The 3-armed bandit: fixed logits θ, deterministic per-arm rewards, N sampled pulls.
     /// Returns (per-component mean of the per-sample gradients, their sample variance).
-    fn bandit_estimates(
-        theta: &[f64],
-        reward: &[f64],
-        baseline: f64,
-        n: usize,
-    ) -> (Vec<f64>, Vec<f64>) {
+    fn bandit_estimates(theta: &[f64], reward: &[f64], baseline: f64, n: usize) -> (Vec<f64>, Vec<f64>) {
         let pi = softmax(theta);
         let actions: Vec<i64> = (0..n as u64)
             .map(|i| {
@@ -120,18 +95,10 @@ mod tests {
                     .unwrap_or(pi.len() - 1) as i64
             })
             .collect();
-        let adv: Vec<f64> = actions
-            .iter()
-            .map(|&a| reward[a as usize] - baseline)
-            .collect();
+        let adv: Vec<f64> = actions.iter().map(|&a| reward[a as usize] - baseline).collect();
         // One leaf row per sample, so each row's gradient is that sample's estimate of ∇θ.
-        let scores = Tensor::from_slice(theta)
-            .view([1, 3])
-            .repeat([n as i64, 1])
-            .set_requires_grad(true);
-        reinforce_loss(&scores, &i64s(&actions), &Tensor::from_slice(&adv), 0.0)
-            .unwrap()
-            .backward();
+        let scores = Tensor::from_slice(theta).view([1, 3]).repeat([n as i64, 1]).set_requires_grad(true);
+        reinforce_loss(&scores, &i64s(&actions), &Tensor::from_slice(&adv), 0.0).unwrap().backward();
         let g = scores.grad();
         let mean = vals(&g.mean_dim(0, false, Kind::Double));
         let var = vals(&g.var_dim(0, true, false));
@@ -186,18 +153,11 @@ mod tests {
         let (_, var_none) = bandit_estimates(&THETA, &REWARD, 0.0, N);
         let (_, var_base) = bandit_estimates(&THETA, &REWARD, 2.5, N);
         let (total_none, total_base) = (var_none.iter().sum::<f64>(), var_base.iter().sum::<f64>());
-        assert!(
-            total_base < 0.1 * total_none,
-            "variance {total_base} with baseline vs {total_none} without"
-        );
+        assert!(total_base < 0.1 * total_none, "variance {total_base} with baseline vs {total_none} without");
         // and the sample variances agree with the exact ones
         for (b, sample) in [(0.0, &var_none), (2.5, &var_base)] {
             let exact = bandit_exact(&THETA, &REWARD, b).1;
-            assert_close(
-                sample,
-                &exact,
-                0.05 * exact.iter().cloned().fold(0.0, f64::max),
-            );
+            assert_close(sample, &exact, 0.05 * exact.iter().cloned().fold(0.0, f64::max));
         }
     }
 
@@ -206,10 +166,7 @@ mod tests {
         // Documents the caution on `advantages`: b(a) = E[r|a] leaves no gradient in a bandit
         // whose exact gradient is far from zero.
         let actions = i64s(&[0, 1, 2, 0]);
-        let bag_r: Vec<f32> = [0usize, 1, 2, 0]
-            .iter()
-            .map(|&a| REWARD[a] as f32)
-            .collect();
+        let bag_r: Vec<f32> = [0usize, 1, 2, 0].iter().map(|&a| REWARD[a] as f32).collect();
         let adv = advantages(&actions, &i64s(&[0, 1, 2, 3]), &f32s(&bag_r), 1, &REWARD).unwrap();
         assert_close(&vals(&adv), &[0.0; 4], 1e-6);
     }
@@ -217,13 +174,9 @@ mod tests {
     #[test]
     fn entropy_bonus_increases_entropy_when_minimised() {
         let theta = [2.0, 0.0, -1.0];
-        let s = Tensor::from_slice(&theta)
-            .view([1, 3])
-            .set_requires_grad(true);
+        let s = Tensor::from_slice(&theta).view([1, 3]).set_requires_grad(true);
         let beta = 0.5;
-        reinforce_loss(&s, &i64s(&[0]), &Tensor::from_slice(&[0.0f64]), beta)
-            .unwrap()
-            .backward();
+        reinforce_loss(&s, &i64s(&[0]), &Tensor::from_slice(&[0.0f64]), beta).unwrap().backward();
         let grad = vals(&s.grad());
         let p = softmax(&theta);
         let h = entropy(&p);
@@ -237,14 +190,7 @@ mod tests {
     #[test]
     fn advantages_use_the_per_action_baseline() {
         let r = f32s(&[1.0, 0.5]).set_requires_grad(true);
-        let adv = advantages(
-            &i64s(&[0, 1, 1, 0]),
-            &i64s(&[3, 0, 2, 1]),
-            &r,
-            2,
-            &[0.1, 0.3],
-        )
-        .unwrap();
+        let adv = advantages(&i64s(&[0, 1, 1, 0]), &i64s(&[3, 0, 2, 1]), &r, 2, &[0.1, 0.3]).unwrap();
         // bags [1, 0, 1, 0] → r [0.5, 1, 0.5, 1]; minus b[a] = [0.1, 0.3, 0.3, 0.1]
         assert_close(&vals(&adv), &[0.4, 0.7, 0.2, 0.9], 1e-6);
         assert!(!adv.requires_grad());

@@ -1,0 +1,85 @@
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::data::{Split, Task};
+use crate::exec::{D2nn, DecisionKey, Policy};
+use crate::rl::f1_score;
+use crate::Result;
+
+/// Held-out metrics with a given decision policy (argmax for a trained D2NN).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub examples: usize,
+    pub accuracy: f64,
+    /// F-score of the positive class, for binary tasks.
+    pub f1: Option<f64>,
+    pub loss: f64,
+    pub mean_cost_fraction: f64,
+    pub mean_mflops_per_example: f64,
+    /// Per controller: the fraction of the examples it ran on that took each action.
+    pub action_rates: Vec<Vec<f64>>,
+    /// Per controller: the fraction of all examples it ran on.
+    pub controller_run_rates: Vec<f64>,
+}
+
+pub fn is_binary(task: Task) -> bool {
+    matches!(task, Task::FashionBinary | Task::Lfw)
+}
+
+/// Runs `model` over all of `split` in batches of `batch_size`, without gradients.
+pub fn evaluate(
+    model: &D2nn,
+    split: &Split,
+    batch_size: usize,
+    policy: &Policy,
+    key: DecisionKey,
+    binary: bool,
+) -> Result<EvalMetrics> {
+    let _guard = tch::no_grad_guard();
+    let graph = &model.graph;
+    let device = model.device();
+    let n = split.len();
+    let num_actions = graph.num_actions();
+    let mut action_counts: Vec<Vec<f64>> = num_actions.iter().map(|&k| vec![0.0; k]).collect();
+    let (mut correct, mut loss, mut cost) = (0i64, 0.0, 0.0);
+    let (mut predicted_pos, mut actual_pos) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = split.batch(chunk, device)?;
+        let fwd = model.forward(&batch.x, &batch.ids, policy, key, false)?;
+        let y = batch.y.to_device(device);
+        let predicted = fwd.output.argmax(1, false);
+        correct += predicted.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        loss += fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).double_value(&[]);
+        cost += fwd.cost.sum(Kind::Double).double_value(&[]);
+        if binary {
+            predicted_pos.extend(Vec::<bool>::try_from(predicted.eq(1).to_device(tch::Device::Cpu))?);
+            actual_pos.extend(Vec::<bool>::try_from(y.eq(1).to_device(tch::Device::Cpu))?);
+        }
+        for (c, d) in fwd.decisions.iter().enumerate() {
+            let counts = Vec::<i64>::try_from(d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
+            for (slot, k) in action_counts[c].iter_mut().zip(counts) {
+                *slot += k as f64;
+            }
+        }
+    }
+    let total = n.max(1) as f64;
+    let controller_run_rates = action_counts.iter().map(|c| c.iter().sum::<f64>() / total).collect();
+    let action_rates = action_counts
+        .iter()
+        .map(|c| {
+            let ran: f64 = c.iter().sum();
+            c.iter().map(|&k| if ran > 0.0 { k / ran } else { 0.0 }).collect()
+        })
+        .collect();
+    Ok(EvalMetrics {
+        examples: n,
+        accuracy: correct as f64 / total,
+        f1: binary.then(|| f1_score(&predicted_pos, &actual_pos)),
+        loss: loss / total,
+        mean_cost_fraction: cost / total / graph.full_flops,
+        mean_mflops_per_example: cost / total / 1e6,
+        action_rates,
+        controller_run_rates,
+    })
+}

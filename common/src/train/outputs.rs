@@ -1,0 +1,152 @@
+//! What a run leaves in its directory: the resolved config, `metrics.jsonl`, `summary.json`, the model.
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::EvalMetrics;
+use crate::config::RunConfig;
+use crate::{Error, Result};
+
+/// One logged step of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsLine {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub task_loss: f64,
+    pub control_loss: f64,
+    pub train_accuracy: f64,
+    pub mean_cost_fraction: f64,
+    pub reward_mean: f64,
+    /// Reward baseline per controller.
+    pub baseline: Vec<f64>,
+    pub advantage_variance: Option<f64>,
+    pub lr: f64,
+    pub epsilon: Option<f64>,
+    pub examples_per_sec: f64,
+    /// Seconds of the logged steps spent computing, all-reducing and waiting (the runtime fills these).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compute_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allreduce_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<f64>,
+}
+
+/// `summary.json`: the outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub task: String,
+    pub algorithm: String,
+    pub lambda: f64,
+    pub test_accuracy: f64,
+    pub test_f1: Option<f64>,
+    pub test_loss: f64,
+    pub val_accuracy: Option<f64>,
+    pub mean_cost_fraction: f64,
+    pub mean_mflops_per_example: f64,
+    pub full_mflops_per_example: f64,
+    /// Per controller name: the test-time rate of each action, and the fraction of examples it ran on.
+    pub action_rates: BTreeMap<String, Vec<f64>>,
+    pub controller_run_rates: BTreeMap<String, f64>,
+    pub examples_per_sec: f64,
+    pub steps: u64,
+    pub epochs: u64,
+    pub wall_seconds: f64,
+    pub workers: usize,
+}
+
+impl Summary {
+    pub fn test_metrics(&self) -> (f64, Option<f64>, f64) {
+        (self.test_accuracy, self.test_f1, self.mean_cost_fraction)
+    }
+
+    pub fn fill_test(&mut self, test: &EvalMetrics, controller_names: &[String]) {
+        self.test_accuracy = test.accuracy;
+        self.test_f1 = test.f1;
+        self.test_loss = test.loss;
+        self.mean_cost_fraction = test.mean_cost_fraction;
+        self.mean_mflops_per_example = test.mean_mflops_per_example;
+        self.action_rates = controller_names.iter().cloned().zip(test.action_rates.iter().cloned()).collect();
+        self.controller_run_rates =
+            controller_names.iter().cloned().zip(test.controller_run_rates.iter().copied()).collect();
+    }
+}
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub const CONFIG: &'static str = "config.toml";
+    pub const METRICS: &'static str = "metrics.jsonl";
+    pub const SUMMARY: &'static str = "summary.json";
+    pub const MODEL: &'static str = "model.safetensors";
+
+    pub fn create(path: &Path) -> Result<RunDir> {
+        fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        Ok(RunDir { path: path.to_path_buf() })
+    }
+
+    pub fn open(path: &Path) -> Result<RunDir> {
+        if !path.join(Self::CONFIG).is_file() {
+            return Err(Error::data(path, format!("not a run directory: no {}", Self::CONFIG)));
+        }
+        Ok(RunDir { path: path.to_path_buf() })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_config(&self, cfg: &RunConfig) -> Result<()> {
+        write_atomic(&self.file(Self::CONFIG), cfg.to_toml()?.as_bytes())
+    }
+
+    pub fn read_config(&self) -> Result<RunConfig> {
+        let path = self.file(Self::CONFIG);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        RunConfig::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Starts `metrics.jsonl` afresh (`append` false) or continues it.
+    pub fn metrics_writer(&self, append: bool) -> Result<File> {
+        let path = self.file(Self::METRICS);
+        OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))
+    }
+
+    pub fn append_metrics(file: &mut File, line: &MetricsLine) -> Result<()> {
+        let text = serde_json::to_string(line).map_err(|e| Error::Invalid(e.to_string()))?;
+        writeln!(file, "{text}").map_err(|e| Error::Invalid(format!("writing metrics: {e}")))
+    }
+
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.file(Self::SUMMARY), text.as_bytes())
+    }
+
+    pub fn read_summary(&self) -> Result<Summary> {
+        let path = self.file(Self::SUMMARY);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))
+    }
+}
+
+/// Write to a temporary file beside `path`, fsync, rename: readers see the old or the new file, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
