@@ -91,6 +91,22 @@ impl Default for TrainConfig {
     }
 }
 
+type Builder = config::ConfigBuilder<config::builder::DefaultState>;
+
+/// Overrides arrive as text; give them the type they spell (bool, integer, float, else string), since
+/// serde cannot turn a string into a number inside tagged enums such as `train.schedule`.
+fn set_typed(builder: Builder, key: &str, value: &str) -> std::result::Result<Builder, config::ConfigError> {
+    if let Ok(b) = value.parse::<bool>() {
+        builder.set_override(key, b)
+    } else if let Ok(i) = value.parse::<i64>() {
+        builder.set_override(key, i)
+    } else if let Ok(f) = value.parse::<f64>() {
+        builder.set_override(key, f)
+    } else {
+        builder.set_override(key, value)
+    }
+}
+
 /// Environment variables that are not config overrides even though they start with `D2NN_`.
 const NOT_CONFIG: &[&str] = &["D2NN_DATA_DIR", "D2NN_CLUSTER_COOKIE", "D2NN_LOG"];
 
@@ -111,15 +127,14 @@ impl RunConfig {
                 continue;
             }
             let key = rest.to_lowercase().replace("__", ".");
-            builder =
-                builder.set_override(key.as_str(), value.as_str()).map_err(|e| cfg_err(format!("{name}: {e}")))?;
+            builder = set_typed(builder, &key, value).map_err(|e| cfg_err(format!("{name}: {e}")))?;
         }
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
                 .ok_or_else(|| cfg_err(format!("override `{item}` is not of the form key=value")))?;
             builder =
-                builder.set_override(key.trim(), value.trim()).map_err(|e| cfg_err(format!("--set {item}: {e}")))?;
+                set_typed(builder, key.trim(), value.trim()).map_err(|e| cfg_err(format!("--set {item}: {e}")))?;
         }
         let merged = builder.build().map_err(|e| cfg_err(e.to_string()))?;
         let cfg: RunConfig = serde_path_to_error::deserialize(merged).map_err(|e| {

@@ -1,3 +1,6 @@
-fn main() {
-    println!("torch {}", tch::utils::has_cudart());
+//! `d2nn`: train, evaluate and inspect Dynamic Deep Neural Networks.
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

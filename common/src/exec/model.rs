@@ -138,6 +138,11 @@ impl D2nn {
         self.vs.variables().iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, t)| t.numel() as i64).sum()
     }
 
+    /// Runs one node's layers alone on `x` (inference mode): benchmarks time nodes in isolation.
+    pub fn run_node(&self, node: usize, x: &Tensor) -> Tensor {
+        self.modules[node].forward(x, false)
+    }
+
     pub(crate) fn module(&self, node: usize) -> &NodeModule {
         &self.modules[node]
     }

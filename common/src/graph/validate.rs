@@ -209,7 +209,7 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
             (in_shape, shape, flops)
         };
         let n = &mut nodes[i];
-        n.flops = layer_flops.iter().sum();
+        n.flops = layer_flops.iter().sum::<f64>() + 0.0; // + 0.0: an empty sum is −0.0
         n.in_shape = in_shape;
         n.out_shape = out_shape;
         n.layer_flops = layer_flops;

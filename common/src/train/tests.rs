@@ -1,1 +1,113 @@
+//! CI-sized training runs on small slices of the real data.
+use std::path::{Path, PathBuf};
 
+use tch::Device;
+
+use super::*;
+use crate::config::{Algorithm, RunConfig};
+use crate::exec::{DecisionKey, Policy};
+
+fn config(file: &str, sets: &[&str]) -> RunConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let overrides: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let mut cfg = RunConfig::load(&root.join("configs").join(file), &[], &overrides).unwrap();
+    cfg.data.dir = std::env::var_os("D2NN_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("data"));
+    cfg
+}
+
+fn small(mut cfg: RunConfig, train: usize, test: usize) -> RunConfig {
+    cfg.data.train_limit = Some(train);
+    cfg.data.test_limit = Some(test);
+    cfg.train.batch_size = 64;
+    cfg.train.log_every = 10;
+    cfg.train.eval_batch_size = 500;
+    cfg
+}
+
+fn run(cfg: &RunConfig, max_steps: Option<u64>) -> (Summary, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = LocalRun { cfg, config_file: "test.toml", run_dir: dir.path(), max_steps, device: Device::Cpu };
+    let summary = run.run(&mut |_, _| {}).unwrap();
+    (summary, dir)
+}
+
+#[test]
+fn q_learning_and_reinforce_lift_accuracy_well_above_chance() {
+    for algorithm in [Algorithm::QLearning, Algorithm::Reinforce] {
+        let mut cfg = small(config("high_low.toml", &[]), 3072, 1000);
+        cfg.train.algorithm = algorithm;
+        cfg.train.epochs = 2;
+        cfg.train.warmup_steps = 20;
+        let (summary, dir) = run(&cfg, None);
+        // Chance is 0.10 on ten balanced classes.
+        assert!(summary.test_accuracy > 0.6, "{algorithm:?}: test accuracy {}", summary.test_accuracy);
+        assert!(summary.mean_cost_fraction > 0.0 && summary.mean_cost_fraction < 1.0);
+        assert_eq!(summary.steps, 2 * 3072 / 64);
+        let lines = std::fs::read_to_string(dir.path().join(RunDir::METRICS)).unwrap();
+        let first: MetricsLine = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+        let last: MetricsLine = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+        assert!(last.task_loss < first.task_loss, "{algorithm:?}: task loss {} → {}", first.task_loss, last.task_loss);
+        if algorithm == Algorithm::Reinforce {
+            assert!(last.advantage_variance.is_some());
+        }
+    }
+}
+
+#[test]
+fn lambda_trades_accuracy_for_cost() {
+    let high_rate = |lambda: f64| {
+        let mut cfg = small(config("high_low.toml", &[]), 2048, 500);
+        cfg.train.lambda = lambda;
+        cfg.train.epochs = 3;
+        cfg.train.warmup_steps = 30;
+        cfg.train.epsilon.decay_steps = 30;
+        let (summary, _dir) = run(&cfg, None);
+        (summary.action_rates["router"][1], summary.mean_cost_fraction)
+    };
+    let (cheap_rate, cheap_cost) = high_rate(0.0);
+    let (rich_rate, rich_cost) = high_rate(1.0);
+    assert!(cheap_rate < 0.2, "λ=0 sends {cheap_rate} of examples to `high`");
+    assert!(rich_rate > 0.8, "λ=1 sends only {rich_rate} of examples to `high`");
+    assert!(cheap_cost < rich_cost);
+}
+
+#[test]
+fn eval_reproduces_the_summary() {
+    let cfg = small(config("cascade.toml", &[]), 1024, 640);
+    let (summary, dir) = run(&cfg, Some(12));
+    assert_eq!(summary.steps, 12);
+    assert!(summary.test_f1.is_some());
+    let (cfg2, dataset, model) = local::load_run(dir.path(), Device::Cpu).unwrap();
+    assert_eq!(cfg2, cfg);
+    let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
+    let test = evaluate(&model, &dataset.test, 500, &Policy::Argmax, key, true).unwrap();
+    assert_eq!(test.accuracy, summary.test_accuracy);
+    assert_eq!(test.f1, summary.test_f1);
+    assert_eq!(test.mean_cost_fraction, summary.mean_cost_fraction);
+    assert_eq!(RunDir::open(dir.path()).unwrap().read_summary().unwrap(), summary);
+}
+
+#[test]
+fn max_steps_stops_early_without_changing_the_schedule() {
+    let cfg =
+        small(config("static_low.toml", &["train.schedule.kind=cosine", "train.schedule.warmup_steps=2"]), 1024, 200);
+    let (summary, dir) = run(&cfg, Some(5));
+    assert_eq!(summary.steps, 5);
+    let lines = std::fs::read_to_string(dir.path().join(RunDir::METRICS)).unwrap();
+    let last: MetricsLine = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    // The cosine schedule spans all 5 epochs × 16 steps, so at step 5 the rate is still near its peak.
+    let expected = cfg.train.schedule.lr_at(cfg.train.lr, 4, 5 * 16);
+    assert_eq!(last.lr, expected);
+    assert!(last.lr > 0.9 * cfg.train.lr);
+}
+
+#[test]
+fn f1_reward_on_a_multiclass_task_is_refused_naming_the_key() {
+    let mut cfg = small(config("high_low.toml", &[]), 256, 100);
+    cfg.train.accuracy = crate::rl::Accuracy::F1;
+    let dir = tempfile::tempdir().unwrap();
+    let run =
+        LocalRun { cfg: &cfg, config_file: "hl.toml", run_dir: dir.path(), max_steps: Some(1), device: Device::Cpu };
+    let e = run.run(&mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("hl.toml") && e.contains("train.accuracy"), "{e}");
+}

@@ -1,0 +1,125 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "d2nn",
+    version,
+    about = "Train Dynamic Deep Neural Networks: networks whose controllers choose, per input, which modules run.",
+    long_about = "Train Dynamic Deep Neural Networks (Liu & Deng, AAAI 2018): feed-forward graphs of modules plus \
+control modules that choose, per input, which downstream modules run, trading accuracy for computation.\n\n\
+Start here:\n  d2nn data fetch                       # datasets from Debian and PyPI packages\n  \
+d2nn inspect --config configs/high_low.toml\n  d2nn train --config configs/high_low.toml --run-dir runs/hl\n  \
+d2nn eval --run-dir runs/hl\n\nSet RUST_LOG=debug for more detail."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch and describe the datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Show a run config as resolved from its file, D2NN_* variables and --set overrides.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a config's graph: nodes, shapes, parameters and FLOPs per node.
+    Inspect(ConfigArgs),
+    /// Train a D2NN and evaluate it on the test split.
+    Train(TrainArgs),
+    /// Recompute a trained run's test metrics from its saved model.
+    Eval(EvalArgs),
+    /// Benchmarks (printed as JSON lines).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Fetch Fashion-MNIST (Debian package dataset-fashion-mnist) and the LFW face/non-face set
+    /// (scikit-image wheel) into the data directory, verified; skips what is already there.
+    Fetch {
+        /// Where the data goes.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Python whose pip downloads the scikit-image wheel.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+    },
+    /// Examples per class in each split, for every dataset and derived task.
+    Info {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the resolved config as TOML.
+    Show(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Run config (TOML), e.g. configs/high_low.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a key, e.g. --set train.lambda=0.8 (repeatable; wins over the file and D2NN_* variables).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run directory for config.toml, metrics.jsonl, summary.json and the model [default: runs/<config name>].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Stop after N global steps; schedules still follow the configured epochs.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// No progress bar (logs only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run directory written by `d2nn train`.
+    #[arg(long)]
+    pub run_dir: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Selective execution against the static high network, at forced routing fractions.
+    Exec {
+        #[arg(long, default_value = "configs/high_low.toml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        batch: i64,
+        /// Timed repetitions per case (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}

@@ -1,0 +1,130 @@
+use std::time::Instant;
+
+use anyhow::Context;
+use d2nn_common::config::RunConfig;
+use d2nn_common::exec::{D2nn, DecisionKey, Policy};
+use d2nn_common::graph::Graph;
+use tch::{Kind, Tensor};
+
+use super::commands::{BenchCommand, ConfigArgs, ConfigCommand};
+use super::train::{load_config, parse_device};
+
+pub fn config(cmd: ConfigCommand) -> anyhow::Result<()> {
+    let ConfigCommand::Show(args) = cmd;
+    let cfg = load_config(&args)?;
+    print!("{}", cfg.to_toml()?);
+    Ok(())
+}
+
+/// Input shape and class count of a config's task, without loading the data.
+fn task_shape(cfg: &RunConfig) -> (Vec<i64>, i64) {
+    use d2nn_common::data::Task;
+    match cfg.data.task {
+        Task::FashionMnist | Task::FashionHier => (vec![1, 28, 28], 10),
+        Task::FashionBinary => (vec![1, 28, 28], 2),
+        Task::Lfw => (vec![1, 25, 25], 2),
+    }
+}
+
+fn build_graph(args: &ConfigArgs) -> anyhow::Result<(RunConfig, Graph)> {
+    let cfg = load_config(args)?;
+    let (shape, classes) = task_shape(&cfg);
+    let graph = Graph::build(&cfg.model, &shape, classes, &args.config.display().to_string())?;
+    Ok((cfg, graph))
+}
+
+pub fn inspect(args: ConfigArgs) -> anyhow::Result<()> {
+    let (cfg, graph) = build_graph(&args)?;
+    let model = D2nn::new(graph, tch::Device::Cpu, cfg.seed)?;
+    println!("{} ({:?}, input {:?})", args.config.display(), cfg.data.task, model.graph.nodes[0].out_shape);
+    print!("{}", model.graph.describe(&|n| model.node_parameters(n)));
+    let total: i64 = model.parameters().iter().map(|(_, t)| t.numel() as i64).sum();
+    println!("parameters: {total}   controllers: {}", model.graph.controls.len());
+    Ok(())
+}
+
+fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Exec { config, batch, reps, device } = cmd;
+    let device = parse_device(&device)?;
+    let _guard = tch::no_grad_guard();
+    let args = ConfigArgs { config: config.clone(), overrides: vec![] };
+    let (cfg, graph) = build_graph(&args)?;
+    let dynamic = D2nn::new(graph, device, cfg.seed)?;
+    let static_path = config.with_file_name("static_high.toml");
+    let (_, static_graph) = build_graph(&ConfigArgs { config: static_path.clone(), overrides: vec![] })
+        .with_context(|| format!("the static baseline {}", static_path.display()))?;
+    let static_high = D2nn::new(static_graph, device, cfg.seed)?;
+    let g = &dynamic.graph;
+    let node = |name: &str| g.index_of(name).with_context(|| format!("{} has no node `{name}`", config.display()));
+    let (stem, router, low, high) = (node("stem")?, node("router")?, node("low")?, node("high")?);
+
+    tch::manual_seed(0);
+    let x = Tensor::rand([batch, 1, 28, 28], (Kind::Float, device));
+    let ids: Vec<i64> = (0..batch).collect();
+    let static_time = median_seconds(reps, || {
+        let _ = static_high.forward(&x, &ids, &Policy::Argmax, DecisionKey::default(), false);
+    });
+    let static_flops = static_high.graph.full_flops;
+    for fraction in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let n_high = (fraction * batch as f64).round() as i64;
+        // High-routed examples at random positions, as a controller would scatter them.
+        let perm = Tensor::randperm(batch, (Kind::Int64, device));
+        let route = Tensor::zeros([batch], (Kind::Int64, device)).index_fill(0, &perm.narrow(0, 0, n_high), 1);
+        let policy = Policy::Forced(vec![route.shallow_clone()]);
+        let fwd = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false)?;
+        let dynamic_flops = fwd.cost.mean(Kind::Double).double_value(&[]);
+        let dynamic_time = median_seconds(reps, || {
+            let _ = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false);
+        });
+        // The bound: each node run alone on exactly its own sub-batch, nothing else.
+        let stem_out = dynamic.run_node(stem, &x);
+        let high_rows = route.eq(1).nonzero().squeeze_dim(1);
+        let low_rows = route.eq(0).nonzero().squeeze_dim(1);
+        let high_in = stem_out.index_select(0, &high_rows);
+        let low_in = stem_out.index_select(0, &low_rows);
+        let mut bound = median_seconds(reps, || {
+            let _ = dynamic.run_node(stem, &x);
+        });
+        bound += median_seconds(reps, || {
+            let _ = dynamic.run_node(router, &stem_out);
+        });
+        if n_high > 0 {
+            bound += median_seconds(reps, || {
+                let _ = dynamic.run_node(high, &high_in);
+            });
+        }
+        if n_high < batch {
+            bound += median_seconds(reps, || {
+                let _ = dynamic.run_node(low, &low_in);
+            });
+        }
+        let line = serde_json::json!({
+            "high_fraction": fraction,
+            "batch": batch,
+            "flop_speedup": static_flops / dynamic_flops,
+            "realized_speedup": static_time / dynamic_time,
+            "bound_speedup": static_time / bound,
+            "realized_over_bound": bound / dynamic_time,
+            "static_ms": static_time * 1e3,
+            "dynamic_ms": dynamic_time * 1e3,
+            "bound_ms": bound * 1e3,
+            "threads": tch::get_num_threads(),
+            "device": format!("{device:?}"),
+        });
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The command line: argument definitions here, one module per command family.
+mod commands;
+mod data;
+mod inspect;
+mod logging;
+mod train;
+
+use clap::Parser;
+
+pub use commands::{Cli, Command};
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+        Command::Config(cmd) => inspect::config(cmd),
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => train::eval(args),
+        Command::Bench(cmd) => inspect::bench(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
