@@ -171,7 +171,7 @@ impl RunConfig {
         if t.batch_size == 0 {
             return bad("batch_size", "must be positive");
         }
-        if t.bag_size == 0 || t.batch_size % t.bag_size != 0 {
+        if t.bag_size == 0 || !t.batch_size.is_multiple_of(t.bag_size) {
             return bad("bag_size", &format!("must divide batch_size ({})", t.batch_size));
         }
         if t.lr <= 0.0 || t.lr.is_nan() {

@@ -100,7 +100,7 @@ impl LocalRun<'_> {
                 window.merge(&stats)?;
                 step += 1;
                 train_seconds += step_started.elapsed().as_secs_f64();
-                if step % t.log_every.max(1) == 0 || step == last_step {
+                if step.is_multiple_of(t.log_every.max(1)) || step == last_step {
                     let line = metrics_line(
                         cfg,
                         &window,

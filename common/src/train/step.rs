@@ -139,7 +139,7 @@ pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConf
         if !p.grad().defined() {
             // Define a zero gradient: a module that no example ran still takes its (zero-grad)
             // momentum and weight-decay update, identically on every replica.
-            let _ = (p * 0.0).sum(Kind::Float).backward();
+            (p * 0.0).sum(Kind::Float).backward();
         }
     }
     let norm = clip_grad_norm(&params, cfg.grad_clip)?;
