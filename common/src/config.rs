@@ -20,7 +20,19 @@ pub struct RunConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    #[serde(default)]
+    pub sweep: SweepConfig,
     pub model: GraphSpec,
+}
+
+/// What `d2nn sweep` compares a design against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// λ values swept when `--lambdas` is not given.
+    pub lambdas: Vec<f64>,
+    /// The design's static baselines: config files, relative to this config's folder.
+    pub baselines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

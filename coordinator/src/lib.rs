@@ -1,1 +1,2 @@
-//! d2nn-coordinator: the coordinator actor and the CLI.
+//! d2nn-coordinator: the coordinator actor, the sweep driver and the CLI's building blocks.
+pub mod plot;

@@ -41,6 +41,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Recompute a trained run's test metrics from its saved model.
     Eval(EvalArgs),
+    /// Train one D2NN per λ plus the design's static baselines and a random-routing baseline; write
+    /// sweep.json and tradeoff.png (accuracy, or F1 for binary tasks, against mean cost).
+    Sweep(SweepArgs),
     /// Benchmarks (printed as JSON lines).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -97,6 +100,23 @@ pub struct TrainArgs {
     /// No progress bar (logs only).
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// λ values, e.g. --lambdas 0.9,0.95,0.99 [default: the config's `sweep.lambdas`].
+    #[arg(long, value_delimiter = ',')]
+    pub lambdas: Vec<f64>,
+    /// Folder for every run, sweep.json and tradeoff.png [default: runs/sweep_<config name>].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Stop each run after N steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@ mod commands;
 mod data;
 mod inspect;
 mod logging;
+mod sweep;
 mod train;
 
 use clap::Parser;
@@ -21,6 +22,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
+        Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(cmd) => inspect::bench(cmd),
     };
     match result {
