@@ -21,6 +21,14 @@ for arg in "$@"; do
 done
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
+# ---------------------------------------------------------------- system packages
+# plotters (the sweep's PNG) builds against fontconfig and freetype and needs a font.
+if ! pkg-config --exists fontconfig freetype2 2>/dev/null || ! fc-list 2>/dev/null | grep -q .; then
+  say "installing pkg-config, fontconfig and freetype headers, and a font"
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core >/dev/null
+fi
+
 # ---------------------------------------------------------------- Python venv with torch
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
