@@ -17,7 +17,7 @@ pub type WorkerReply<T> = Result<T, String>;
 /// One small enum, request/reply only. `Step` for every rank must be sent before any of them can
 /// finish (they meet in the all-reduce), so the coordinator casts all orders first, then awaits.
 pub enum WorkerMsg {
-    Info(RpcReplyPort<WorkerInfo>),
+    Info(RpcReplyPort<WorkerReply<WorkerInfo>>),
     Step(StepOrder, RpcReplyPort<WorkerReply<StepReport>>),
     Commit(Commit, RpcReplyPort<WorkerReply<Committed>>),
     Abort(Abort, RpcReplyPort<WorkerReply<Committed>>),
@@ -71,7 +71,7 @@ impl Actor for WorkerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkerMsg::Info(port) => {
-                let _ = port.send(state.info.clone());
+                let _ = port.send(Ok(state.info.clone()));
                 Ok(())
             }
             WorkerMsg::Step(order, port) => reply(port, state.engine.step(order).await),
