@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 use super::*;
 
 /// Tests here share libtorch's global generator (model init) and its thread settings: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const STEPS: u64 = 6;
 
@@ -73,7 +73,7 @@ fn tmp() -> (tempfile::TempDir, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_worker_equals_the_local_loop_bitwise_and_two_workers_agree_within_tolerance() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let cfg = config();
     let (_l, local_dir) = tmp();
     tch::set_num_threads(1);
@@ -113,7 +113,7 @@ async fn one_worker_equals_the_local_loop_bitwise_and_two_workers_agree_within_t
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_are_identical_after_every_committed_step() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_d, dir) = tmp();
     let mut r = run(&config(), &dir, 2);
     r.options.digest_every = Some(1);
@@ -141,7 +141,7 @@ fn pooled_mean(stats: &RewardStats, c: usize) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_central_baseline_is_the_ema_of_the_pooled_reward_statistics() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let cfg = config();
     let decay = cfg.train.baseline_decay;
     let (_d, dir) = tmp();
@@ -170,7 +170,7 @@ async fn the_central_baseline_is_the_ema_of_the_pooled_reward_statistics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_step_is_aborted_on_every_replica_and_stops_the_run() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_d, dir) = tmp();
     let mut r = run(&config(), &dir, 2);
     r.options.digest_every = Some(1);
@@ -197,7 +197,7 @@ async fn a_failed_step_is_aborted_on_every_replica_and_stops_the_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_step_can_skip_its_batch_and_continue() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_d, dir) = tmp();
     let mut r = run(&config(), &dir, 2);
     r.options.digest_every = Some(1);
@@ -218,7 +218,7 @@ async fn a_failed_step_can_skip_its_batch_and_continue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_errors_name_what_is_wrong() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_d, dir) = tmp();
     let e = train_embedded(run(&config(), &dir, 3)).await.unwrap_err().to_string();
     assert!(e.contains("batch_size") && e.contains("32") && e.contains("(3)"), "{e}");
