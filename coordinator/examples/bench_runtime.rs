@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
     println!("runtime 1 worker: {:8.1} examples/s", one.examples_per_sec);
     println!("runtime 2 workers: {:7.1} examples/s", two.examples_per_sec);
     println!("2 vs 1 worker throughput ratio: {:.3}", two.examples_per_sec / one.examples_per_sec);
-    println!("runtime (1 worker) overhead vs local: {:+.2} %", 100.0 * (local.examples_per_sec / one.examples_per_sec - 1.0));
+    println!(
+        "runtime (1 worker) overhead vs local: {:+.2} %",
+        100.0 * (local.examples_per_sec / one.examples_per_sec - 1.0)
+    );
     Ok(())
 }
