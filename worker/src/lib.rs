@@ -1,1 +1,15 @@
 //! d2nn-worker: the worker actor and the collectives it all-reduces gradients with.
+//!
+//! A worker is two halves: an actor ([`actor::WorkerActor`]) that speaks the control protocol of
+//! `d2nn_common::protocol`, and an engine thread ([`engine`]) that owns the model replica, the
+//! optimizer, the dataset and the collective. libtorch compute and the blocking collective stay off
+//! the async runtime's threads, and a `!Send` communicator (NCCL) can live on the engine thread.
+pub mod actor;
+pub mod collective;
+pub mod engine;
+mod error;
+pub mod flat;
+
+pub use actor::{WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
+pub use engine::{EngineHandle, EvalRequest, WorkerInfo, WorkerOptions, WorkerSpec};
+pub use error::Error;

@@ -136,7 +136,7 @@ impl LocalRun<'_> {
 
 /// One `metrics.jsonl` line from the statistics pooled since the last one.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn metrics_line(
+pub fn metrics_line(
     cfg: &RunConfig,
     window: &StepStats,
     baseline: &[f64],

@@ -94,6 +94,9 @@ pub struct TrainArgs {
     /// Stop after N global steps; schedules still follow the configured epochs.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// In-process workers (data-parallel replicas) [default: one per core]. Global batch = train.batch_size.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -141,5 +144,20 @@ pub enum BenchCommand {
         reps: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Training throughput: the runtime with 1 and 2 in-process workers (1 thread each, same
+    /// per-worker batch) and the bare single-process loop, in interleaved rounds.
+    Runtime {
+        #[arg(long, default_value = "configs/high_low.toml")]
+        config: PathBuf,
+        /// Steps per measurement.
+        #[arg(long, default_value_t = 40)]
+        steps: u64,
+        /// Examples per worker per step.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Rounds of (local, 1 worker, 2 workers); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }

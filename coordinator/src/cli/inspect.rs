@@ -57,7 +57,50 @@ fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Exec { config, batch, reps, device } = cmd;
+    match cmd {
+        BenchCommand::Exec { config, batch, reps, device } => bench_exec(config, batch, reps, device),
+        BenchCommand::Runtime { config, steps, batch, rounds } => bench_runtime(config, steps, batch, rounds),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {
+    use d2nn_coordinator::runtime::{bench_local, bench_runtime};
+    let cfg = load_config(&ConfigArgs { config: config.clone(), overrides: vec![] })?;
+    let file = config.display().to_string();
+    let rt = tokio::runtime::Runtime::new()?;
+    let (mut ratios, mut overheads) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        let local = bench_local(&cfg, &file, batch, 1, steps)?;
+        let one = rt.block_on(bench_runtime(&cfg, &file, 1, batch, 1, steps))?;
+        let two = rt.block_on(bench_runtime(&cfg, &file, 2, batch, 1, steps))?;
+        let ratio = two.examples_per_sec / one.examples_per_sec;
+        let overhead = local.examples_per_sec / one.examples_per_sec - 1.0;
+        ratios.push(ratio);
+        overheads.push(overhead);
+        println!(
+            "{}",
+            serde_json::json!({
+                "round": round, "steps": steps, "per_worker_batch": batch, "threads_per_worker": 1,
+                "local_examples_per_sec": local.examples_per_sec,
+                "runtime_1_worker_examples_per_sec": one.examples_per_sec,
+                "runtime_2_workers_examples_per_sec": two.examples_per_sec,
+                "two_vs_one_worker": ratio, "runtime_overhead_vs_local": overhead,
+            })
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "median_two_vs_one_worker": median(ratios), "median_runtime_overhead_vs_local": median(overheads) })
+    );
+    Ok(())
+}
+
+fn bench_exec(config: std::path::PathBuf, batch: i64, reps: usize, device: String) -> anyhow::Result<()> {
     let device = parse_device(&device)?;
     let _guard = tch::no_grad_guard();
     let args = ConfigArgs { config: config.clone(), overrides: vec![] };

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_run, LocalRun, MetricsLine, RunDir, Summary};
-use indicatif::{ProgressBar, ProgressStyle};
+use d2nn_common::train::{evaluate, is_binary, load_run, RunDir, Summary};
+use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun};
 use tch::Device;
 
 use super::commands::{ConfigArgs, EvalArgs, TrainArgs};
@@ -32,34 +32,6 @@ pub fn parse_device(text: &str) -> anyhow::Result<Device> {
         }
     }
     Ok(device)
-}
-
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
-fn log_line(bar: &ProgressBar, line: &MetricsLine, total: u64) {
-    bar.set_length(total);
-    bar.set_position(line.step);
-    bar.set_message(format!(
-        "epoch {} loss {:.3} acc {:.3} cost {:.3} {:.0} ex/s",
-        line.epoch, line.loss, line.train_accuracy, line.mean_cost_fraction, line.examples_per_sec
-    ));
-    tracing::debug!(
-        step = line.step,
-        loss = line.loss,
-        acc = line.train_accuracy,
-        cost = line.mean_cost_fraction,
-        "step"
-    );
 }
 
 pub fn print_summary(summary: &Summary, run_dir: &std::path::Path) {
@@ -92,11 +64,14 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     });
     let config_file = args.config.config.display().to_string();
     tracing::info!(config = %config_file, run_dir = %run_dir.display(), "training");
-    let bar = progress_bar(args.quiet);
-    let run = LocalRun { cfg: &cfg, config_file: &config_file, run_dir: &run_dir, max_steps: args.max_steps, device };
+    let workers = args.workers.unwrap_or_else(default_workers);
+    let mut run = EmbeddedRun::new(cfg, config_file.clone(), run_dir.clone(), workers);
+    run.max_steps = args.max_steps;
+    run.device = device;
+    run.progress = !args.quiet;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary =
-        run.run(&mut |line, total| log_line(&bar, line, total)).with_context(|| format!("training {config_file}"))?;
-    bar.finish_and_clear();
+        rt.block_on(train_embedded(run)).with_context(|| format!("training {config_file} with {workers} workers"))?;
     print_summary(&summary, &run_dir);
     Ok(())
 }

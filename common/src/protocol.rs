@@ -1,0 +1,112 @@
+//! The control plane of data-parallel training: what the coordinator and the workers say to each
+//! other. Plain serde structs, so the same messages travel inside one process (ractor, local) and
+//! between processes (ractor_cluster with bincode). Gradients never travel here: they go through a
+//! collective. See `docs/runtime.md` for the state machine.
+use serde::{Deserialize, Serialize};
+
+use crate::train::StepStats;
+
+/// Coordinator → every worker: run global step `step`. A worker takes its part of the global batch
+/// from the seeded epoch order itself (`shard::rank_slice(epoch_order(seed, epoch, n),
+/// step_in_epoch, batch_size, rank, world)`), so no index lists travel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOrder {
+    pub step: u64,
+    pub epoch: u64,
+    pub step_in_epoch: u64,
+    /// Learning rate of this step's update, applied only on [`Commit`].
+    pub lr: f64,
+    /// Reward baseline per controller for this step's loss: the coordinator's EMA of the pooled
+    /// statistics of all earlier committed steps, so every rank subtracts the same value.
+    pub baselines: Vec<f64>,
+}
+
+/// What one rank's step produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepOutcome {
+    /// The local step ran; its statistics (sums, so the coordinator merges them).
+    Ok(StepStats),
+    /// The local step failed before the all-reduce; the rank contributed zeros and status 0.
+    Failed(String),
+}
+
+/// Worker → coordinator, after the all-reduce of step `step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub rank: usize,
+    pub step: u64,
+    pub outcome: StepOutcome,
+    /// Whether the all-reduced status slot says every rank's step succeeded. Every rank computes it
+    /// from the same reduced value, so all reports agree; the coordinator checks that they do.
+    pub all_ranks_ok: bool,
+    /// Forward, backward and packing the gradients.
+    pub compute_seconds: f64,
+    /// Waiting at the barrier for the slowest rank.
+    pub wait_seconds: f64,
+    /// Reducing the gradient buffer.
+    pub allreduce_seconds: f64,
+}
+
+/// Coordinator → every worker: apply the pending update of `step`. The baselines are the updated
+/// EMA (after folding in this step's pooled statistics): the values of the next [`StepOrder`], kept
+/// by the worker for its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    pub step: u64,
+    pub baselines: Vec<f64>,
+    /// Ask for a digest of the updated parameters (costs a pass over them).
+    pub want_digest: bool,
+}
+
+/// Coordinator → every worker: drop the pending gradients of `step`, leave the parameters as they
+/// are. The step's number is used up either way (the run stops, or skips that batch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Abort {
+    pub step: u64,
+    pub reason: String,
+}
+
+/// Worker → coordinator, after a commit or an abort.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    pub rank: usize,
+    pub step: u64,
+    /// Seconds of the optimizer update (0 on abort).
+    pub update_seconds: f64,
+    pub digest: Option<ParamDigest>,
+}
+
+/// `exec::param_digest` of one rank's parameters after step `step` (the number of updates applied
+/// plus aborted steps, i.e. the next step to run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamDigest {
+    pub rank: usize,
+    pub step: u64,
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_bincode() {
+        let cfg = bincode::config::standard();
+        let order = StepOrder { step: 7, epoch: 1, step_in_epoch: 3, lr: 0.05, baselines: vec![0.25, -1.0] };
+        let bytes = bincode::serde::encode_to_vec(&order, cfg).unwrap();
+        let (back, _): (StepOrder, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, order);
+        let report = StepReport {
+            rank: 1,
+            step: 7,
+            outcome: StepOutcome::Failed("boom".into()),
+            all_ranks_ok: false,
+            compute_seconds: 0.5,
+            wait_seconds: 0.0,
+            allreduce_seconds: 0.1,
+        };
+        let bytes = bincode::serde::encode_to_vec(&report, cfg).unwrap();
+        let (back, _): (StepReport, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,178 @@
+//! The in-process data-parallel runtime: one coordinator actor and N worker actors in this process,
+//! reducing gradients through shared memory. The protocol and its state machine are in
+//! `docs/runtime.md`; the multi-node runtime reuses the same messages over ractor_cluster.
+mod actor;
+mod bench;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use d2nn_common::config::RunConfig;
+use d2nn_common::protocol::ParamDigest;
+use d2nn_common::train::{MetricsLine, StepStats, Summary};
+use ractor::Actor;
+use tch::Device;
+
+pub use bench::{bench_local, bench_runtime, BenchResult};
+
+/// What the run does when a worker's step fails (the step is aborted on every replica either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWorkerError {
+    /// End the run with the error.
+    #[default]
+    Stop,
+    /// Skip that batch and go on with the next step.
+    SkipBatch,
+}
+
+/// Runtime knobs that are not part of the run's config.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub on_worker_error: OnWorkerError,
+    /// Ask every replica for a parameter digest after every k-th step and fail the run if they
+    /// differ (costs one pass over the parameters per replica). None: never.
+    pub digest_every: Option<u64>,
+    /// Inject a failure into rank `.0`'s step number `.1` (tests).
+    pub fail_at: Option<(usize, u64)>,
+    /// A worker that does not answer within this time fails the run (None: wait; a worker that
+    /// dies is noticed without a timeout).
+    pub step_timeout: Option<Duration>,
+    pub bucket_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            on_worker_error: OnWorkerError::Stop,
+            digest_every: None,
+            fail_at: None,
+            step_timeout: None,
+            bucket_bytes: d2nn_worker::flat::DEFAULT_BUCKET_BYTES,
+        }
+    }
+}
+
+/// What happened at one step, for observers (tests, dashboards).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub step: u64,
+    pub committed: bool,
+    /// All ranks' statistics merged in rank order (None when aborted).
+    pub pooled: Option<StepStats>,
+    /// The baselines the step's loss used, and the coordinator's after folding it in.
+    pub baselines_used: Vec<f64>,
+    pub baselines_after: Vec<f64>,
+    /// Per rank, when digests were asked for (always on abort).
+    pub digests: Vec<ParamDigest>,
+    /// (rank, error) of the ranks whose step failed.
+    pub failures: Vec<(usize, String)>,
+    /// From sending the orders to the last commit/abort acknowledgement.
+    pub wall_seconds: f64,
+}
+
+pub type LogFn = Box<dyn FnMut(&MetricsLine, u64) + Send>;
+pub type StepFn = Box<dyn FnMut(&StepRecord) + Send>;
+
+/// One embedded run: `d2nn train --config FILE --workers N`.
+pub struct EmbeddedRun {
+    pub cfg: RunConfig,
+    /// The config file's name, for error messages.
+    pub config_file: String,
+    pub run_dir: PathBuf,
+    pub workers: usize,
+    /// Stop after this many global steps; schedules still follow the configured epochs.
+    pub max_steps: Option<u64>,
+    /// Rank 0's device; on CUDA rank r uses the r-th device after it.
+    pub device: Device,
+    /// libtorch threads per worker; None: the cores split evenly, at least one each.
+    pub threads_per_worker: Option<usize>,
+    pub options: RuntimeOptions,
+    /// Sees every logged line with the total number of steps.
+    pub on_log: Option<LogFn>,
+    pub on_step: Option<StepFn>,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+}
+
+impl EmbeddedRun {
+    pub fn new(cfg: RunConfig, config_file: impl Into<String>, run_dir: impl Into<PathBuf>, workers: usize) -> Self {
+        EmbeddedRun {
+            cfg,
+            config_file: config_file.into(),
+            run_dir: run_dir.into(),
+            workers,
+            max_steps: None,
+            device: Device::Cpu,
+            threads_per_worker: None,
+            options: RuntimeOptions::default(),
+            on_log: None,
+            on_step: None,
+            progress: false,
+        }
+    }
+}
+
+fn describe(failures: &[(usize, String)]) -> String {
+    failures.iter().map(|(rank, e)| format!("rank {rank}: {e}")).collect::<Vec<_>>().join("; ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("--workers must be at least 1")]
+    NoWorkers,
+    #[error("{file}: key `train.batch_size`: {batch_size} is not divisible by the number of workers ({workers})")]
+    BatchNotDivisible { file: String, batch_size: usize, workers: usize },
+    #[error(transparent)]
+    Common(#[from] d2nn_common::Error),
+    #[error("worker rank {rank} failed to start: {message}")]
+    Spawn { rank: usize, message: String },
+    #[error("worker rank {rank}: {message}")]
+    Worker { rank: usize, message: String },
+    #[error("worker rank {rank} stopped: {reason}")]
+    WorkerDied { rank: usize, reason: String },
+    #[error("step {step} failed ({}); it was aborted on every replica and the run stopped", describe(.failures))]
+    StepFailed { step: u64, failures: Vec<(usize, String)> },
+    #[error("step {step}: the replicas' parameters differ: {digests:?}")]
+    Diverged { step: u64, digests: Vec<ParamDigest> },
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("coordinator: {0}")]
+    Coordinator(String),
+}
+
+/// The number of workers `--workers` defaults to: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Trains with `run.workers` in-process workers and writes the run directory like the local loop
+/// (plus `workers` in summary.json and the step-time split in metrics.jsonl).
+pub async fn train_embedded(run: EmbeddedRun) -> Result<Summary, RuntimeError> {
+    if run.workers == 0 {
+        return Err(RuntimeError::NoWorkers);
+    }
+    let batch_size = run.cfg.train.batch_size;
+    if !batch_size.is_multiple_of(run.workers) {
+        return Err(RuntimeError::BatchNotDivisible { file: run.config_file, batch_size, workers: run.workers });
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = Actor::spawn(None, actor::Coordinator, actor::CoordArgs { run, done: done_tx }).await;
+    let handle = match spawned {
+        Ok((_, handle)) => Some(handle),
+        // A failed start has sent its typed error through `done`, unless it panicked.
+        Err(e) => {
+            return match done_rx.await {
+                Ok(result) => result,
+                Err(_) => Err(RuntimeError::Coordinator(format!("failed to start: {e}"))),
+            }
+        }
+    };
+    let result = done_rx.await.map_err(|_| RuntimeError::Coordinator("stopped without a result".into()));
+    if let Some(h) = handle {
+        let _ = h.await;
+    }
+    result?
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,372 @@
+//! The engine: one OS thread per rank that owns the replica (model, optimizer, dataset, gradient
+//! buffer, collective) and executes the protocol's requests one at a time. The actor talks to it
+//! through a channel and awaits a oneshot reply, so neither libtorch nor the blocking collective
+//! ever runs on the async runtime's threads.
+use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
+use std::time::Instant;
+
+use d2nn_common::config::RunConfig;
+use d2nn_common::data::{shard, Dataset};
+use d2nn_common::exec::{param_digest, D2nn};
+use d2nn_common::optim::{self, Optimizer};
+use d2nn_common::protocol::{Abort, Commit, Committed, ParamDigest, StepOrder, StepOutcome, StepReport};
+use d2nn_common::train::{
+    apply_update, build_model, summarize, train_step, zero_grads, StepContext, StepStats, Summary,
+};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+use tokio::sync::oneshot;
+
+use crate::collective::Collective;
+use crate::flat::{FlatGrads, DEFAULT_BUCKET_BYTES};
+use crate::Error;
+
+/// Building a model seeds and draws from libtorch's process-global generator: replicas built on
+/// several threads at once would interleave their draws and start from different parameters.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Knobs of a worker that are not part of the run's config.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Fail this rank's step with this global number (tests of the abort path).
+    pub fail_at_step: Option<u64>,
+    pub bucket_bytes: usize,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { fail_at_step: None, bucket_bytes: DEFAULT_BUCKET_BYTES }
+    }
+}
+
+/// Everything a rank needs to build its replica.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub rank: usize,
+    pub world: usize,
+    pub cfg: RunConfig,
+    pub config_file: String,
+    pub device: Device,
+    /// libtorch intra-op threads of this rank (None: leave libtorch's default).
+    pub threads: Option<usize>,
+    pub options: WorkerOptions,
+}
+
+/// A rank's answer to the start: what the coordinator checks before step 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub rank: usize,
+    pub train_examples: usize,
+    pub num_actions: Vec<usize>,
+    /// Digest of the initial parameters: all ranks must agree.
+    pub digest: ParamDigest,
+}
+
+/// The end of a run: save (optionally) and evaluate this replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRequest {
+    pub save_model: Option<PathBuf>,
+    pub steps: u64,
+    pub wall_seconds: f64,
+    pub examples_per_sec: f64,
+    pub workers: usize,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Cmd {
+    Step(StepOrder, Reply<StepReport>),
+    Commit(Commit, Reply<Committed>),
+    Abort(Abort, Reply<Committed>),
+    Evaluate(EvalRequest, Reply<Summary>),
+}
+
+/// The actor's side of an engine thread. Dropping it ends the thread after its current request.
+pub struct EngineHandle {
+    rank: usize,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread and waits until its replica is built.
+    pub async fn start(spec: WorkerSpec, collective: Box<dyn Collective>) -> Result<(EngineHandle, WorkerInfo), Error> {
+        let rank = spec.rank;
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("d2nn-rank{rank}"))
+            .spawn(move || engine_main(spec, collective, rx, ready_tx))
+            .map_err(|e| Error::Protocol(format!("rank {rank}: cannot start the engine thread: {e}")))?;
+        let info = ready_rx.await.map_err(|_| Error::EngineGone { rank })??;
+        Ok((EngineHandle { rank, tx }, info))
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| Error::EngineGone { rank: self.rank })?;
+        rx.await.map_err(|_| Error::EngineGone { rank: self.rank })?
+    }
+
+    pub async fn step(&self, order: StepOrder) -> Result<StepReport, Error> {
+        self.request(|r| Cmd::Step(order, r)).await
+    }
+
+    pub async fn commit(&self, commit: Commit) -> Result<Committed, Error> {
+        self.request(|r| Cmd::Commit(commit, r)).await
+    }
+
+    pub async fn abort(&self, abort: Abort) -> Result<Committed, Error> {
+        self.request(|r| Cmd::Abort(abort, r)).await
+    }
+
+    pub async fn evaluate(&self, req: EvalRequest) -> Result<Summary, Error> {
+        self.request(|r| Cmd::Evaluate(req, r)).await
+    }
+}
+
+fn engine_main(
+    spec: WorkerSpec,
+    collective: Box<dyn Collective>,
+    rx: mpsc::Receiver<Cmd>,
+    ready: oneshot::Sender<Result<WorkerInfo, Error>>,
+) {
+    if let Some(n) = spec.threads {
+        // Per thread: libtorch's OpenMP thread count is a property of the calling thread.
+        tch::set_num_threads(n.max(1) as i32);
+    }
+    let mut engine = match Engine::new(spec, collective).and_then(|e| e.info().map(|i| (e, i))) {
+        Ok((engine, info)) => {
+            let _ = ready.send(Ok(info));
+            engine
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    // A dropped reply means the asker gave up (its actor stopped): nothing to tell it.
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Cmd::Step(order, reply) => drop(reply.send(engine.step(order))),
+            Cmd::Commit(commit, reply) => drop(reply.send(engine.commit(commit))),
+            Cmd::Abort(abort, reply) => drop(reply.send(engine.abort(abort))),
+            Cmd::Evaluate(req, reply) => drop(reply.send(engine.evaluate(req))),
+        }
+    }
+}
+
+/// The gradients of step `step` are in `.grad()`, waiting for a commit or an abort.
+struct Pending {
+    step: u64,
+    lr: f64,
+    /// The reduced gradients were unpacked: a commit may apply them.
+    ready: bool,
+}
+
+struct Engine {
+    rank: usize,
+    world: usize,
+    cfg: RunConfig,
+    device: Device,
+    dataset: Dataset,
+    model: D2nn,
+    params: Vec<Tensor>,
+    optimizer: Box<dyn Optimizer>,
+    collective: Box<dyn Collective>,
+    flat: FlatGrads,
+    options: WorkerOptions,
+    next_step: u64,
+    pending: Option<Pending>,
+    /// The baselines of the last commit: the next order must carry the same (and checkpoints keep them).
+    baselines: Vec<f64>,
+    epoch_order: Option<(u64, Vec<usize>)>,
+}
+
+impl Engine {
+    fn new(spec: WorkerSpec, collective: Box<dyn Collective>) -> Result<Engine, Error> {
+        if collective.world() != spec.world || collective.rank() != spec.rank {
+            return Err(Error::Protocol(format!(
+                "rank {} of {} was given the collective of rank {} of {}",
+                spec.rank,
+                spec.world,
+                collective.rank(),
+                collective.world()
+            )));
+        }
+        let (dataset, model) = {
+            let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            build_model(&spec.cfg, &spec.config_file, spec.device)?
+        };
+        let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
+        let optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
+        let flat = FlatGrads::new(&params, spec.options.bucket_bytes);
+        let baselines = vec![0.0; model.graph.num_actions().len()];
+        Ok(Engine {
+            rank: spec.rank,
+            world: spec.world,
+            cfg: spec.cfg,
+            device: spec.device,
+            dataset,
+            model,
+            params,
+            optimizer,
+            collective,
+            flat,
+            options: spec.options,
+            next_step: 0,
+            pending: None,
+            baselines,
+            epoch_order: None,
+        })
+    }
+
+    fn digest(&self) -> Result<ParamDigest, Error> {
+        Ok(ParamDigest { rank: self.rank, step: self.next_step, sha256: param_digest(&self.model)? })
+    }
+
+    fn info(&self) -> Result<WorkerInfo, Error> {
+        Ok(WorkerInfo {
+            rank: self.rank,
+            train_examples: self.dataset.train.len(),
+            num_actions: self.model.graph.num_actions(),
+            digest: self.digest()?,
+        })
+    }
+
+    /// The local half of a step: everything before the all-reduce.
+    fn compute(&mut self, order: &StepOrder) -> Result<StepStats, Error> {
+        if let Some(p) = &self.pending {
+            return Err(Error::Protocol(format!(
+                "step {} ordered while step {} is neither committed nor aborted",
+                order.step, p.step
+            )));
+        }
+        if order.step != self.next_step {
+            return Err(Error::Protocol(format!(
+                "step {} ordered, but this replica is at step {}",
+                order.step, self.next_step
+            )));
+        }
+        if order.baselines != self.baselines {
+            return Err(Error::Protocol(format!(
+                "step {} ordered with baselines {:?}, but the last commit carried {:?}",
+                order.step, order.baselines, self.baselines
+            )));
+        }
+        if self.options.fail_at_step == Some(order.step) {
+            return Err(Error::Injected { rank: self.rank, step: order.step });
+        }
+        let t = &self.cfg.train;
+        let n = self.dataset.train.len();
+        let seed = self.cfg.seed;
+        let epoch_order = match &mut self.epoch_order {
+            Some((e, o)) if *e == order.epoch => o,
+            slot => &mut slot.insert((order.epoch, shard::epoch_order(seed, order.epoch, n))).1,
+        };
+        let indices =
+            shard::rank_slice(epoch_order, order.step_in_epoch as usize, t.batch_size, self.rank, self.world)?;
+        let batch = self.dataset.train.batch(indices, self.device)?;
+        let ctx =
+            StepContext { cfg: t, seed, step: order.step, global_batch: t.batch_size, baselines: &order.baselines };
+        let stats = train_step(&self.model, &batch, &ctx)?;
+        self.flat.pack(&self.params)?;
+        Ok(stats)
+    }
+
+    /// A rank whose local step fails still takes part in the all-reduce (zeros, status 0), so the
+    /// others never wait for it; only a failing collective is an `Err` here.
+    fn step(&mut self, order: StepOrder) -> Result<StepReport, Error> {
+        let started = Instant::now();
+        let local = self.compute(&order);
+        if local.is_err() {
+            self.flat.pack_failed();
+            zero_grads(&self.model);
+        }
+        let mut compute_seconds = started.elapsed().as_secs_f64();
+        let waited = Instant::now();
+        self.collective.barrier()?;
+        let wait_seconds = waited.elapsed().as_secs_f64();
+        let reducing = Instant::now();
+        self.flat.all_reduce(self.collective.as_mut())?;
+        let allreduce_seconds = reducing.elapsed().as_secs_f64();
+        // Every rank reads the same reduced status, so all reach the same verdict.
+        let all_ranks_ok = self.flat.status() == self.world as f32;
+        let unpacking = Instant::now();
+        let mut ready = false;
+        let outcome = match local {
+            Ok(stats) if all_ranks_ok => match self.flat.unpack(&self.params) {
+                Ok(()) => {
+                    ready = true;
+                    StepOutcome::Ok(stats)
+                }
+                Err(e) => StepOutcome::Failed(format!("rank {}: unpacking the reduced gradients: {e}", self.rank)),
+            },
+            Ok(stats) => StepOutcome::Ok(stats),
+            Err(e) => StepOutcome::Failed(e.to_string()),
+        };
+        compute_seconds += unpacking.elapsed().as_secs_f64();
+        self.pending = Some(Pending { step: order.step, lr: order.lr, ready });
+        Ok(StepReport {
+            rank: self.rank,
+            step: order.step,
+            outcome,
+            all_ranks_ok,
+            compute_seconds,
+            wait_seconds,
+            allreduce_seconds,
+        })
+    }
+
+    fn commit(&mut self, commit: Commit) -> Result<Committed, Error> {
+        let pending = self.pending.take();
+        let lr = match pending {
+            Some(Pending { step, lr, ready: true }) if step == commit.step => lr,
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "rank {}: commit of step {} but the pending step is {:?}",
+                    self.rank,
+                    commit.step,
+                    pending.map(|p| (p.step, p.ready))
+                )))
+            }
+        };
+        let started = Instant::now();
+        apply_update(&self.model, self.optimizer.as_mut(), &self.cfg.train, lr)?;
+        let update_seconds = started.elapsed().as_secs_f64();
+        self.next_step = commit.step + 1;
+        self.baselines = commit.baselines;
+        let digest = if commit.want_digest { Some(self.digest()?) } else { None };
+        Ok(Committed { rank: self.rank, step: commit.step, update_seconds, digest })
+    }
+
+    fn abort(&mut self, abort: Abort) -> Result<Committed, Error> {
+        if let Some(p) = self.pending.take() {
+            if p.step != abort.step {
+                return Err(Error::Protocol(format!(
+                    "rank {}: abort of step {} but the pending step is {}",
+                    self.rank, abort.step, p.step
+                )));
+            }
+        }
+        zero_grads(&self.model);
+        tracing::warn!(rank = self.rank, step = abort.step, reason = %abort.reason, "step aborted");
+        self.next_step = abort.step + 1;
+        Ok(Committed { rank: self.rank, step: abort.step, update_seconds: 0.0, digest: Some(self.digest()?) })
+    }
+
+    fn evaluate(&mut self, req: EvalRequest) -> Result<Summary, Error> {
+        if let Some(path) = &req.save_model {
+            self.model.vs.save(path)?;
+        }
+        Ok(summarize(
+            &self.cfg,
+            &self.dataset,
+            &self.model,
+            req.steps,
+            req.wall_seconds,
+            req.examples_per_sec,
+            req.workers,
+        )?)
+    }
+}
