@@ -117,9 +117,6 @@ fn bench_exec(config: std::path::PathBuf, batch: i64, reps: usize, device: Strin
     tch::manual_seed(0);
     let x = Tensor::rand([batch, 1, 28, 28], (Kind::Float, device));
     let ids: Vec<i64> = (0..batch).collect();
-    let static_time = median_seconds(reps, || {
-        let _ = static_high.forward(&x, &ids, &Policy::Argmax, DecisionKey::default(), false);
-    });
     let static_flops = static_high.graph.full_flops;
     for fraction in [0.0, 0.25, 0.5, 0.75, 1.0] {
         let n_high = (fraction * batch as f64).round() as i64;
@@ -129,9 +126,17 @@ fn bench_exec(config: std::path::PathBuf, batch: i64, reps: usize, device: Strin
         let policy = Policy::Forced(vec![route.shallow_clone()]);
         let fwd = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false)?;
         let dynamic_flops = fwd.cost.mean(Kind::Double).double_value(&[]);
-        let dynamic_time = median_seconds(reps, || {
-            let _ = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false);
-        });
+        // Static and dynamic timed alternately, so drift on a shared machine hits both alike.
+        let (mut static_times, mut dynamic_times) = (Vec::new(), Vec::new());
+        for _ in 0..reps.max(1) {
+            static_times.push(median_seconds(1, || {
+                let _ = static_high.forward(&x, &ids, &Policy::Argmax, DecisionKey::default(), false);
+            }));
+            dynamic_times.push(median_seconds(1, || {
+                let _ = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false);
+            }));
+        }
+        let (static_time, dynamic_time) = (median(static_times), median(dynamic_times));
         // The bound: each node run alone on exactly its own sub-batch, nothing else.
         let stem_out = dynamic.run_node(stem, &x);
         let high_rows = route.eq(1).nonzero().squeeze_dim(1);
