@@ -351,8 +351,12 @@ impl CoordState {
         line.wait_seconds = Some(wait);
         RunDir::append_metrics(&mut self.metrics, &line)?;
         self.bar.set_message(format!(
-            "loss {:.4} acc {:.3} {:.0} ex/s",
-            line.loss, line.train_accuracy, line.examples_per_sec
+            "epoch {} loss {:.4} acc {:.3} cost {:.3} {:.0} ex/s",
+            line.epoch + 1,
+            line.loss,
+            line.train_accuracy,
+            line.mean_cost_fraction,
+            line.examples_per_sec
         ));
         if let Some(on_log) = self.run.on_log.as_mut() {
             on_log(&line, self.last_step);
