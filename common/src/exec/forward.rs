@@ -157,7 +157,7 @@ impl D2nn {
                 let control = graph
                     .control_index(i)
                     .ok_or_else(|| Error::Invalid(format!("{} is not a controller", node.name)))?;
-                let row_ids = select_ids(ids, &rows);
+                let row_ids = select_ids(ids, &rows)?;
                 let actions = policy.choose(control, &data, &rows, &row_ids, key)?;
                 let full = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(0, &rows, &actions);
                 chosen[i] = Some(full.shallow_clone());
@@ -193,9 +193,10 @@ impl D2nn {
     }
 }
 
-fn select_ids(ids: &[i64], rows: &Tensor) -> Vec<i64> {
-    let rows: Vec<i64> = Vec::<i64>::try_from(rows.to_device(tch::Device::Cpu)).unwrap_or_default();
-    rows.iter().map(|&r| ids[r as usize]).collect()
+/// The example ids of `rows` (positions in the batch).
+fn select_ids(ids: &[i64], rows: &Tensor) -> Result<Vec<i64>> {
+    let rows = Vec::<i64>::try_from(rows.to_device(tch::Device::Cpu))?;
+    Ok(rows.iter().map(|&r| ids[r as usize]).collect())
 }
 
 /// The value of an edge for the examples `rows`: the source's rows where it ran, `default` elsewhere.
