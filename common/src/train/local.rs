@@ -230,8 +230,3 @@ pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, Dataset, D
     model.vs.load(&weights).map_err(|e| Error::data(&weights, e.to_string()))?;
     Ok((cfg, dataset, model))
 }
-
-/// Shorthand used by tests and the CLI.
-pub fn train_local(run: &LocalRun, on_log: &mut dyn FnMut(&MetricsLine, u64)) -> Result<Summary> {
-    run.run(on_log)
-}
