@@ -119,3 +119,46 @@ fn train_then_eval_agree() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("summary.json       matches"), "{}", stdout(&o));
 }
+
+/// A sweep writes its points, random routing beside every λ, and the plot; training runs in
+/// parallel (`--jobs 2`) gives the same numbers as one after another.
+#[test]
+fn sweep_in_parallel_matches_sequential() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = |jobs: &str| -> Vec<serde_json::Value> {
+        let out = dir.path().join(format!("jobs{jobs}"));
+        let o = d2nn(&[
+            "sweep",
+            "--config",
+            "configs/high_low.toml",
+            "--lambdas",
+            "0.5,1.0",
+            "--max-steps",
+            "8",
+            "--jobs",
+            jobs,
+            "--run-dir",
+            out.to_str().unwrap(),
+            "--set",
+            "data.train_limit=512",
+            "--set",
+            "data.test_limit=300",
+            "--set",
+            "train.batch_size=32",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(out.join("tradeoff.png").is_file());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+        json["points"].as_array().unwrap().clone()
+    };
+    let sequential = points("1");
+    let kinds: Vec<&str> = sequential.iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["d2nn", "random_routing", "d2nn", "random_routing", "static", "static"]);
+    let parallel = points("2");
+    for (a, b) in sequential.iter().zip(&parallel) {
+        for key in ["label", "accuracy", "mean_cost_fraction"] {
+            assert_eq!(a[key], b[key], "{key} of {}", a["label"]);
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! through a channel and awaits a oneshot reply, so neither libtorch nor the blocking collective
 //! ever runs on the async runtime's threads.
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use d2nn_common::config::RunConfig;
@@ -21,10 +21,6 @@ use tokio::sync::oneshot;
 use crate::collective::Collective;
 use crate::flat::{FlatGrads, DEFAULT_BUCKET_BYTES};
 use crate::Error;
-
-/// Building a model seeds and draws from libtorch's process-global generator: replicas built on
-/// several threads at once would interleave their draws and start from different parameters.
-static BUILD: Mutex<()> = Mutex::new(());
 
 /// Knobs of a worker that are not part of the run's config.
 #[derive(Debug, Clone)]
@@ -194,13 +190,17 @@ impl Engine {
                 collective.world()
             )));
         }
-        let (dataset, model) = {
-            let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-            build_model(&spec.cfg, &spec.config_file, spec.device)?
-        };
+        let (dataset, model) = build_model(&spec.cfg, &spec.config_file, spec.device)?;
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
         let optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
-        let flat = FlatGrads::new(&params, spec.options.bucket_bytes);
+        let reduce_device = collective.reduce_device();
+        if reduce_device.is_some_and(|d| d != spec.device) {
+            return Err(Error::Protocol(format!(
+                "rank {}: the collective reduces on {:?}, the replica lives on {:?}",
+                spec.rank, reduce_device, spec.device
+            )));
+        }
+        let flat = FlatGrads::new(&params, spec.options.bucket_bytes, reduce_device)?;
         let baselines = vec![0.0; model.graph.num_actions().len()];
         Ok(Engine {
             rank: spec.rank,
@@ -280,7 +280,7 @@ impl Engine {
         let started = Instant::now();
         let local = self.compute(&order);
         if local.is_err() {
-            self.flat.pack_failed();
+            self.flat.pack_failed()?;
             zero_grads(&self.model);
         }
         let mut compute_seconds = started.elapsed().as_secs_f64();
@@ -291,7 +291,7 @@ impl Engine {
         self.flat.all_reduce(self.collective.as_mut())?;
         let allreduce_seconds = reducing.elapsed().as_secs_f64();
         // Every rank reads the same reduced status, so all reach the same verdict.
-        let all_ranks_ok = self.flat.status() == self.world as f32;
+        let all_ranks_ok = self.flat.status()? == self.world as f32;
         let unpacking = Instant::now();
         let mut ready = false;
         let outcome = match local {

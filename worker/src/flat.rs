@@ -17,16 +17,26 @@ struct Entry {
     shape: Vec<i64>,
 }
 
+/// Where the buffer lives: host memory for the CPU collectives, the GPU for NCCL (so gradients
+/// never leave the device).
+#[derive(Debug)]
+enum Storage {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
 #[derive(Debug)]
 pub struct FlatGrads {
     entries: Vec<Entry>,
-    buf: Vec<f32>,
+    storage: Storage,
+    len: usize,
     bucket_elems: usize,
 }
 
 impl FlatGrads {
-    /// The layout of `params` (in the canonical order the caller passes them).
-    pub fn new(params: &[Tensor], bucket_bytes: usize) -> FlatGrads {
+    /// The layout of `params` (in the canonical order the caller passes them), in host memory, or
+    /// on `device` when the collective reduces there.
+    pub fn new(params: &[Tensor], bucket_bytes: usize, device: Option<Device>) -> Result<FlatGrads, Error> {
         let mut offset = 0;
         let entries = params
             .iter()
@@ -36,57 +46,103 @@ impl FlatGrads {
                 e
             })
             .collect();
-        FlatGrads { entries, buf: vec![0.0; offset + 1], bucket_elems: (bucket_bytes / 4).max(1) }
+        let len = offset + 1;
+        let storage = match device {
+            None => Storage::Host(vec![0.0; len]),
+            Some(d) => Storage::Device(Tensor::f_zeros([len as i64], (Kind::Float, d))?),
+        };
+        Ok(FlatGrads { entries, storage, len, bucket_elems: (bucket_bytes / 4).max(1) })
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
-    pub fn as_slice(&self) -> &[f32] {
-        &self.buf
+    /// The buffer's values (a copy when it lives on a device).
+    pub fn to_vec(&self) -> Result<Vec<f32>, Error> {
+        match &self.storage {
+            Storage::Host(buf) => Ok(buf.clone()),
+            Storage::Device(t) => Ok(Vec::<f32>::try_from(t.f_to_device(Device::Cpu)?)?),
+        }
     }
 
     /// Copies every parameter's gradient in (zeros where undefined) and sets the status slot to 1.
     pub fn pack(&mut self, params: &[Tensor]) -> Result<(), Error> {
         self.check(params)?;
         for (e, p) in self.entries.iter().zip(params) {
-            let dst = &mut self.buf[e.offset..e.offset + e.numel];
             let g = p.grad();
-            if g.defined() {
-                g.f_to_kind(Kind::Float)?.f_copy_data(dst, e.numel)?;
-            } else {
-                dst.fill(0.0);
+            match &mut self.storage {
+                Storage::Host(buf) => {
+                    let dst = &mut buf[e.offset..e.offset + e.numel];
+                    if g.defined() {
+                        g.f_to_kind(Kind::Float)?.f_copy_data(dst, e.numel)?;
+                    } else {
+                        dst.fill(0.0);
+                    }
+                }
+                Storage::Device(buf) => {
+                    let mut dst = buf.f_narrow(0, e.offset as i64, e.numel as i64)?;
+                    if g.defined() {
+                        dst.f_copy_(&g.f_reshape([-1])?)?;
+                    } else {
+                        drop(dst.f_zero_()?);
+                    }
+                }
             }
         }
-        self.set_status(1.0);
-        Ok(())
+        self.set_status(1.0)
     }
 
     /// What a rank whose step failed contributes: zeros, status 0.
-    pub fn pack_failed(&mut self) {
-        self.buf.fill(0.0);
+    pub fn pack_failed(&mut self) -> Result<(), Error> {
+        match &mut self.storage {
+            Storage::Host(buf) => buf.fill(0.0),
+            Storage::Device(buf) => {
+                drop(buf.f_zero_()?);
+            }
+        }
+        Ok(())
     }
 
-    fn set_status(&mut self, v: f32) {
-        if let Some(s) = self.buf.last_mut() {
-            *s = v;
+    fn set_status(&mut self, v: f32) -> Result<(), Error> {
+        let last = self.len - 1;
+        match &mut self.storage {
+            Storage::Host(buf) => buf[last] = v,
+            Storage::Device(buf) => {
+                drop(buf.f_narrow(0, last as i64, 1)?.f_fill_(f64::from(v))?);
+            }
         }
+        Ok(())
     }
 
     /// After the all-reduce: the number of ranks whose step succeeded.
-    pub fn status(&self) -> f32 {
-        self.buf.last().copied().unwrap_or(0.0)
+    pub fn status(&self) -> Result<f32, Error> {
+        let last = self.len - 1;
+        match &self.storage {
+            Storage::Host(buf) => Ok(buf[last]),
+            Storage::Device(buf) => Ok(buf.f_double_value(&[last as i64])? as f32),
+        }
     }
 
     /// All-reduces the buffer bucket by bucket.
     pub fn all_reduce(&mut self, collective: &mut dyn Collective) -> Result<(), Error> {
-        for bucket in self.buf.chunks_mut(self.bucket_elems) {
-            collective.all_reduce_sum(bucket)?;
+        match &mut self.storage {
+            Storage::Host(buf) => {
+                for bucket in buf.chunks_mut(self.bucket_elems) {
+                    collective.all_reduce_sum(bucket)?;
+                }
+            }
+            Storage::Device(buf) => {
+                for start in (0..self.len).step_by(self.bucket_elems) {
+                    let n = self.bucket_elems.min(self.len - start);
+                    let mut bucket = buf.f_narrow(0, start as i64, n as i64)?;
+                    collective.all_reduce_sum_tensor(&mut bucket)?;
+                }
+            }
         }
         Ok(())
     }
@@ -103,11 +159,20 @@ impl FlatGrads {
         }
         let _guard = tch::no_grad_guard();
         for (e, p) in self.entries.iter().zip(params) {
-            let src = &self.buf[e.offset..e.offset + e.numel];
-            // SAFETY: `src` outlives the borrowed view, which `copy_` reads once and is then dropped;
-            // the shape's element count is `src.len()`, and the data is contiguous f32 on the CPU.
-            let view = unsafe { Tensor::f_from_blob(src.as_ptr().cast(), &e.shape, &[], Kind::Float, Device::Cpu)? };
-            p.grad().f_copy_(&view)?;
+            match &self.storage {
+                Storage::Host(buf) => {
+                    let src = &buf[e.offset..e.offset + e.numel];
+                    // SAFETY: `src` outlives the borrowed view, which `copy_` reads once and is then
+                    // dropped; the shape's element count is `src.len()`, contiguous f32 on the CPU.
+                    let view =
+                        unsafe { Tensor::f_from_blob(src.as_ptr().cast(), &e.shape, &[], Kind::Float, Device::Cpu)? };
+                    p.grad().f_copy_(&view)?;
+                }
+                Storage::Device(buf) => {
+                    let view = buf.f_narrow(0, e.offset as i64, e.numel as i64)?.f_view(e.shape.as_slice())?;
+                    p.grad().f_copy_(&view)?;
+                }
+            }
         }
         Ok(())
     }
@@ -141,9 +206,9 @@ mod tests {
         // Gradients only for `a` and `c`; `b` never ran.
         ((&p[0] * &p[0]).sum(Kind::Float) + (&p[2] * 3.0).sum(Kind::Float)).backward();
         // Two buckets of 4 elements over 6 + 1 + 2 + 1 = 10 slots: buckets split a parameter.
-        let mut flat = FlatGrads::new(&p, 16);
+        let mut flat = FlatGrads::new(&p, 16, None).unwrap();
         flat.pack(&p).unwrap();
-        assert_eq!(flat.as_slice(), &[2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 0.0, 3.0, 3.0, 1.0]);
+        assert_eq!(flat.to_vec().unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 0.0, 3.0, 3.0, 1.0]);
         let mut group = SharedGroup::handles(1);
         flat.all_reduce(&mut group[0]).unwrap();
         let q = params();
@@ -151,15 +216,38 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(q[0].grad().flatten(0, -1)).unwrap(), vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
         assert_eq!(Vec::<f32>::try_from(q[1].grad()).unwrap(), vec![0.0]);
         assert_eq!(Vec::<f32>::try_from(q[2].grad()).unwrap(), vec![3.0, 3.0]);
-        assert_eq!(flat.status(), 1.0);
-        flat.pack_failed();
-        assert!(flat.as_slice().iter().all(|&v| v == 0.0));
+        assert_eq!(flat.status().unwrap(), 1.0);
+        flat.pack_failed().unwrap();
+        assert!(flat.to_vec().unwrap().iter().all(|&v| v == 0.0));
+    }
+
+    /// The device layout (what NCCL uses) on the CPU: the collective's default tensor path stages
+    /// it through host memory, so both layouts must agree to the bit.
+    #[test]
+    fn the_tensor_layout_matches_the_host_layout() {
+        let p = params();
+        ((&p[0] * &p[1]).sum(Kind::Float) + (&p[2] * &p[2]).sum(Kind::Float)).backward();
+        let mut group = SharedGroup::handles(1);
+        let mut host = FlatGrads::new(&p, 12, None).unwrap();
+        let mut tensor = FlatGrads::new(&p, 12, Some(Device::Cpu)).unwrap();
+        for flat in [&mut host, &mut tensor] {
+            flat.pack(&p).unwrap();
+            flat.all_reduce(&mut group[0]).unwrap();
+            assert_eq!(flat.status().unwrap(), 1.0);
+        }
+        assert_eq!(host.to_vec().unwrap(), tensor.to_vec().unwrap());
+        let q = params();
+        tensor.unpack(&q).unwrap();
+        assert_eq!(Vec::<f32>::try_from(q[2].grad()).unwrap(), vec![14.0, 16.0]);
+        assert_eq!(Vec::<f32>::try_from(q[1].grad()).unwrap(), vec![21.0]);
+        tensor.pack_failed().unwrap();
+        assert_eq!(tensor.status().unwrap(), 0.0);
     }
 
     #[test]
     fn a_mismatched_layout_is_an_error() {
         let p = params();
-        let mut flat = FlatGrads::new(&p[..2], DEFAULT_BUCKET_BYTES);
+        let mut flat = FlatGrads::new(&p[..2], DEFAULT_BUCKET_BYTES, None).unwrap();
         assert!(flat.pack(&p).is_err());
         assert!(flat.unpack(&p[1..]).is_err());
     }

@@ -97,9 +97,12 @@ pub struct TrainArgs {
     /// In-process workers (data-parallel replicas) [default: one per core]. Global batch = train.batch_size.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Device: cpu, cuda or cuda:N.
+    /// Device: cpu, cuda or cuda:K (workers on CUDA: rank r uses GPU K+r).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Gradient all-reduce: auto (NCCL on GPUs when libnccl loads, else shared memory), shared, nccl.
+    #[arg(long, default_value = "auto")]
+    pub collective: d2nn_worker::collective::Backend,
     /// No progress bar (logs only).
     #[arg(long)]
     pub quiet: bool,
@@ -120,6 +123,12 @@ pub struct SweepArgs {
     pub max_steps: Option<u64>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Runs trained at once, the cores split evenly between them.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Skip the static baselines (e.g. when another sweep of the same design already trained them).
+    #[arg(long)]
+    pub no_baselines: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,13 @@
 //! `d2nn sweep`: one D2NN per λ, the design's static baselines, and random routing at the rates each
 //! trained D2NN chose; `sweep.json` and a PNG of the trade-off.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_run, LocalRun, Summary};
+use d2nn_common::train::{evaluate, is_binary, load_run, EvalMetrics, LocalRun, Summary};
 use d2nn_coordinator::plot::{tradeoff_png, PlotPoint};
 use serde::Serialize;
 
@@ -54,6 +56,81 @@ fn train_one(cfg: &RunConfig, config_file: &str, run_dir: &Path, args: &SweepArg
     Ok(summary)
 }
 
+/// One training of the sweep: a D2NN at one λ, or a static baseline.
+struct Job {
+    lambda: Option<f64>,
+    label: String,
+    cfg: RunConfig,
+    config_file: String,
+    dir: PathBuf,
+}
+
+/// What a finished job adds: its summary, and for a D2NN the random-routing evaluation.
+struct Done {
+    summary: Summary,
+    random: Option<EvalMetrics>,
+}
+
+/// Random routing: the same trained network, its controllers replaced by coin flips at the rates it
+/// chose. If the D2NN does not beat this, its controllers learned nothing.
+fn random_routing(dir: &Path, summary: &Summary, args: &SweepArgs) -> anyhow::Result<EvalMetrics> {
+    let (rcfg, dataset, model) = load_run(dir, parse_device(&args.device)?)?;
+    let ordered: Vec<Vec<f64>> = model
+        .graph
+        .controls
+        .iter()
+        .map(|&c| summary.action_rates.get(&model.graph.nodes[c].name).cloned().unwrap_or_default())
+        .collect();
+    let key = DecisionKey { seed: rcfg.seed, step: u64::MAX };
+    Ok(evaluate(
+        &model,
+        &dataset.test,
+        rcfg.train.eval_batch_size,
+        &Policy::Random(ordered),
+        key,
+        is_binary(dataset.task),
+    )?)
+}
+
+fn run_job(job: &Job, args: &SweepArgs) -> anyhow::Result<Done> {
+    let summary = train_one(&job.cfg, &job.config_file, &job.dir, args)?;
+    let random = match job.lambda {
+        Some(_) => Some(random_routing(&job.dir, &summary, args)?),
+        None => None,
+    };
+    Ok(Done { summary, random })
+}
+
+/// Runs the jobs on `jobs` threads, each with its share of the cores (libtorch's thread count is a
+/// property of the calling thread). Results come back in job order.
+fn run_all(list: &[Job], args: &SweepArgs) -> Vec<anyhow::Result<Done>> {
+    let jobs = args.jobs.clamp(1, list.len().max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<anyhow::Result<Done>>>> = Mutex::new(list.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                if jobs > 1 {
+                    tch::set_num_threads((cores / jobs).max(1) as i32);
+                }
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = list.get(i) else { break };
+                    let result = run_job(job, args).with_context(|| format!("sweep run {}", job.label));
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("a sweep thread ended without a result"))))
+        .collect()
+}
+
 pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     let cfg = load_config(&args.config)?;
     let config_file = args.config.config.display().to_string();
@@ -68,47 +145,23 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         ))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut points = Vec::new();
-    let mut full_mflops = f64::NAN;
 
+    let mut list = Vec::new();
     for lambda in &lambdas {
         let mut c = cfg.clone();
         c.train.lambda = *lambda;
         let dir = out.join(format!("lambda_{lambda}"));
-        let summary = train_one(&c, &config_file, &dir, &args)?;
-        full_mflops = summary.full_mflops_per_example;
-        points.push(point("d2nn", format!("λ={lambda}"), Some(*lambda), &summary, &dir, full_mflops));
-        // Random routing: the same trained network, its controllers replaced by coin flips at the
-        // rates it chose. If the D2NN does not beat this, its controllers learned nothing.
-        let (rcfg, dataset, model) = load_run(&dir, parse_device(&args.device)?)?;
-        let ordered: Vec<Vec<f64>> = model
-            .graph
-            .controls
-            .iter()
-            .map(|&c| summary.action_rates.get(&model.graph.nodes[c].name).cloned().unwrap_or_default())
-            .collect();
-        let key = DecisionKey { seed: rcfg.seed, step: u64::MAX };
-        let random = evaluate(
-            &model,
-            &dataset.test,
-            rcfg.train.eval_batch_size,
-            &Policy::Random(ordered),
-            key,
-            is_binary(dataset.task),
-        )?;
-        points.push(SweepPoint {
-            kind: "random_routing",
-            label: format!("rand λ={lambda}"),
+        list.push(Job {
             lambda: Some(*lambda),
-            accuracy: random.accuracy,
-            f1: random.f1,
-            mean_mflops_per_example: random.mean_mflops_per_example,
-            mean_cost_fraction: random.mean_cost_fraction,
-            run_dir: dir.display().to_string(),
+            label: format!("λ={lambda}"),
+            cfg: c,
+            config_file: config_file.clone(),
+            dir,
         });
     }
     let base_dir = args.config.config.parent().unwrap_or(Path::new("."));
-    for baseline in &cfg.sweep.baselines {
+    let baselines = if args.no_baselines { &[][..] } else { &cfg.sweep.baselines[..] };
+    for baseline in baselines {
         let path = base_dir.join(baseline);
         let mut b = load_config(&ConfigArgs { config: path.clone(), overrides: args.config.overrides.clone() })
             .with_context(|| format!("static baseline {}", path.display()))?;
@@ -116,8 +169,30 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         b.data = cfg.data.clone();
         let name = baseline.trim_end_matches(".toml").to_string();
         let dir = out.join(&name);
-        let summary = train_one(&b, &path.display().to_string(), &dir, &args)?;
-        points.push(point("static", name, None, &summary, &dir, full_mflops));
+        list.push(Job { lambda: None, label: name, cfg: b, config_file: path.display().to_string(), dir });
+    }
+
+    let mut done = Vec::with_capacity(list.len());
+    for result in run_all(&list, &args) {
+        done.push(result?);
+    }
+    let full_mflops = done.first().map_or(f64::NAN, |d| d.summary.full_mflops_per_example);
+    let mut points = Vec::new();
+    for (job, d) in list.iter().zip(&done) {
+        let kind = if job.lambda.is_some() { "d2nn" } else { "static" };
+        points.push(point(kind, job.label.clone(), job.lambda, &d.summary, &job.dir, full_mflops));
+        if let Some(random) = &d.random {
+            points.push(SweepPoint {
+                kind: "random_routing",
+                label: format!("rand {}", job.label),
+                lambda: job.lambda,
+                accuracy: random.accuracy,
+                f1: random.f1,
+                mean_mflops_per_example: random.mean_mflops_per_example,
+                mean_cost_fraction: random.mean_cost_fraction,
+                run_dir: job.dir.display().to_string(),
+            });
+        }
     }
 
     let binary = points.iter().any(|p| p.f1.is_some());

@@ -68,7 +68,9 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let mut run = EmbeddedRun::new(cfg, config_file.clone(), run_dir.clone(), workers);
     run.max_steps = args.max_steps;
     run.device = device;
+    run.options.collective = args.collective;
     run.progress = !args.quiet;
+    tracing::info!(collective = ?args.collective.resolve(device), ?device, workers, "gradient all-reduce");
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let summary =
         rt.block_on(train_embedded(run)).with_context(|| format!("training {config_file} with {workers} workers"))?;

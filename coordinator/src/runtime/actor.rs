@@ -7,7 +7,7 @@ use d2nn_common::data::shard;
 use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, StepReport};
 use d2nn_common::rl::{BaselineStore, EmaBaseline};
 use d2nn_common::train::{metrics_line, RunDir, StepStats, Summary};
-use d2nn_worker::collective::SharedGroup;
+use d2nn_worker::collective::in_process_group;
 use d2nn_worker::{
     EvalRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerReply, WorkerSpec,
 };
@@ -103,7 +103,8 @@ async fn setup(myself: &ActorRef<CoordMsg>, run: Plan<'_>) -> Result<Vec<ActorRe
     let n = run.workers;
     let threads = run.threads_per_worker.unwrap_or_else(|| (super::default_workers() / n).max(1));
     let mut workers = Vec::with_capacity(n);
-    for (rank, collective) in SharedGroup::handles(n).into_iter().enumerate() {
+    let collectives = in_process_group(run.options.collective, n, run.device, run.options.collective_timeout)?;
+    for (rank, collective) in collectives.into_iter().enumerate() {
         let device = match run.device {
             Device::Cuda(first) => Device::Cuda(first + rank),
             d => d,
@@ -118,7 +119,7 @@ async fn setup(myself: &ActorRef<CoordMsg>, run: Plan<'_>) -> Result<Vec<ActorRe
             threads: Some(threads),
             options: WorkerOptions { fail_at_step, bucket_bytes: run.options.bucket_bytes },
         };
-        let args = WorkerArgs { spec, collective: Box::new(collective) };
+        let args = WorkerArgs { spec, collective };
         match Actor::spawn_linked(Some(format!("d2nn-worker-{rank}")), WorkerActor, args, myself.get_cell()).await {
             Ok((w, _)) => workers.push(w),
             Err(e) => {

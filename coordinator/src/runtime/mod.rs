@@ -10,6 +10,7 @@ use std::time::Duration;
 use d2nn_common::config::RunConfig;
 use d2nn_common::protocol::ParamDigest;
 use d2nn_common::train::{MetricsLine, StepStats, Summary};
+use d2nn_worker::collective::{Backend, CollectiveError};
 use ractor::Actor;
 use tch::Device;
 
@@ -38,6 +39,10 @@ pub struct RuntimeOptions {
     /// dies is noticed without a timeout).
     pub step_timeout: Option<Duration>,
     pub bucket_bytes: usize,
+    /// How the ranks reduce gradients (NCCL on GPUs by default).
+    pub collective: Backend,
+    /// Bounds NCCL's waits: joining the communicator and each reduction.
+    pub collective_timeout: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -48,6 +53,8 @@ impl Default for RuntimeOptions {
             fail_at: None,
             step_timeout: None,
             bucket_bytes: d2nn_worker::flat::DEFAULT_BUCKET_BYTES,
+            collective: Backend::Auto,
+            collective_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -134,6 +141,8 @@ pub enum RuntimeError {
     StepFailed { step: u64, failures: Vec<(usize, String)> },
     #[error("step {step}: the replicas' parameters differ: {digests:?}")]
     Diverged { step: u64, digests: Vec<ParamDigest> },
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("coordinator: {0}")]

@@ -4,9 +4,14 @@
 //! Only a *sum* is needed: every training-step loss is already divided by the global batch size,
 //! so the sum of the ranks' gradients is the gradient of the mean loss over the global batch —
 //! what the one-process loop computes.
+mod nccl;
 mod shared;
 
+pub use nccl::{nccl_available, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};
 pub use shared::{SharedCollective, SharedGroup};
+use std::time::Duration;
+
+use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CollectiveError {
@@ -17,6 +22,12 @@ pub enum CollectiveError {
     /// Ranks passed buffers of different lengths to the same call (a protocol bug).
     #[error("collective: ranks passed buffers of different lengths {lengths:?}")]
     LengthMismatch { lengths: Vec<usize> },
+    /// NCCL or CUDA is missing or failed; the message says which call and why.
+    #[error("collective (NCCL): {0}")]
+    Nccl(String),
+    /// Staging a tensor through host memory failed.
+    #[error("collective: libtorch: {0}")]
+    Tensor(String),
 }
 
 /// One rank's handle on a group of `world` ranks. Every rank must issue the same calls in the same
@@ -27,6 +38,84 @@ pub trait Collective: Send {
     /// Replaces `buf` on every rank by the element-wise sum over the ranks. Implementations must
     /// give every rank bitwise-identical results (fixed summation order), so replicas never drift.
     fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError>;
+    /// The device this collective reduces on without staging; None: host memory.
+    fn reduce_device(&self) -> Option<Device> {
+        None
+    }
+    /// [`Collective::all_reduce_sum`] on a contiguous f32 tensor, in place. The default stages it
+    /// through host memory; a device collective (NCCL) reduces it where it lives.
+    fn all_reduce_sum_tensor(&mut self, t: &mut Tensor) -> Result<(), CollectiveError> {
+        let tensor_error = |e: tch::TchError| CollectiveError::Tensor(e.to_string());
+        if t.kind() != Kind::Float {
+            return Err(CollectiveError::Tensor(format!("all-reduce needs f32, got {:?}", t.kind())));
+        }
+        let mut host = vec![0f32; t.numel()];
+        let n = host.len();
+        t.f_copy_data(&mut host, n).map_err(tensor_error)?;
+        self.all_reduce_sum(&mut host)?;
+        let sums = Tensor::from_slice(&host).f_view(t.size().as_slice()).map_err(tensor_error)?;
+        t.f_copy_(&sums).map_err(tensor_error)
+    }
     /// Returns once every rank has called it.
     fn barrier(&mut self) -> Result<(), CollectiveError>;
+}
+
+/// Which collective the ranks of one process reduce through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// NCCL when the replicas live on GPUs and libnccl loads, else shared memory.
+    #[default]
+    Auto,
+    /// Shared host memory (GPU gradients are staged through the host).
+    Shared,
+    /// NCCL, one GPU per rank.
+    Nccl,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "shared" => Ok(Backend::Shared),
+            "nccl" => Ok(Backend::Nccl),
+            other => Err(format!("unknown collective `{other}`: expected auto, shared or nccl")),
+        }
+    }
+}
+
+impl Backend {
+    /// What `Auto` means for replicas whose rank 0 lives on `device`.
+    pub fn resolve(self, device: Device) -> Backend {
+        match (self, device) {
+            (Backend::Auto, Device::Cuda(_)) if nccl_available() => Backend::Nccl,
+            (Backend::Auto, _) => Backend::Shared,
+            (b, _) => b,
+        }
+    }
+}
+
+/// The collectives of `world` ranks in this process; with NCCL rank r uses GPU `first + r` of a
+/// `Device::Cuda(first)`. `timeout` bounds every NCCL wait (joining and each reduction).
+pub fn in_process_group(
+    backend: Backend,
+    world: usize,
+    device: Device,
+    timeout: Duration,
+) -> Result<Vec<Box<dyn Collective>>, CollectiveError> {
+    match (backend.resolve(device), device) {
+        (Backend::Nccl, Device::Cuda(first)) => {
+            let id = NcclUniqueId::new()?;
+            (0..world)
+                .map(|rank| {
+                    NcclCollective::start(&id, rank, world, first + rank, timeout)
+                        .map(|c| Box::new(c) as Box<dyn Collective>)
+                })
+                .collect()
+        }
+        (Backend::Nccl, other) => {
+            Err(CollectiveError::Nccl(format!("NCCL reduces GPU tensors; the replicas live on {other:?}")))
+        }
+        _ => Ok(SharedGroup::handles(world).into_iter().map(|c| Box::new(c) as Box<dyn Collective>).collect()),
+    }
 }
