@@ -47,6 +47,15 @@ pub enum Command {
     /// Benchmarks (printed as JSON lines).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// What this machine offers: libtorch, threads, GPUs, NCCL, and a one-rank NCCL check per GPU.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Fail unless a GPU and NCCL are usable.
+    #[arg(long)]
+    pub require_gpu: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The command line: argument definitions here, one module per command family.
 mod commands;
 mod data;
+mod doctor;
 mod inspect;
 mod logging;
 mod sweep;
@@ -24,6 +25,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Eval(args) => train::eval(args),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(cmd) => inspect::bench(cmd),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,7 +7,7 @@
 mod nccl;
 mod shared;
 
-pub use nccl::{nccl_available, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};
+pub use nccl::{nccl_available, nccl_version, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};
 pub use shared::{SharedCollective, SharedGroup};
 use std::time::Duration;
 

@@ -65,6 +65,16 @@ pub fn nccl_available() -> bool {
     unsafe { nccl_sys::is_culib_present() }
 }
 
+/// NCCL's version, e.g. "2.28.9", when libnccl loads.
+pub fn nccl_version() -> Option<String> {
+    if !nccl_available() {
+        return None;
+    }
+    let v = cudarc::nccl::result::get_nccl_version().ok()?;
+    // NCCL ≥ 2.9 encodes major·10000 + minor·100 + patch.
+    Some(format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
+}
+
 fn require_nccl() -> Result<(), CollectiveError> {
     if nccl_available() {
         Ok(())
