@@ -20,6 +20,8 @@ mkdir -p "$(dirname "$RUNPATH_SITE")"
 NCCL=$(find "$SITE/nvidia" -name 'libnccl.so.2' | head -1)
 ln -sfn "$NCCL" "$SITE/torch/lib/libnccl.so"
 echo "site-packages $SITE; nccl $NCCL"
+# plotters' system libraries, carried from the build machine where this image lacks them.
+ldconfig -p | grep -q libfontconfig.so.1 || export LD_LIBRARY_PATH=$PWD/.dev/lib
 nvidia-smi -L
 nproc
 D=.dev/d2nn
