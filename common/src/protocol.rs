@@ -2,6 +2,8 @@
 //! other. Plain serde structs, so the same messages travel inside one process (ractor, local) and
 //! between processes (ractor_cluster with bincode). Gradients never travel here: they go through a
 //! collective. See `docs/runtime.md` for the state machine.
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::train::StepStats;
@@ -85,6 +87,18 @@ pub struct ParamDigest {
     pub sha256: String,
 }
 
+/// Coordinator → every CPU worker of a multi-process run: who is in the TCP ring that all-reduces
+/// the gradients, and where each rank listens. Each worker binds its listen socket first and reports
+/// the address; the coordinator sends every worker the same `addrs` (index = rank) and its own
+/// `rank`. Rank r connects to rank r + 1 and accepts rank r − 1 (mod `world`). A plan comes from
+/// the network: the worker validates it (`TcpRing::connect`) before using it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingPlan {
+    pub rank: usize,
+    pub world: usize,
+    pub addrs: Vec<SocketAddr>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +122,13 @@ mod tests {
         let bytes = bincode::serde::encode_to_vec(&report, cfg).unwrap();
         let (back, _): (StepReport, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(back, report);
+        let plan = RingPlan {
+            rank: 1,
+            world: 2,
+            addrs: vec!["127.0.0.1:4000".parse().unwrap(), "[::1]:4001".parse().unwrap()],
+        };
+        let bytes = bincode::serde::encode_to_vec(&plan, cfg).unwrap();
+        let (back, _): (RingPlan, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, plan);
     }
 }

@@ -178,4 +178,6 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// TCP ring all-reduce between worker processes on loopback: seconds, algbw and busbw per size.
+    Allreduce(super::bench_allreduce::AllreduceArgs),
 }

@@ -60,6 +60,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Exec { config, batch, reps, device } => bench_exec(config, batch, reps, device),
         BenchCommand::Runtime { config, steps, batch, rounds } => bench_runtime(config, steps, batch, rounds),
+        BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
     }
 }
 

@@ -1,4 +1,5 @@
 //! The command line: argument definitions here, one module per command family.
+mod bench_allreduce;
 mod commands;
 mod data;
 mod doctor;

@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn without_nccl_start_is_an_error_not_a_panic() {
         if nccl_available() && tch::Cuda::is_available() {
-            eprintln!("skipped: this machine has NCCL and a GPU (covered by `d2nn bench collective`)");
+            eprintln!("skipped: this machine has NCCL and a GPU (covered by the GPU tests and `d2nn doctor`)");
             return;
         }
         let id = NcclUniqueId(vec![0; NCCL_ID_BYTES]);
@@ -373,8 +373,7 @@ mod tests {
     }
 
     /// One GPU allows one rank per communicator (NCCL rejects two ranks on one device), so this
-    /// checks the plumbing: device pointers, stream order, staging, barrier. Several GPUs: the
-    /// benchmark `d2nn bench collective --backend nccl` runs one rank per GPU.
+    /// checks the plumbing: device pointers, stream order, staging, barrier.
     #[test]
     fn one_rank_all_reduce_on_a_gpu() {
         if !(nccl_available() && tch::Cuda::is_available()) {
