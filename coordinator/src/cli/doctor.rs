@@ -54,7 +54,7 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                     let bytes = CHECK_ELEMS as f64 * 4.0;
                     println!(
                         "cuda:{ordinal}             NCCL one-rank all-reduce of {} MiB: correct, {:.3} ms ({:.0} GB/s)",
-                        CHECK_ELEMS * 4 >> 20,
+                        (CHECK_ELEMS * 4) >> 20,
                         seconds * 1e3,
                         bytes / seconds / 1e9
                     );

@@ -215,7 +215,11 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         args.config.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         if binary { "F1" } else { "accuracy" }
     );
-    tradeoff_png(&png, &title, if binary { "test F1" } else { "test accuracy" }, &plot_points)?;
+    // The numbers are in sweep.json already: a machine without fonts must not lose an hour of runs.
+    let plotted = tradeoff_png(&png, &title, if binary { "test F1" } else { "test accuracy" }, &plot_points);
+    if let Err(e) = &plotted {
+        tracing::warn!(path = %png.display(), "no plot: {e:#}");
+    }
     println!("{:<16} {:>8} {:>8} {:>8}", "point", "acc", "F1", "cost");
     for p in &points {
         println!(
@@ -226,6 +230,9 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             p.mean_cost_fraction
         );
     }
-    println!("wrote {} and {}", sweep_json.display(), png.display());
+    match plotted {
+        Ok(()) => println!("wrote {} and {}", sweep_json.display(), png.display()),
+        Err(_) => println!("wrote {} (no plot, see the warning above)", sweep_json.display()),
+    }
     Ok(())
 }
