@@ -11,7 +11,7 @@ pub use evaluate::{evaluate, is_binary, EvalMetrics};
 pub use local::{build_model, controller_names, load_run, metrics_line, summarize, LocalRun};
 pub use outputs::{MetricsLine, RunDir, Summary};
 pub use stats::StepStats;
-pub use step::{apply_update, policy_for_step, train_step, zero_grads, StepContext};
+pub use step::{apply_update, policy_for_step, representable_targets, train_step, zero_grads, StepContext};
 
 #[cfg(test)]
 mod tests;

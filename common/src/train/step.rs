@@ -3,7 +3,7 @@ use tch::{Kind, Tensor};
 use crate::config::{Algorithm, TrainConfig};
 use crate::data::Batch;
 use crate::exec::{D2nn, DecisionKey, Policy};
-use crate::graph::Target;
+use crate::graph::{LayerSpec, Target};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
@@ -44,6 +44,44 @@ pub fn zero_grads(model: &D2nn) {
     }
 }
 
+/// Class index that cross-entropy skips.
+const IGNORE: i64 = -100;
+
+/// The labels the output's cross-entropy trains on: `y`, except [`IGNORE`] for an example whose
+/// executed modules cannot represent its class. A `place` layer writes a branch's logits into its
+/// own classes of the output and a constant into the rest; an example routed to the wrong branch
+/// can only lower that branch's loss by pushing all of its logits below the constant, which
+/// destroys the branch. Such an example still costs its controllers their reward (it is counted
+/// wrong), and the branches learn only from their own classes. Graphs without `place` layers are
+/// unchanged.
+pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> Tensor {
+    let placing: Vec<(usize, &[i64], i64)> = model
+        .graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, node)| match node.layers.last() {
+            Some(LayerSpec::Place { size, indices, .. }) => Some((i, indices.as_slice(), *size)),
+            _ => None,
+        })
+        .collect();
+    if placing.is_empty() {
+        return y.shallow_clone();
+    }
+    let device = y.device();
+    let mut representable = Tensor::zeros(y.size(), (Kind::Bool, device));
+    for (node, indices, size) in placing {
+        let classes = Tensor::zeros([size], (Kind::Bool, device)).index_fill(
+            0,
+            &Tensor::from_slice(indices).to_device(device),
+            1,
+        );
+        let in_classes = classes.index_select(0, &y.clamp(0, size - 1));
+        representable = representable.logical_or(&executed[node].logical_and(&in_classes));
+    }
+    y.where_self(&representable, &y.full_like(IGNORE))
+}
+
 /// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
 /// gradients in the parameters' `.grad()` (zeroed first) and returns what it measured.
 pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
@@ -60,7 +98,8 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     let global = ctx.global_batch as f64;
     let local = batch.ids.len();
 
-    let mut task = fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0);
+    let task_target = representable_targets(model, &fwd.executed, &y);
+    let mut task = fwd.output.cross_entropy_loss::<Tensor>(&task_target, None, tch::Reduction::Sum, IGNORE, 0.0);
     for head in &fwd.heads {
         let target = match head.target {
             Target::Label => &y,

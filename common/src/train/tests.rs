@@ -111,3 +111,27 @@ fn f1_reward_on_a_multiclass_task_is_refused_naming_the_key() {
     let e = run.run(&mut |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("hl.toml") && e.contains("train.accuracy"), "{e}");
 }
+
+/// Routed to `tops` only, the hierarchical network can represent classes 0, 2, 4, 6: the output's
+/// cross-entropy skips every other example, and a graph without `place` layers keeps all labels.
+#[test]
+fn cross_entropy_skips_targets_the_executed_branches_cannot_represent() {
+    let cfg = small(config("hierarchical.toml", &[]), 256, 100);
+    let (dataset, model) = build_model(&cfg, "hierarchical.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let only_tops = Policy::Random(vec![vec![1.0, 0.0, 0.0, 0.0]]);
+    let fwd = model.forward(&batch.x, &batch.ids, &only_tops, DecisionKey { seed: 0, step: 0 }, false).unwrap();
+    let kept = Vec::<i64>::try_from(representable_targets(&model, &fwd.executed, &batch.y)).unwrap();
+    let labels = Vec::<i64>::try_from(&batch.y).unwrap();
+    assert!(labels.iter().any(|l| ![0, 2, 4, 6].contains(l)), "the batch should hold other classes");
+    for (k, l) in kept.iter().zip(&labels) {
+        let expected = if [0, 2, 4, 6].contains(l) { *l } else { -100 };
+        assert_eq!(*k, expected, "label {l}");
+    }
+
+    let cfg = small(config("high_low.toml", &[]), 256, 100);
+    let (dataset, model) = build_model(&cfg, "high_low.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let fwd = model.forward(&batch.x, &batch.ids, &Policy::Argmax, DecisionKey { seed: 0, step: 0 }, false).unwrap();
+    assert!(representable_targets(&model, &fwd.executed, &batch.y).equal(&batch.y));
+}
