@@ -230,3 +230,5 @@ async fn setup_errors_name_what_is_wrong() {
     assert!(matches!(e, RuntimeError::Spawn { rank: 0, .. }), "{e:?}");
     assert!(e.to_string().contains("no-such-data"), "{e}");
 }
+
+mod resume;
