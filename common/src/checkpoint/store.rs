@@ -56,6 +56,16 @@ impl CheckpointStore {
         CheckpointStore { root: run_dir.join(CHECKPOINTS_DIR) }
     }
 
+    /// The store a user means by `dir`: `dir` itself when it is a `checkpoints/` directory (it has
+    /// `LATEST` or that name), else the run directory's.
+    pub fn find(dir: &Path) -> CheckpointStore {
+        if dir.join(LATEST).is_file() || dir.file_name().is_some_and(|n| n == CHECKPOINTS_DIR) {
+            CheckpointStore { root: dir.to_path_buf() }
+        } else {
+            Self::of_run(dir)
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -118,6 +118,7 @@ impl LocalRun<'_> {
         }
         // The state at a resumed step is already saved: no second checkpoint of it.
         let mut saved_step = resume.as_ref().map(|(_, meta)| meta.position.step);
+        let first_step = step;
         let total_steps = steps_per_epoch * t.epochs;
         let last_step = self.max_steps.map_or(total_steps, |m| m.min(total_steps));
         let mut metrics =
@@ -185,7 +186,7 @@ impl LocalRun<'_> {
             &model,
             step,
             started.elapsed().as_secs_f64(),
-            step as f64 * t.batch_size as f64 / train_seconds.max(1e-9),
+            (step - first_step) as f64 * t.batch_size as f64 / train_seconds.max(1e-9),
             1,
         )?;
         summary.epochs = step.div_ceil(steps_per_epoch);

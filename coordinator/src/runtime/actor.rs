@@ -49,6 +49,8 @@ pub(super) struct CoordState {
     total_steps: u64,
     last_step: u64,
     step: u64,
+    /// The step this process started at (the resumed one): throughput counts only steps run here.
+    first_step: u64,
     started: Instant,
     train_seconds: f64,
     window: StepStats,
@@ -246,6 +248,7 @@ impl CoordState {
             total_steps,
             last_step,
             step,
+            first_step: step,
             started,
             train_seconds: 0.0,
             window: StepStats::default(),
@@ -443,7 +446,7 @@ impl CoordState {
             save_model: Some(self.run_dir.file(RunDir::MODEL)),
             steps: self.step,
             wall_seconds: self.started.elapsed().as_secs_f64(),
-            examples_per_sec: self.step as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
+            examples_per_sec: (self.step - self.first_step) as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
             workers: self.workers.len(),
         };
         let mut summary = gather(&self.workers[..1], None, |p| WorkerMsg::Evaluate(req.clone(), p)).await?.remove(0);
