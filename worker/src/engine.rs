@@ -3,7 +3,7 @@
 //! through a channel and awaits a oneshot reply, so neither libtorch nor the blocking collective
 //! ever runs on the async runtime's threads.
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use d2nn_common::checkpoint::{self, CheckpointMeta, SavedTensors, WriteSteps};
@@ -24,10 +24,6 @@ use tokio::sync::oneshot;
 use crate::collective::Collective;
 use crate::flat::{FlatGrads, DEFAULT_BUCKET_BYTES};
 use crate::Error;
-
-/// Building a model seeds and draws from libtorch's process-global generator: replicas built on
-/// several threads at once would interleave their draws and start from different parameters.
-static BUILD: Mutex<()> = Mutex::new(());
 
 /// Knobs of a worker that are not part of the run's config.
 #[derive(Debug, Clone)]
@@ -216,10 +212,8 @@ impl Engine {
                 collective.world()
             )));
         }
-        let (dataset, model) = {
-            let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-            build_model(&spec.cfg, &spec.config_file, spec.device)?
-        };
+        // `D2nn::new` builds one model at a time, so replicas built at once start identical.
+        let (dataset, model) = build_model(&spec.cfg, &spec.config_file, spec.device)?;
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
         let mut optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
         let flat = FlatGrads::new(&params, spec.options.bucket_bytes);

@@ -303,7 +303,6 @@ fn local(cfg: &RunConfig, dir: &Path, max_steps: u64, resume: bool) -> String {
 /// schedules, which is what an error would show up in.
 #[test]
 fn checkpoint_local_resume_is_bitwise_exact() {
-    tch::set_num_threads(1);
     for algorithm in [Algorithm::QLearning, Algorithm::Reinforce] {
         let cfg = small_run(algorithm);
         let straight = tempfile::tempdir().unwrap();
