@@ -47,6 +47,10 @@ async fn resume_is_bitwise_exact_per_worker_count_and_close_across_counts() {
     for workers in [1, 2] {
         let (_s, dir) = tmp();
         straight.insert(workers, train_to(&cfg, &dir, workers, FULL, None).await);
+        // A saturated policy has no gradient, and then a baseline lost on resume could not show.
+        let metrics = std::fs::read_to_string(dir.join(RunDir::METRICS)).unwrap();
+        let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        assert!(last["control_loss"].as_f64().is_some_and(|l| l != 0.0), "the controller stopped learning: {last}");
         let (_h, split) = tmp();
         let half = train_to(&cfg, &split, workers, HALF, None).await;
         assert_ne!(half, straight[&workers]);
