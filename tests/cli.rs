@@ -24,11 +24,14 @@ fn help_teaches_every_command() {
     let o = d2nn(&["--help"]);
     assert!(o.status.success());
     let text = stdout(&o);
-    for cmd in ["data", "config", "inspect", "train", "eval", "sweep", "bench", "doctor"] {
+    for cmd in ["data", "config", "inspect", "train", "eval", "checkpoints", "sweep", "bench", "doctor"] {
         assert!(text.contains(cmd), "--help does not mention {cmd}:\n{text}");
     }
     let o = d2nn(&["train", "--help"]);
-    assert!(stdout(&o).contains("--max-steps") && stdout(&o).contains("--set"));
+    let text = stdout(&o);
+    for flag in ["--max-steps", "--set", "--resume", "--allow-config-change", "--checkpoint-every"] {
+        assert!(text.contains(flag), "train --help does not mention {flag}:\n{text}");
+    }
 }
 
 #[test]
@@ -161,4 +164,135 @@ fn sweep_in_parallel_matches_sequential() {
             assert_eq!(a[key], b[key], "{key} of {}", a["label"]);
         }
     }
+}
+
+/// A small, fast training run of high_low: 16 global steps of 32 examples per epoch.
+const SMALL: &[&str] = &[
+    "--quiet",
+    "--workers",
+    "2",
+    "--set",
+    "data.train_limit=512",
+    "--set",
+    "data.test_limit=100",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.warmup_steps=4",
+];
+
+fn train_small(run: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--config", "configs/high_low.toml", "--run-dir", run.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    d2nn(&args)
+}
+
+fn spawn_small(run: &Path, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["train", "--config", "configs/high_low.toml", "--run-dir", run.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_d2nn"))
+        .args(&args)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `checkpoints inspect --json` of a run's LATEST.
+fn inspect_json(path: &Path) -> serde_json::Value {
+    let o = d2nn(&["checkpoints", "inspect", path.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+fn wait_for(path: &Path, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before {} appeared", path.display());
+        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn killed_run_resumes_to_the_straight_runs_parameters() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, killed) = (dir.path().join("straight"), dir.path().join("killed"));
+    let o = train_small(&straight, &["--max-steps", "40"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = inspect_json(&straight);
+    assert_eq!(want["position"]["step"], 40);
+
+    let mut child = spawn_small(&killed, &["--max-steps", "40", "--checkpoint-every", "4"]);
+    wait_for(&killed.join("checkpoints/LATEST"), &mut child);
+    child.kill().unwrap(); // SIGKILL: no handler runs, whatever was being written stays half-written
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    let at_kill = inspect_json(&killed)["position"]["step"].as_u64().unwrap();
+    assert!(at_kill < 40, "killed after the run finished");
+
+    // No --config: the checkpoint's own; --max-steps counts global steps.
+    let o = d2nn(&["train", "--resume", killed.to_str().unwrap(), "--max-steps", "40", "--quiet", "--workers", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = inspect_json(&killed);
+    assert_eq!(got["position"]["step"], 40);
+    assert_eq!(got["params_sha256"], want["params_sha256"], "resumed after kill -9 at step {at_kill}");
+
+    let o = d2nn(&["checkpoints", "list", killed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let latest_line = stdout(&o).lines().find(|l| l.contains("LATEST")).unwrap_or_default().to_string();
+    assert!(latest_line.starts_with("step-00000040"), "{}", stdout(&o));
+    let o = d2nn(&["eval", "--checkpoint", killed.to_str().unwrap()]);
+    assert!(o.status.success() && stdout(&o).contains("test accuracy"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_zero_and_bad_resumes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = spawn_small(&run, &["--max-steps", "5000", "--checkpoint-every", "3"]);
+    wait_for(&run.join("checkpoints/LATEST"), &mut child);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "exit {:?}: {}", o.status, stderr(&o));
+    let stopped = stdout(&o);
+    let step = inspect_json(&run)["position"]["step"].as_u64().unwrap();
+    assert!(stopped.contains(&format!("stopped after step {step};")), "{stopped}");
+    assert!(step < 5000);
+
+    let o = d2nn(&["train", "--resume", run.to_str().unwrap(), "--set", "train.lambda=0.5", "--max-steps", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("train.lambda: 0.98 in the checkpoint, 0.5 now"), "{}", stderr(&o));
+    let o = d2nn(&["train", "--resume", run.to_str().unwrap(), "--config", "configs/static_high.toml"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("graph differs"), "{}", stderr(&o));
+    let o = d2nn(&["train", "--resume", run.to_str().unwrap(), "--set", "train.epochs=9", "--max-steps", "1"]);
+    assert!(stderr(&o).contains("--allow-config-change"), "{}", stderr(&o));
+
+    // A flipped byte: every command names the file, none panics, nothing is written.
+    let latest = run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/LATEST")).unwrap().trim());
+    let model = latest.join("model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::write(&model, &bytes).unwrap();
+    for args in [
+        vec!["checkpoints", "inspect", run.to_str().unwrap()],
+        vec!["eval", "--checkpoint", run.to_str().unwrap()],
+        vec!["train", "--resume", run.to_str().unwrap(), "--max-steps", "1"],
+    ] {
+        let o = d2nn(&args);
+        let e = stderr(&o);
+        assert!(
+            !o.status.success() && e.contains("model.safetensors") && e.contains("checksum mismatch"),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    assert_eq!(std::fs::read(&model).unwrap(), bytes);
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
@@ -22,6 +23,8 @@ pub struct RunConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub sweep: SweepConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     pub model: GraphSpec,
 }
 
@@ -127,12 +130,25 @@ impl RunConfig {
     /// (`key.path=value`), in that order of precedence (last wins).
     pub fn load(path: &Path, env: &[(String, String)], overrides: &[String]) -> Result<RunConfig> {
         let file = path.display().to_string();
-        let cfg_err = |message: String| Error::Config { file: file.clone(), message };
         if !path.is_file() {
-            return Err(cfg_err("no such config file".into()));
+            return Err(Error::Config { file, message: "no such config file".into() });
         }
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        let source = config::File::from(path).format(config::FileFormat::Toml).required(true);
+        Self::load_layered(source, &file, env, overrides)
+    }
+
+    /// [`RunConfig::load`] with the base layer given as TOML text (a checkpoint's resolved config);
+    /// `file` names it in errors.
+    pub fn load_text(text: &str, file: &str, env: &[(String, String)], overrides: &[String]) -> Result<RunConfig> {
+        Self::load_layered(config::File::from_str(text, config::FileFormat::Toml), file, env, overrides)
+    }
+
+    fn load_layered<S>(source: S, file: &str, env: &[(String, String)], overrides: &[String]) -> Result<RunConfig>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let cfg_err = |message: String| Error::Config { file: file.to_string(), message };
+        let mut builder = config::Config::builder().add_source(source);
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("D2NN_") else { continue };
             if NOT_CONFIG.contains(&name.as_str()) || rest.is_empty() {
@@ -194,6 +210,9 @@ impl RunConfig {
         }
         if t.eval_batch_size == 0 {
             return bad("eval_batch_size", "must be positive");
+        }
+        if self.checkpoint.keep_last == 0 {
+            return Err("key `checkpoint.keep_last`: must be at least 1 (the latest checkpoint is always kept)".into());
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! d2nn-common: everything a D2NN is made of, independent of how it is run.
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -1,11 +1,12 @@
 //! The worker actor: the control-plane face of one rank. It owns the engine handle and forwards
 //! each request to the engine thread, replying when the engine does.
+use d2nn_common::checkpoint::SavedTensors;
 use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepReport};
 use d2nn_common::train::Summary;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::collective::Collective;
-use crate::engine::{EngineHandle, EvalRequest, WorkerSpec};
+use crate::engine::{EngineHandle, EvalRequest, SaveRequest, WorkerSpec};
 use crate::Error;
 
 pub use crate::engine::WorkerInfo;
@@ -22,6 +23,8 @@ pub enum WorkerMsg {
     Commit(Commit, RpcReplyPort<WorkerReply<Committed>>),
     Abort(Abort, RpcReplyPort<WorkerReply<Committed>>),
     Evaluate(EvalRequest, RpcReplyPort<WorkerReply<Summary>>),
+    /// Rank 0 writes its tensor files into the coordinator's staging directory (checkpoints).
+    Save(SaveRequest, RpcReplyPort<WorkerReply<SavedTensors>>),
 }
 
 // Local only for now: with ractor's `cluster` feature the blanket impl is off. The multi-node
@@ -78,6 +81,7 @@ impl Actor for WorkerActor {
             WorkerMsg::Commit(commit, port) => reply(port, state.engine.commit(commit).await),
             WorkerMsg::Abort(abort, port) => reply(port, state.engine.abort(abort).await),
             WorkerMsg::Evaluate(req, port) => reply(port, state.engine.evaluate(req).await),
+            WorkerMsg::Save(req, port) => reply(port, state.engine.save(req).await),
         }
     }
 }

@@ -6,13 +6,16 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use d2nn_common::checkpoint::{self, CheckpointMeta, SavedTensors, WriteSteps};
 use d2nn_common::config::RunConfig;
-use d2nn_common::data::{shard, Dataset};
+use d2nn_common::data::{shard, Dataset, EpochOrders};
 use d2nn_common::exec::{param_digest, D2nn};
 use d2nn_common::optim::{self, Optimizer};
 use d2nn_common::protocol::{Abort, Commit, Committed, ParamDigest, StepOrder, StepOutcome, StepReport};
+use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{
-    apply_update, build_model, summarize, train_step, zero_grads, StepContext, StepStats, Summary,
+    apply_update, build_model, resumed_baseline, steps_per_epoch, summarize, train_step, validation_accuracy,
+    zero_grads, StepContext, StepStats, Summary,
 };
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -47,6 +50,9 @@ pub struct WorkerSpec {
     /// libtorch intra-op threads of this rank (None: leave libtorch's default).
     pub threads: Option<usize>,
     pub options: WorkerOptions,
+    /// A checkpoint directory (resolved) to load the replica's state from: every rank reads the
+    /// same files itself, so no tensor travels in a message.
+    pub resume: Option<PathBuf>,
 }
 
 /// A rank's answer to the start: what the coordinator checks before step 0.
@@ -69,6 +75,16 @@ pub struct EvalRequest {
     pub workers: usize,
 }
 
+/// Write this replica's tensor files into `dir` (a staging directory of the coordinator's
+/// checkpoint store) after `step` global steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveRequest {
+    pub dir: PathBuf,
+    pub step: u64,
+    /// Also evaluate the validation accuracy the checkpoint is ranked by.
+    pub val_metric: bool,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Cmd {
@@ -76,6 +92,7 @@ enum Cmd {
     Commit(Commit, Reply<Committed>),
     Abort(Abort, Reply<Committed>),
     Evaluate(EvalRequest, Reply<Summary>),
+    Save(SaveRequest, Reply<SavedTensors>),
 }
 
 /// The actor's side of an engine thread. Dropping it ends the thread after its current request.
@@ -119,6 +136,10 @@ impl EngineHandle {
     pub async fn evaluate(&self, req: EvalRequest) -> Result<Summary, Error> {
         self.request(|r| Cmd::Evaluate(req, r)).await
     }
+
+    pub async fn save(&self, req: SaveRequest) -> Result<SavedTensors, Error> {
+        self.request(|r| Cmd::Save(req, r)).await
+    }
 }
 
 fn engine_main(
@@ -148,6 +169,7 @@ fn engine_main(
             Cmd::Commit(commit, reply) => drop(reply.send(engine.commit(commit))),
             Cmd::Abort(abort, reply) => drop(reply.send(engine.abort(abort))),
             Cmd::Evaluate(req, reply) => drop(reply.send(engine.evaluate(req))),
+            Cmd::Save(req, reply) => drop(reply.send(engine.save(req))),
         }
     }
 }
@@ -176,7 +198,7 @@ struct Engine {
     pending: Option<Pending>,
     /// The baselines of the last commit: the next order must carry the same (and checkpoints keep them).
     baselines: Vec<f64>,
-    epoch_order: Option<(u64, Vec<usize>)>,
+    orders: EpochOrders,
 }
 
 impl Engine {
@@ -190,9 +212,10 @@ impl Engine {
                 collective.world()
             )));
         }
+        // `D2nn::new` builds one model at a time, so replicas built at once start identical.
         let (dataset, model) = build_model(&spec.cfg, &spec.config_file, spec.device)?;
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
-        let optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
+        let mut optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
         let reduce_device = collective.reduce_device();
         if reduce_device.is_some_and(|d| d != spec.device) {
             return Err(Error::Protocol(format!(
@@ -201,7 +224,17 @@ impl Engine {
             )));
         }
         let flat = FlatGrads::new(&params, spec.options.bucket_bytes, reduce_device)?;
-        let baselines = vec![0.0; model.graph.num_actions().len()];
+        let mut baselines = vec![0.0; model.graph.num_actions().len()];
+        let mut next_step = 0;
+        if let Some(dir) = &spec.resume {
+            let meta = CheckpointMeta::read(dir)?;
+            let train_n = dataset.train.len();
+            meta.check_data(dir, train_n, steps_per_epoch(&spec.cfg, &spec.config_file, train_n)?)?;
+            baselines = resumed_baseline(dir, &meta, &model.graph.num_actions())?.node_values();
+            checkpoint::load_state(dir, &meta, &model, optimizer.as_mut())?;
+            next_step = meta.position.step;
+        }
+        let orders = EpochOrders::new(spec.cfg.seed, dataset.train.len());
         Ok(Engine {
             rank: spec.rank,
             world: spec.world,
@@ -214,10 +247,10 @@ impl Engine {
             collective,
             flat,
             options: spec.options,
-            next_step: 0,
+            next_step,
             pending: None,
             baselines,
-            epoch_order: None,
+            orders,
         })
     }
 
@@ -258,12 +291,8 @@ impl Engine {
             return Err(Error::Injected { rank: self.rank, step: order.step });
         }
         let t = &self.cfg.train;
-        let n = self.dataset.train.len();
         let seed = self.cfg.seed;
-        let epoch_order = match &mut self.epoch_order {
-            Some((e, o)) if *e == order.epoch => o,
-            slot => &mut slot.insert((order.epoch, shard::epoch_order(seed, order.epoch, n))).1,
-        };
+        let epoch_order = self.orders.get(order.epoch);
         let indices =
             shard::rank_slice(epoch_order, order.step_in_epoch as usize, t.batch_size, self.rank, self.world)?;
         let batch = self.dataset.train.batch(indices, self.device)?;
@@ -367,6 +396,27 @@ impl Engine {
             req.wall_seconds,
             req.examples_per_sec,
             req.workers,
+        )?)
+    }
+
+    /// Writes the tensor files of a checkpoint; only between steps, so they hold committed state.
+    fn save(&mut self, req: SaveRequest) -> Result<SavedTensors, Error> {
+        if self.pending.is_some() || req.step != self.next_step {
+            return Err(Error::Protocol(format!(
+                "rank {}: checkpoint of step {} asked at step {} with a step pending: {}",
+                self.rank,
+                req.step,
+                self.next_step,
+                self.pending.is_some()
+            )));
+        }
+        let val = if req.val_metric { validation_accuracy(&self.cfg, &self.dataset, &self.model)? } else { None };
+        Ok(checkpoint::write_tensors(
+            &req.dir,
+            &self.model,
+            self.optimizer.as_ref(),
+            val,
+            &mut WriteSteps::unlimited(),
         )?)
     }
 }

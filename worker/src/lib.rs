@@ -11,5 +11,5 @@ mod error;
 pub mod flat;
 
 pub use actor::{WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
-pub use engine::{EngineHandle, EvalRequest, WorkerInfo, WorkerOptions, WorkerSpec};
+pub use engine::{EngineHandle, EvalRequest, SaveRequest, WorkerInfo, WorkerOptions, WorkerSpec};
 pub use error::Error;

@@ -20,7 +20,7 @@ pub mod shard;
 
 pub use datasets::{coarse_group, load, Batch, DataConfig, Dataset, Split, Task, COARSE_NAMES, FASHION_CLASSES};
 pub use fetch::{fetch, FetchReport};
-pub use shard::{epoch_order, rank_slice, shard, steps_per_epoch};
+pub use shard::{epoch_order, rank_slice, shard, steps_per_epoch, EpochOrders};
 
 /// Examples per class and split, with totals (`d2nn data info`). `fashion-hier` also gets its coarse
 /// groups.

@@ -27,6 +27,28 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     order
 }
 
+/// The epoch order of the epoch in progress, recomputed only when the epoch changes (a step loop
+/// asks for it every step; a resumed run starts in the middle of an epoch).
+#[derive(Debug, Clone)]
+pub struct EpochOrders {
+    seed: u64,
+    n: usize,
+    current: Option<(u64, Vec<usize>)>,
+}
+
+impl EpochOrders {
+    pub fn new(seed: u64, n: usize) -> Self {
+        EpochOrders { seed, n, current: None }
+    }
+
+    pub fn get(&mut self, epoch: u64) -> &[usize] {
+        if self.current.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.current = Some((epoch, epoch_order(self.seed, epoch, self.n)));
+        }
+        self.current.as_ref().map_or(&[], |(_, order)| order.as_slice())
+    }
+}
+
 /// Full global batches in an epoch of `n` examples (the last partial batch is dropped, so every
 /// rank takes the same number of equal steps). A zero batch has zero steps.
 pub fn steps_per_epoch(n: usize, global_batch: usize) -> usize {

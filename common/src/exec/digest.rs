@@ -1,7 +1,7 @@
 //! A fingerprint of a model's parameters: replicas that must be identical compare digests instead
 //! of shipping tensors, and checkpoints record it to detect a mismatched load.
 use sha2::{Digest, Sha256};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::D2nn;
 use crate::Result;
@@ -10,9 +10,17 @@ use crate::Result;
 /// values as little-endian f32 bytes. Bitwise equality of the values, not closeness: −0.0 and 0.0
 /// differ, as do two NaNs with different payloads.
 pub fn param_digest(model: &D2nn) -> Result<String> {
+    named_digest(&model.parameters())
+}
+
+/// [`param_digest`] of named tensors from anywhere (a checkpoint file): sorted by name first, so the
+/// digest of a saved model equals the digest of the live one.
+pub fn named_digest(named: &[(String, Tensor)]) -> Result<String> {
+    let mut sorted: Vec<&(String, Tensor)> = named.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = Sha256::new();
     let mut values: Vec<f32> = Vec::new();
-    for (name, p) in model.parameters() {
+    for (name, p) in sorted {
         hasher.update((name.len() as u64).to_le_bytes());
         hasher.update(name.as_bytes());
         let shape = p.size();

@@ -6,7 +6,7 @@ pub mod masked;
 mod model;
 mod policy;
 
-pub use digest::param_digest;
+pub use digest::{named_digest, param_digest};
 pub use forward::{Decision, Forward, HeadOutput};
 pub use model::{D2nn, NodeModule};
 pub use policy::{DecisionKey, Policy};

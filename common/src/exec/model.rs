@@ -55,6 +55,9 @@ impl NodeModule {
     }
 }
 
+/// Held while a model seeds libtorch's global generator and draws its initial parameters.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A D2NN with its parameters: the graph plus one module per node, in a `VarStore` whose variable
 /// names are `<node>.<layer index>.<weight|bias>`.
 pub struct D2nn {
@@ -71,15 +74,12 @@ impl std::fmt::Debug for D2nn {
     }
 }
 
-/// Serialises parameter initialisation (see [`D2nn::new`]).
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 impl D2nn {
     /// Builds the modules with parameters initialised from `seed` (libtorch's default initialisers).
     pub fn new(graph: Graph, device: Device, seed: u64) -> Result<D2nn> {
         // Parameter init draws from libtorch's global generator: seed it so that every replica, and
-        // every run with this seed, starts from the same parameters. Models built on several
-        // threads at once (replicas, parallel sweep runs) would interleave their draws: one at a time.
+        // every run with this seed, starts from the same parameters. Models built on several threads
+        // at once (runtime replicas, parallel sweep runs, tests) would interleave their draws: one at a time.
         let _one_at_a_time = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);

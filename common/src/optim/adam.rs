@@ -125,7 +125,7 @@ impl Optimizer for Adam {
             own.push((format!("adam.v.{i}"), v.shallow_clone()));
             own.push((format!("adam.step.{i}"), c.shallow_clone()));
         }
-        load_exact(own, tensors)?;
+        load_exact("optimizer state", own, tensors)?;
         self.param_steps = counts.iter().map(|c| c.f_int64_value(&[]).map(|c| c as u64)).collect::<Result<_, _>>()?;
         self.steps = steps;
         Ok(())

@@ -173,11 +173,12 @@ fn check_step_args(params: &[Tensor], n_state: usize, lr: f64) -> Result<()> {
     Ok(())
 }
 
-/// Copies `given` into `own` (shallow handles onto the optimizer's live state) after checking
-/// that both name exactly the same tensors with the same shapes and dtypes. Checking everything
-/// first means a bad checkpoint leaves the optimizer as it was rather than half-loaded.
-fn load_exact(own: Vec<(String, Tensor)>, given: &[(String, Tensor)]) -> Result<()> {
-    let bad = |msg: String| Err(Error::Invalid(format!("optimizer state: {msg}")));
+/// Copies `given` into `own` (shallow handles onto live state: an optimizer's buffers, a model's
+/// parameters) after checking that both name exactly the same tensors with the same shapes and
+/// dtypes. Checking everything first means a bad checkpoint leaves the state as it was rather than
+/// half-loaded. `what` names the state in errors.
+pub(crate) fn load_exact(what: &str, own: Vec<(String, Tensor)>, given: &[(String, Tensor)]) -> Result<()> {
+    let bad = |msg: String| Err(Error::Invalid(format!("{what}: {msg}")));
     let mut by_name: HashMap<&str, &Tensor> = HashMap::with_capacity(given.len());
     for (name, t) in given {
         if by_name.insert(name.as_str(), t).is_some() {

@@ -53,7 +53,7 @@ impl Optimizer for Sgd {
     }
 
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
-        load_exact(self.state_tensors(), tensors)?;
+        load_exact("optimizer state", self.state_tensors(), tensors)?;
         self.steps = steps;
         Ok(())
     }

@@ -8,7 +8,10 @@ mod stats;
 mod step;
 
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
-pub use local::{build_model, controller_names, load_run, metrics_line, summarize, LocalRun};
+pub use local::{
+    build_model, controller_names, load_checkpoint, load_run, metrics_line, open_resume, resumed_baseline,
+    steps_per_epoch, summarize, validation_accuracy, LocalRun,
+};
 pub use outputs::{MetricsLine, RunDir, Summary};
 pub use stats::StepStats;
 pub use step::{apply_update, policy_for_step, representable_targets, train_step, zero_grads, StepContext};

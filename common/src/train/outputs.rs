@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::EvalMetrics;
+use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
 use crate::{Error, Result};
 
@@ -126,6 +127,23 @@ impl RunDir {
             .map_err(|e| Error::io(&path, e))
     }
 
+    /// Continues `metrics.jsonl` of a run resumed after `step` global steps. Lines logged after that
+    /// step (the run went on past its checkpoint before it stopped) and a torn last line are dropped
+    /// first, so the resumed run's lines follow on without duplicates.
+    pub fn resume_metrics(&self, step: u64) -> Result<File> {
+        let path = self.file(Self::METRICS);
+        if path.is_file() {
+            let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let kept: String = text
+                .lines()
+                .filter(|l| serde_json::from_str::<MetricsLine>(l).is_ok_and(|m| m.step <= step))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            write_atomic(&path, kept.as_bytes())?;
+        }
+        self.metrics_writer(true)
+    }
+
     pub fn append_metrics(file: &mut File, line: &MetricsLine) -> Result<()> {
         let text = serde_json::to_string(line).map_err(|e| Error::Invalid(e.to_string()))?;
         writeln!(file, "{text}").map_err(|e| Error::Invalid(format!("writing metrics: {e}")))
@@ -141,12 +159,4 @@ impl RunDir {
         let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))
     }
-}
-
-/// Write to a temporary file beside `path`, fsync, rename: readers see the old or the new file, never half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -26,7 +26,15 @@ fn small(mut cfg: RunConfig, train: usize, test: usize) -> RunConfig {
 
 fn run(cfg: &RunConfig, max_steps: Option<u64>) -> (Summary, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let run = LocalRun { cfg, config_file: "test.toml", run_dir: dir.path(), max_steps, device: Device::Cpu };
+    let run = LocalRun {
+        cfg,
+        config_file: "test.toml",
+        run_dir: dir.path(),
+        max_steps,
+        device: Device::Cpu,
+        resume: None,
+        allow_config_change: false,
+    };
     let summary = run.run(&mut |_, _| {}).unwrap();
     (summary, dir)
 }
@@ -106,8 +114,15 @@ fn f1_reward_on_a_multiclass_task_is_refused_naming_the_key() {
     let mut cfg = small(config("high_low.toml", &[]), 256, 100);
     cfg.train.accuracy = crate::rl::Accuracy::F1;
     let dir = tempfile::tempdir().unwrap();
-    let run =
-        LocalRun { cfg: &cfg, config_file: "hl.toml", run_dir: dir.path(), max_steps: Some(1), device: Device::Cpu };
+    let run = LocalRun {
+        cfg: &cfg,
+        config_file: "hl.toml",
+        run_dir: dir.path(),
+        max_steps: Some(1),
+        device: Device::Cpu,
+        resume: None,
+        allow_config_change: false,
+    };
     let e = run.run(&mut |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("hl.toml") && e.contains("train.accuracy"), "{e}");
 }

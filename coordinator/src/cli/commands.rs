@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 control modules that choose, per input, which downstream modules run, trading accuracy for computation.\n\n\
 Start here:\n  d2nn data fetch                       # datasets from Debian and PyPI packages\n  \
 d2nn inspect --config configs/high_low.toml\n  d2nn train --config configs/high_low.toml --run-dir runs/hl\n  \
-d2nn eval --run-dir runs/hl\n\nSet RUST_LOG=debug for more detail."
+d2nn eval --run-dir runs/hl\n  \
+d2nn train --resume runs/hl --max-steps 2000   # continue from runs/hl/checkpoints/LATEST\n\n\
+Set RUST_LOG=debug for more detail."
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -39,8 +41,11 @@ pub enum Command {
     Inspect(ConfigArgs),
     /// Train a D2NN and evaluate it on the test split.
     Train(TrainArgs),
-    /// Recompute a trained run's test metrics from its saved model.
+    /// Recompute a trained run's test metrics from its saved model, or evaluate a checkpoint.
     Eval(EvalArgs),
+    /// List and verify a run's checkpoints.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
     /// Train one D2NN per λ plus the design's static baselines and a random-routing baseline; write
     /// sweep.json and tradeoff.png (accuracy, or F1 for binary tasks, against mean cost).
     Sweep(SweepArgs),
@@ -95,12 +100,18 @@ pub struct ConfigArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// Run directory for config.toml, metrics.jsonl, summary.json and the model [default: runs/<config name>].
+    /// Run config (TOML), e.g. configs/high_low.toml [default with --resume: the checkpoint's config].
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override a key, e.g. --set train.lambda=0.8 (repeatable; wins over the file and D2NN_* variables).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run directory for config.toml, metrics.jsonl, summary.json, the model and checkpoints/
+    /// [default: the resumed run's directory, else runs/<config name>].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Stop after N global steps; schedules still follow the configured epochs.
+    /// Stop after N global steps (counted from the start of the run, also when resuming);
+    /// schedules still follow the configured epochs.
     #[arg(long)]
     pub max_steps: Option<u64>,
     /// In-process workers (data-parallel replicas) [default: one per core]. Global batch = train.batch_size.
@@ -115,6 +126,18 @@ pub struct TrainArgs {
     /// No progress bar (logs only).
     #[arg(long)]
     pub quiet: bool,
+    /// Continue from a checkpoint: a run directory (its checkpoints/LATEST), a checkpoints/
+    /// directory, or one checkpoint; any number of workers. Refused when the config differs in a
+    /// key that changes what training computes.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// With --resume: accept a changed train.epochs, train.lr, train.schedule or data.test_limit.
+    #[arg(long, requires = "resume")]
+    pub allow_config_change: bool,
+    /// Checkpoint every N global steps (sets checkpoint.every_steps). A run also checkpoints at its
+    /// end and on SIGTERM/SIGINT (after the step in flight, then exits 0).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -143,10 +166,31 @@ pub struct SweepArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A run directory written by `d2nn train`.
+    #[arg(long, required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+    pub run_dir: Option<PathBuf>,
+    /// A checkpoint directory, or a run directory meaning its checkpoints/LATEST.
     #[arg(long)]
-    pub run_dir: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// One line per checkpoint: step, epoch, validation metric, size; marks LATEST and the best.
+    List {
+        /// A run directory, or its checkpoints/ directory.
+        dir: PathBuf,
+    },
+    /// A checkpoint's metadata, every file's checksum verified, and the parameters' digest
+    /// (params_sha256) recomputed: equal digests mean bitwise-equal parameters.
+    Inspect {
+        /// A checkpoint directory, or a run directory meaning its checkpoints/LATEST.
+        path: PathBuf,
+        /// Print the metadata as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,12 @@
 //! The command line: argument definitions here, one module per command family.
 mod bench_allreduce;
+mod checkpoints;
 mod commands;
 mod data;
 mod doctor;
 mod inspect;
 mod logging;
+mod signals;
 mod sweep;
 mod train;
 
@@ -24,6 +26,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
+        Command::Checkpoints(cmd) => checkpoints::run(cmd),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(cmd) => inspect::bench(cmd),
         Command::Doctor(args) => doctor::doctor(args),

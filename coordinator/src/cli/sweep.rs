@@ -50,7 +50,15 @@ fn point(
 fn train_one(cfg: &RunConfig, config_file: &str, run_dir: &Path, args: &SweepArgs) -> anyhow::Result<Summary> {
     let device = parse_device(&args.device)?;
     tracing::info!(config = config_file, run_dir = %run_dir.display(), lambda = cfg.train.lambda, "sweep run");
-    let run = LocalRun { cfg, config_file, run_dir, max_steps: args.max_steps, device };
+    let run = LocalRun {
+        cfg,
+        config_file,
+        run_dir,
+        max_steps: args.max_steps,
+        device,
+        resume: None,
+        allow_config_change: false,
+    };
     let summary = run.run(&mut |line, total| tracing::debug!(step = line.step, total, loss = line.loss, "step"))?;
     print_summary(&summary, run_dir);
     Ok(summary)

@@ -1,13 +1,15 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use d2nn_common::checkpoint::{self, CheckpointMeta};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_run, RunDir, Summary};
-use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun};
+use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, RunDir, Summary};
+use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun, RuntimeError};
 use tch::Device;
 
 use super::commands::{ConfigArgs, EvalArgs, TrainArgs};
+use super::signals;
 
 pub fn load_config(args: &ConfigArgs) -> anyhow::Result<RunConfig> {
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -54,15 +56,48 @@ pub fn print_summary(summary: &Summary, run_dir: &std::path::Path) {
     println!("run directory      {}", run_dir.display());
 }
 
+/// The config of a `train` command: its file, or with `--resume` and no `--config` the checkpoint's
+/// own, with D2NN_* variables and `--set` (and `--checkpoint-every`) on top either way.
+fn train_config(args: &TrainArgs, resume: Option<&Path>) -> anyhow::Result<(RunConfig, String)> {
+    let mut overrides = args.overrides.clone();
+    if let Some(n) = args.checkpoint_every {
+        overrides.push(format!("checkpoint.every_steps={n}"));
+    }
+    match (&args.config, resume) {
+        (Some(config), _) => {
+            let cfg = load_config(&ConfigArgs { config: config.clone(), overrides })?;
+            Ok((cfg, config.display().to_string()))
+        }
+        (None, Some(dir)) => {
+            let meta = CheckpointMeta::read(dir)?;
+            let name = dir.join(checkpoint::META_FILE).display().to_string();
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            Ok((RunConfig::load_text(&meta.config.to_toml()?, &name, &env, &overrides)?, name))
+        }
+        (None, None) => bail!("--config is required unless --resume is given"),
+    }
+}
+
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let cfg = load_config(&args.config)?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let stop = signals::install(&rt)?;
     let device = parse_device(&args.device)?;
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
-        let stem =
-            args.config.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-        PathBuf::from("runs").join(stem)
-    });
-    let config_file = args.config.config.display().to_string();
+    let resume = match &args.resume {
+        Some(path) => Some(checkpoint::resolve(path).context("--resume")?),
+        None => None,
+    };
+    let (cfg, config_file) = train_config(&args, resume.as_deref())?;
+    let run_dir = match (&args.run_dir, resume.as_deref().and_then(checkpoint::run_dir_of)) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir,
+        (None, None) if resume.is_some() => {
+            bail!("--resume: the checkpoint is not inside a run directory; give --run-dir")
+        }
+        (None, None) => {
+            let stem = args.config.as_deref().and_then(Path::file_stem);
+            PathBuf::from("runs").join(stem.map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned()))
+        }
+    };
     tracing::info!(config = %config_file, run_dir = %run_dir.display(), "training");
     let workers = args.workers.unwrap_or_else(default_workers);
     let mut run = EmbeddedRun::new(cfg, config_file.clone(), run_dir.clone(), workers);
@@ -71,17 +106,36 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     run.options.collective = args.collective;
     run.progress = !args.quiet;
     tracing::info!(collective = ?args.collective.resolve(device), ?device, workers, "gradient all-reduce");
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let summary =
-        rt.block_on(train_embedded(run)).with_context(|| format!("training {config_file} with {workers} workers"))?;
-    print_summary(&summary, &run_dir);
+    run.resume = resume;
+    run.allow_config_change = args.allow_config_change;
+    run.stop = Some(stop);
+    match rt.block_on(train_embedded(run)) {
+        Ok(summary) => print_summary(&summary, &run_dir),
+        Err(RuntimeError::Stopped { step, checkpoint }) => {
+            println!("stopped after step {step}; checkpoint {}", checkpoint.display());
+            println!("continue with: d2nn train --resume {}", run_dir.display());
+        }
+        Err(e) => return Err(e).with_context(|| format!("training {config_file} with {workers} workers")),
+    }
     Ok(())
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
-    let (cfg, dataset, model) =
-        load_run(&args.run_dir, device).with_context(|| format!("loading run {}", args.run_dir.display()))?;
+    let (cfg, dataset, model, run_dir) = match (&args.checkpoint, &args.run_dir) {
+        (Some(path), _) => {
+            let (cfg, dataset, model, dir) =
+                load_checkpoint(path, device).with_context(|| format!("loading checkpoint {}", path.display()))?;
+            println!("checkpoint         {}", dir.display());
+            (cfg, dataset, model, None)
+        }
+        (None, Some(run_dir)) => {
+            let (cfg, dataset, model) =
+                load_run(run_dir, device).with_context(|| format!("loading run {}", run_dir.display()))?;
+            (cfg, dataset, model, Some(run_dir))
+        }
+        (None, None) => bail!("give --run-dir or --checkpoint"),
+    };
     let binary = is_binary(dataset.task);
     let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
     let test = evaluate(&model, &dataset.test, cfg.train.eval_batch_size, &Policy::Argmax, key, binary)?;
@@ -93,13 +147,14 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         "mean cost fraction {:.4}  ({:.3} MFLOPs per example)",
         test.mean_cost_fraction, test.mean_mflops_per_example
     );
-    if let Ok(saved) = RunDir::open(&args.run_dir).and_then(|d| d.read_summary()) {
+    let Some(run_dir) = run_dir else { return Ok(()) };
+    if let Ok(saved) = RunDir::open(run_dir).and_then(|d| d.read_summary()) {
         let same = saved.test_accuracy == test.accuracy
             && saved.mean_cost_fraction == test.mean_cost_fraction
             && saved.test_f1 == test.f1;
         println!("summary.json       {}", if same { "matches" } else { "DIFFERS" });
         if !same {
-            bail!("recomputed metrics differ from {}/summary.json", args.run_dir.display());
+            bail!("recomputed metrics differ from {}/summary.json", run_dir.display());
         }
     }
     Ok(())

@@ -1,15 +1,17 @@
 //! The coordinator actor: drives the steps, holds the reward baselines, decides commit or abort,
 //! logs, and ends the run with an evaluation on rank 0's replica.
 use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use d2nn_common::data::shard;
+use d2nn_common::checkpoint::{CheckpointMeta, CheckpointStore, Position, WriteSteps};
 use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, StepReport};
 use d2nn_common::rl::{BaselineStore, EmaBaseline};
-use d2nn_common::train::{metrics_line, RunDir, StepStats, Summary};
+use d2nn_common::train::{metrics_line, open_resume, resumed_baseline, steps_per_epoch, RunDir, StepStats, Summary};
 use d2nn_worker::collective::in_process_group;
 use d2nn_worker::{
-    EvalRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerReply, WorkerSpec,
+    EvalRequest, SaveRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerReply, WorkerSpec,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -42,10 +44,13 @@ pub(super) struct CoordState {
     metrics: File,
     baseline: EmaBaseline,
     has_controllers: bool,
+    train_examples: usize,
     steps_per_epoch: u64,
     total_steps: u64,
     last_step: u64,
     step: u64,
+    /// The step this process started at (the resumed one): throughput counts only steps run here.
+    first_step: u64,
     started: Instant,
     train_seconds: f64,
     window: StepStats,
@@ -53,6 +58,9 @@ pub(super) struct CoordState {
     /// compute, all-reduce, wait seconds of the window's steps.
     window_split: [f64; 3],
     bar: ProgressBar,
+    store: CheckpointStore,
+    /// The step and directory of the newest checkpoint of this run's state (the resumed one first).
+    last_checkpoint: Option<(u64, PathBuf)>,
 }
 
 /// Sends one request to every worker, then awaits the replies in rank order. All requests go out
@@ -97,6 +105,7 @@ struct Plan<'a> {
     device: Device,
     threads_per_worker: Option<usize>,
     options: &'a RuntimeOptions,
+    resume: Option<&'a Path>,
 }
 
 async fn setup(myself: &ActorRef<CoordMsg>, run: Plan<'_>) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
@@ -118,6 +127,7 @@ async fn setup(myself: &ActorRef<CoordMsg>, run: Plan<'_>) -> Result<Vec<ActorRe
             device,
             threads: Some(threads),
             options: WorkerOptions { fail_at_step, bucket_bytes: run.options.bucket_bytes },
+            resume: run.resume.map(Path::to_path_buf),
         };
         let args = WorkerArgs { spec, collective };
         match Actor::spawn_linked(Some(format!("d2nn-worker-{rank}")), WorkerActor, args, myself.get_cell()).await {
@@ -161,6 +171,11 @@ impl CoordState {
         done: oneshot::Sender<Result<Summary, RuntimeError>>,
     ) -> Result<CoordState, (RuntimeError, oneshot::Sender<Result<Summary, RuntimeError>>)> {
         let started = Instant::now();
+        let resume = match run.resume.as_deref().map(|p| open_resume(p, &run.cfg, run.allow_config_change)) {
+            Some(Err(e)) => return Err((e.into(), done)),
+            Some(Ok(opened)) => Some(opened),
+            None => None,
+        };
         let run_dir = match RunDir::create(&run.run_dir).and_then(|d| d.write_config(&run.cfg).map(|_| d)) {
             Ok(d) => d,
             Err(e) => return Err((e.into(), done)),
@@ -172,6 +187,7 @@ impl CoordState {
             device: run.device,
             threads_per_worker: run.threads_per_worker,
             options: &run.options,
+            resume: resume.as_ref().map(|(dir, _)| dir.as_path()),
         };
         let workers = match setup(myself, plan).await {
             Ok(w) => w,
@@ -190,18 +206,25 @@ impl CoordState {
         }
         let t = &run.cfg.train;
         let train_n = infos[0].train_examples;
-        let steps_per_epoch = shard::steps_per_epoch(train_n, t.batch_size) as u64;
-        if steps_per_epoch == 0 {
-            let e = d2nn_common::Error::Config {
-                file: run.config_file.clone(),
-                message: format!(
-                    "key `train.batch_size`: {} is larger than the {train_n} training examples",
-                    t.batch_size
-                ),
-            };
-            return fail(e.into(), done);
+        let num_actions = &infos[0].num_actions;
+        let steps_per_epoch = match steps_per_epoch(&run.cfg, &run.config_file, train_n) {
+            Ok(n) => n,
+            Err(e) => return fail(e.into(), done),
+        };
+        let mut baseline = EmaBaseline::new(num_actions, t.baseline_decay);
+        let mut step = 0;
+        if let Some((dir, meta)) = &resume {
+            let resumed =
+                meta.check_data(dir, train_n, steps_per_epoch).and_then(|_| resumed_baseline(dir, meta, num_actions));
+            match resumed {
+                Ok(b) => baseline = b,
+                Err(e) => return fail(e.into(), done),
+            }
+            step = meta.position.step;
+            tracing::info!(checkpoint = %dir.display(), step, workers = run.workers, "resumed");
         }
-        let metrics = match run_dir.metrics_writer(false) {
+        let metrics = match if resume.is_some() { run_dir.resume_metrics(step) } else { run_dir.metrics_writer(false) }
+        {
             Ok(m) => m,
             Err(e) => return fail(e.into(), done),
         };
@@ -212,8 +235,11 @@ impl CoordState {
             bar.set_style(style);
         }
         Ok(CoordState {
-            baseline: EmaBaseline::new(&infos[0].num_actions, t.baseline_decay),
-            has_controllers: !infos[0].num_actions.is_empty(),
+            baseline,
+            has_controllers: !num_actions.is_empty(),
+            train_examples: train_n,
+            store: CheckpointStore::of_run(&run_dir.path),
+            last_checkpoint: resume.map(|(dir, meta)| (meta.position.step, dir)),
             run,
             done: Some(done),
             workers,
@@ -222,7 +248,8 @@ impl CoordState {
             steps_per_epoch,
             total_steps,
             last_step,
-            step: 0,
+            step,
+            first_step: step,
             started,
             train_seconds: 0.0,
             window: StepStats::default(),
@@ -230,6 +257,50 @@ impl CoordState {
             window_split: [0.0; 3],
             bar,
         })
+    }
+
+    /// One turn of the run: a stop request ends it with a checkpoint; the last step with a checkpoint
+    /// and the evaluation; otherwise the next step runs (and a periodic checkpoint when one is due).
+    async fn advance(&mut self) -> Result<Option<Summary>, RuntimeError> {
+        if self.run.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            self.bar.finish_and_clear();
+            let checkpoint = self.checkpoint_unless_saved().await?;
+            return Err(RuntimeError::Stopped { step: self.step, checkpoint });
+        }
+        if self.step >= self.last_step {
+            self.checkpoint_unless_saved().await?;
+            return self.finish().await.map(Some);
+        }
+        self.run_step().await?;
+        if self.run.cfg.checkpoint.due(self.step) {
+            self.checkpoint().await?;
+        }
+        Ok(None)
+    }
+
+    async fn checkpoint_unless_saved(&mut self) -> Result<PathBuf, RuntimeError> {
+        match &self.last_checkpoint {
+            Some((step, dir)) if *step == self.step => Ok(dir.clone()),
+            _ => self.checkpoint().await,
+        }
+    }
+
+    /// Rank 0 writes the tensor files into a staging directory (every replica is identical), then
+    /// the coordinator, which owns the position and the baselines, completes the checkpoint.
+    async fn checkpoint(&mut self) -> Result<PathBuf, RuntimeError> {
+        let started = Instant::now();
+        let mut writes = WriteSteps::unlimited();
+        let staging = self.store.begin(self.step, &mut writes)?;
+        let cfg = &self.run.cfg;
+        let req = SaveRequest { dir: staging.clone(), step: self.step, val_metric: cfg.checkpoint.keep_best };
+        let saved = gather(&self.workers[..1], None, |p| WorkerMsg::Save(req.clone(), p)).await?.remove(0);
+        let position = Position::at(self.step, self.steps_per_epoch, self.train_examples);
+        let meta = CheckpointMeta::new(cfg, position, &self.baseline, self.workers.len(), saved);
+        let dir = self.store.commit(&staging, &meta, &cfg.checkpoint, &mut writes)?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(step = self.step, dir = %dir.display(), seconds, "checkpoint");
+        self.last_checkpoint = Some((self.step, dir.clone()));
+        Ok(dir)
     }
 
     /// One step of the protocol: orders → reports → commit or abort → acknowledgements.
@@ -376,7 +447,7 @@ impl CoordState {
             save_model: Some(self.run_dir.file(RunDir::MODEL)),
             steps: self.step,
             wall_seconds: self.started.elapsed().as_secs_f64(),
-            examples_per_sec: self.step as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
+            examples_per_sec: (self.step - self.first_step) as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
             workers: self.workers.len(),
         };
         let mut summary = gather(&self.workers[..1], None, |p| WorkerMsg::Evaluate(req.clone(), p)).await?.remove(0);
@@ -426,13 +497,9 @@ impl Actor for Coordinator {
                 if state.done.is_none() {
                     return Ok(());
                 }
-                if state.step >= state.last_step {
-                    let result = state.finish().await;
-                    state.end(&myself, result);
-                    return Ok(());
-                }
-                match state.run_step().await {
-                    Ok(()) => myself.cast(CoordMsg::NextStep)?,
+                match state.advance().await {
+                    Ok(None) => myself.cast(CoordMsg::NextStep)?,
+                    Ok(Some(summary)) => state.end(&myself, Ok(summary)),
                     Err(e) => state.end(&myself, Err(e)),
                 }
             }

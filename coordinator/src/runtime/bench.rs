@@ -63,7 +63,15 @@ pub fn bench_local(
     cfg.train.batch_size = batch;
     tch::set_num_threads(threads.max(1) as i32);
     let dir = scratch_dir("local");
-    let run = LocalRun { cfg: &cfg, config_file, run_dir: &dir, max_steps: Some(steps), device: Device::Cpu };
+    let run = LocalRun {
+        cfg: &cfg,
+        config_file,
+        run_dir: &dir,
+        max_steps: Some(steps),
+        device: Device::Cpu,
+        resume: None,
+        allow_config_change: false,
+    };
     let summary = run.run(&mut |_, _| {});
     let _ = std::fs::remove_dir_all(&dir);
     let summary = summary?;

@@ -5,6 +5,8 @@ mod actor;
 mod bench;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use d2nn_common::config::RunConfig;
@@ -99,6 +101,14 @@ pub struct EmbeddedRun {
     pub on_step: Option<StepFn>,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
+    /// Continue from this checkpoint (a checkpoint, checkpoints or run directory) with any number
+    /// of workers; `max_steps` still counts global steps from 0.
+    pub resume: Option<PathBuf>,
+    /// Accept differences in the keys `checkpoint::check_resume_config` calls safe.
+    pub allow_config_change: bool,
+    /// Set (by a signal handler) to stop: the step in flight finishes, a checkpoint is written, and
+    /// the run ends with [`RuntimeError::Stopped`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl EmbeddedRun {
@@ -115,6 +125,9 @@ impl EmbeddedRun {
             on_log: None,
             on_step: None,
             progress: false,
+            resume: None,
+            allow_config_change: false,
+            stop: None,
         }
     }
 }
@@ -147,6 +160,9 @@ pub enum RuntimeError {
     Protocol(String),
     #[error("coordinator: {0}")]
     Coordinator(String),
+    /// Not a failure: the run was asked to stop, and its state is in `checkpoint`.
+    #[error("stopped on request after step {step}; checkpoint {}", .checkpoint.display())]
+    Stopped { step: u64, checkpoint: PathBuf },
 }
 
 /// The number of workers `--workers` defaults to: one per core.

@@ -83,6 +83,8 @@ async fn one_worker_equals_the_local_loop_bitwise_and_two_workers_agree_within_t
         run_dir: &local_dir,
         max_steps: Some(STEPS),
         device: Device::Cpu,
+        resume: None,
+        allow_config_change: false,
     };
     local.run(&mut |_, _| {}).unwrap();
     let (_a, one_dir) = tmp();
@@ -228,3 +230,5 @@ async fn setup_errors_name_what_is_wrong() {
     assert!(matches!(e, RuntimeError::Spawn { rank: 0, .. }), "{e:?}");
     assert!(e.to_string().contains("no-such-data"), "{e}");
 }
+
+mod resume;
