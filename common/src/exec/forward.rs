@@ -149,7 +149,7 @@ impl D2nn {
                         _ => inputs.iter().skip(1).fold(inputs[0].shallow_clone(), |acc, t| acc + t),
                     };
                     let merged = if node.is_control() && self.detach_control_inputs { merged.detach() } else { merged };
-                    self.module(i).forward(&merged, train)
+                    self.module(i).forward(&merged, train.then_some((key.seed, key.step)), i)
                 }
             };
             cost += run.to_kind(Kind::Double) * node.flops;

@@ -67,7 +67,7 @@ impl D2nn {
                     Merge::Concat if inputs.len() > 1 => Tensor::cat(&inputs, 1),
                     _ => inputs.iter().skip(1).fold(inputs[0].shallow_clone(), |acc, t| acc + t),
                 };
-                self.module(i).forward(&merged, train)
+                self.module(i).forward(&merged, train.then_some((0, 0)), i)
             };
             values[i] = &value * broadcastable(&run, value.dim());
             masks[i] = run;

@@ -2,7 +2,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::graph::{Graph, LayerSpec, NodeKind};
-use crate::Result;
+use crate::{rng, Result};
 
 /// One built layer.
 #[derive(Debug)]
@@ -20,7 +20,8 @@ enum Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    /// `dropout_seed`: training mode, with the seed of this layer's dropout masks.
+    fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Tensor {
         match self {
             Layer::Conv(m) => m.forward(x),
             Layer::Linear(m) => m.forward(x),
@@ -33,7 +34,18 @@ impl Layer {
             }
             Layer::GlobalAvgPool => x.mean_dim([2i64, 3].as_slice(), false, Kind::Float),
             Layer::Flatten => x.flatten(1, -1),
-            Layer::Dropout(p) => x.dropout(*p, train),
+            Layer::Dropout(p) => match dropout_seed {
+                // libtorch draws dropout masks from its process-global generator. Reseeding it from
+                // (run seed, step, node, layer) makes every mask a function of the step, so a resumed
+                // run draws the same masks without saving generator state; the lock keeps another
+                // thread from drawing in between.
+                Some(seed) => {
+                    let _exclusive = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+                    tch::manual_seed((seed >> 1) as i64);
+                    x.dropout(*p, true)
+                }
+                None => x.shallow_clone(),
+            },
             Layer::GroupNorm(m) => m.forward(x),
             Layer::Place { index, size, fill } => {
                 let out = Tensor::full([x.size()[0], *size], *fill, (x.kind(), x.device()));
@@ -50,13 +62,21 @@ pub struct NodeModule {
 }
 
 impl NodeModule {
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |h, l| l.forward(&h, train))
+    /// `train`: the run seed and step in training mode (they seed dropout), None in inference.
+    pub fn forward(&self, x: &Tensor, train: Option<(u64, u64)>, node: usize) -> Tensor {
+        self.layers.iter().enumerate().fold(x.shallow_clone(), |h, (i, l)| {
+            let dropout_seed = train.map(|(seed, step)| rng::hash_words(&[seed, step, node as u64, i as u64, DROPOUT]));
+            l.forward(&h, dropout_seed)
+        })
     }
 }
 
-/// Held while a model seeds libtorch's global generator and draws its initial parameters.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Salt of the dropout seeds.
+const DROPOUT: u64 = 0xD50F;
+
+/// Held while libtorch's process-global generator is seeded and drawn from: a model's initial
+/// parameters, a dropout mask.
+static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A D2NN with its parameters: the graph plus one module per node, in a `VarStore` whose variable
 /// names are `<node>.<layer index>.<weight|bias>`.
@@ -80,7 +100,7 @@ impl D2nn {
         // Parameter init draws from libtorch's global generator: seed it so that every replica, and
         // every run with this seed, starts from the same parameters. Models built on several threads
         // at once (runtime replicas, parallel sweep runs, tests) would interleave their draws: one at a time.
-        let _one_at_a_time = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -145,7 +165,7 @@ impl D2nn {
 
     /// Runs one node's layers alone on `x` (inference mode): benchmarks time nodes in isolation.
     pub fn run_node(&self, node: usize, x: &Tensor) -> Tensor {
-        self.modules[node].forward(x, false)
+        self.modules[node].forward(x, None, node)
     }
 
     pub(crate) fn module(&self, node: usize) -> &NodeModule {

@@ -190,3 +190,38 @@ fn cascade_exits_skip_later_stages() {
     let cost = Vec::<f64>::try_from(&fwd.cost).unwrap();
     assert!(cost[0] < cost[1] && cost[1] < cost[2]);
 }
+
+/// Dropout masks depend on (seed, step) only, so a resumed run draws the same masks without saving
+/// libtorch's generator; another step draws others, and inference does no dropout.
+#[test]
+fn dropout_masks_are_a_function_of_seed_and_step() {
+    let spec: crate::graph::GraphSpec = toml::from_str(
+        r#"
+output = "out"
+[[nodes]]
+name = "body"
+inputs = ["input"]
+layers = [{ type = "flatten" }, { type = "dropout", p = 0.5 }, { type = "linear", out = 10 }]
+[[nodes]]
+name = "out"
+kind = "output"
+merge = "sum"
+inputs = ["body"]
+"#,
+    )
+    .unwrap();
+    let graph = crate::graph::Graph::build(&spec, &[1, 28, 28], 10, "dropout.toml").unwrap();
+    let m = D2nn::new(graph, Device::Cpu, 3).unwrap();
+    let (x, ids) = input(8, 1);
+    let run = |step: u64, train: bool| {
+        let key = DecisionKey { seed: 5, step };
+        m.forward(&x, &ids, &Policy::Argmax, key, train).unwrap().output
+    };
+    let first = run(7, true);
+    tch::manual_seed(12345); // whatever else drew from the global generator in between
+    let _ = Tensor::rand([100], (Kind::Float, Device::Cpu));
+    assert!(run(7, true).equal(&first), "same seed and step, other masks");
+    assert!(!run(8, true).equal(&first), "another step drew the same masks");
+    assert!(run(7, false).equal(&run(8, false)), "inference must not drop");
+    assert!(!run(7, false).equal(&first));
+}
