@@ -93,26 +93,22 @@ fn inspect_prints_shapes_and_flops() {
     assert!(text.contains("[16, 14, 14]") && text.contains("19.712") && text.contains("0→low 1→high"), "{text}");
 }
 
+/// A data slice that trains in seconds.
+const TINY_DATA: &[&str] =
+    &["--set", "data.train_limit=512", "--set", "data.test_limit=300", "--set", "train.batch_size=32"];
+
 #[test]
 fn train_then_eval_agree() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let o = d2nn(&[
-        "train",
-        "--config",
-        "configs/high_low.toml",
-        "--quiet",
-        "--max-steps",
-        "6",
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--set",
-        "data.train_limit=512",
-        "--set",
-        "data.test_limit=300",
-        "--set",
-        "train.batch_size=32",
-    ]);
+    let o = d2nn(
+        &[
+            &["train", "--config", "configs/high_low.toml", "--quiet", "--max-steps", "6"],
+            &["--run-dir", run.to_str().unwrap()],
+            TINY_DATA,
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test accuracy"));
     for f in ["config.toml", "metrics.jsonl", "summary.json", "model.safetensors"] {
@@ -130,25 +126,14 @@ fn sweep_in_parallel_matches_sequential() {
     let dir = tempfile::tempdir().unwrap();
     let points = |jobs: &str| -> Vec<serde_json::Value> {
         let out = dir.path().join(format!("jobs{jobs}"));
-        let o = d2nn(&[
-            "sweep",
-            "--config",
-            "configs/high_low.toml",
-            "--lambdas",
-            "0.5,1.0",
-            "--max-steps",
-            "8",
-            "--jobs",
-            jobs,
-            "--run-dir",
-            out.to_str().unwrap(),
-            "--set",
-            "data.train_limit=512",
-            "--set",
-            "data.test_limit=300",
-            "--set",
-            "train.batch_size=32",
-        ]);
+        let o = d2nn(
+            &[
+                &["sweep", "--config", "configs/high_low.toml", "--lambdas", "0.5,1.0", "--max-steps", "8"],
+                &["--jobs", jobs, "--run-dir", out.to_str().unwrap()],
+                TINY_DATA,
+            ]
+            .concat(),
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(out.join("tradeoff.png").is_file());
         let json: serde_json::Value =
