@@ -101,14 +101,10 @@ const TINY_DATA: &[&str] =
 fn train_then_eval_agree() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let o = d2nn(
-        &[
-            &["train", "--config", "configs/high_low.toml", "--quiet", "--max-steps", "6"],
-            &["--run-dir", run.to_str().unwrap()],
-            TINY_DATA,
-        ]
-        .concat(),
-    );
+    let mut args = vec!["train", "--config", "configs/high_low.toml", "--quiet", "--max-steps", "6"];
+    args.extend_from_slice(&["--run-dir", run.to_str().unwrap()]);
+    args.extend_from_slice(TINY_DATA);
+    let o = d2nn(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test accuracy"));
     for f in ["config.toml", "metrics.jsonl", "summary.json", "model.safetensors"] {
@@ -126,14 +122,10 @@ fn sweep_in_parallel_matches_sequential() {
     let dir = tempfile::tempdir().unwrap();
     let points = |jobs: &str| -> Vec<serde_json::Value> {
         let out = dir.path().join(format!("jobs{jobs}"));
-        let o = d2nn(
-            &[
-                &["sweep", "--config", "configs/high_low.toml", "--lambdas", "0.5,1.0", "--max-steps", "8"],
-                &["--jobs", jobs, "--run-dir", out.to_str().unwrap()],
-                TINY_DATA,
-            ]
-            .concat(),
-        );
+        let mut args = vec!["sweep", "--config", "configs/high_low.toml", "--lambdas", "0.5,1.0", "--max-steps", "8"];
+        args.extend_from_slice(&["--jobs", jobs, "--run-dir", out.to_str().unwrap()]);
+        args.extend_from_slice(TINY_DATA);
+        let o = d2nn(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(out.join("tradeoff.png").is_file());
         let json: serde_json::Value =
