@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::train::StepStats;
 
+pub mod cookie;
+pub mod wire;
+
 /// Coordinator → every worker: run global step `step`. A worker takes its part of the global batch
 /// from the seeded epoch order itself (`shard::rank_slice(epoch_order(seed, epoch, n),
 /// step_in_epoch, batch_size, rank, world)`), so no index lists travel.
