@@ -57,7 +57,8 @@ pub struct TrainConfig {
     pub lr: f64,
     pub optimizer: OptimizerConfig,
     pub schedule: LrSchedule,
-    /// Clip the global gradient norm to this value.
+    /// Clip the gradient norm to this value: the controllers' and the other modules' apart, so a large
+    /// control loss cannot shrink the classifiers' gradients.
     pub grad_clip: Option<f64>,
     pub algorithm: Algorithm,
     /// Reward r = λ·A + (1−λ)·E.

@@ -181,9 +181,20 @@ pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConf
             (p * 0.0).sum(Kind::Float).backward();
         }
     }
-    let norm = clip_grad_norm(&params, cfg.grad_clip)?;
+    // The controllers and the other modules are clipped apart: with one global norm, a large control
+    // loss (a mini-bag's Q is the sum of 32 examples' Q) scaled the classifiers' gradients to nothing,
+    // and the cascade never learned its positive class.
+    let controllers: Vec<String> =
+        model.graph.controls.iter().map(|&c| format!("{}.", model.graph.nodes[c].name)).collect();
+    let (control, rest): (Vec<_>, Vec<_>) = model
+        .parameters()
+        .into_iter()
+        .partition(|(name, _)| controllers.iter().any(|prefix| name.starts_with(prefix.as_str())));
+    let group = |g: Vec<(String, Tensor)>| g.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    let control_norm = clip_grad_norm(&group(control), cfg.grad_clip)?;
+    let rest_norm = clip_grad_norm(&group(rest), cfg.grad_clip)?;
     optimizer.step(&params, lr)?;
-    Ok(norm)
+    Ok(control_norm.hypot(rest_norm))
 }
 
 /// Whether the reward's accuracy term needs a binary task.

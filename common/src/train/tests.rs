@@ -150,3 +150,27 @@ fn cross_entropy_skips_targets_the_executed_branches_cannot_represent() {
     let fwd = model.forward(&batch.x, &batch.ids, &Policy::Argmax, DecisionKey { seed: 0, step: 0 }, false).unwrap();
     assert!(representable_targets(&model, &fwd.executed, &batch.y).equal(&batch.y));
 }
+
+/// A huge controller gradient is clipped on its own and leaves the other modules' gradients as they
+/// are (with one global norm it would scale them to nothing).
+#[test]
+fn controllers_and_modules_are_clipped_apart() {
+    let cfg = small(config("high_low.toml", &[]), 256, 100);
+    let (_, model) = build_model(&cfg, "high_low.toml", Device::Cpu).unwrap();
+    let router = format!("{}.", model.graph.nodes[model.graph.controls[0]].name);
+    for (name, p) in model.parameters() {
+        let value = if name.starts_with(&router) { 1e6 } else { 1e-3 };
+        (&p * value).sum(tch::Kind::Float).backward();
+    }
+    let params: Vec<tch::Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
+    let mut optimizer = crate::optim::try_build(&cfg.train.optimizer, &params).unwrap();
+    apply_update(&model, optimizer.as_mut(), &cfg.train, 0.0).unwrap();
+    for (name, p) in model.parameters() {
+        let g = p.grad().abs().max().double_value(&[]);
+        if name.starts_with(&router) {
+            assert!(g < 5.0 + 1e-6, "{name}: controller gradient not clipped ({g})");
+        } else {
+            assert!((g - 1e-3).abs() < 1e-9, "{name}: module gradient changed to {g}");
+        }
+    }
+}
