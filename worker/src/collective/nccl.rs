@@ -121,6 +121,10 @@ pub struct NcclCollective {
     /// The result of `ncclCommInitRank`, read by the first call.
     init: Option<mpsc::Receiver<Result<(), CollectiveError>>>,
     thread: Option<JoinHandle<()>>,
+    /// The communicator thread answered every request so far: it can be joined on drop. A thread
+    /// stuck in a collective that never completes (a lost peer) cannot be interrupted, so after a
+    /// timeout it is left behind instead of hanging the drop.
+    responsive: bool,
     /// Device staging buffer for `all_reduce_sum` on host slices.
     staging: Option<Tensor>,
 }
@@ -156,6 +160,7 @@ impl NcclCollective {
             jobs: Some(jobs_tx),
             init: Some(init_rx),
             thread: Some(thread),
+            responsive: true,
             staging: None,
         })
     }
@@ -167,6 +172,7 @@ impl NcclCollective {
     fn wait_init(&mut self) -> Result<(), CollectiveError> {
         if let Some(rx) = self.init.take() {
             let result = rx.recv_timeout(self.timeout).map_err(|_| {
+                self.responsive = false;
                 CollectiveError::Nccl(format!(
                     "rank {}: ncclCommInitRank did not complete within {:.0} s (not every rank joined)",
                     self.rank,
@@ -185,6 +191,7 @@ impl NcclCollective {
         jobs.send(Job { send, receive, count, synchronize, reply })
             .map_err(|_| CollectiveError::PeerLost { rank: self.rank })?;
         rx.recv_timeout(self.timeout).map_err(|_| {
+            self.responsive = false;
             CollectiveError::Nccl(format!(
                 "rank {}: an all-reduce did not complete within {:.0} s",
                 self.rank,
@@ -272,7 +279,9 @@ impl Drop for NcclCollective {
         // Closing the channel ends the thread, which destroys the communicator.
         self.jobs = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if self.responsive {
+                let _ = t.join();
+            }
         }
     }
 }
