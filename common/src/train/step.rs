@@ -173,26 +173,26 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
 /// Clip (per config) and apply one optimizer update with learning rate `lr`. Every parameter gets a
 /// defined gradient first (zeros for modules no example ran), so every replica does the same work.
 pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<f64> {
-    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
-    for p in &params {
-        if !p.grad().defined() {
-            // Define a zero gradient: a module that no example ran still takes its (zero-grad)
-            // momentum and weight-decay update, identically on every replica.
-            (p * 0.0).sum(Kind::Float).backward();
-        }
-    }
     // The controllers and the other modules are clipped apart: with one global norm, a large control
     // loss (a mini-bag's Q is the sum of 32 examples' Q) scaled the classifiers' gradients to nothing,
     // and the cascade never learned its positive class.
     let controllers: Vec<String> =
         model.graph.controls.iter().map(|&c| format!("{}.", model.graph.nodes[c].name)).collect();
-    let (control, rest): (Vec<_>, Vec<_>) = model
-        .parameters()
-        .into_iter()
-        .partition(|(name, _)| controllers.iter().any(|prefix| name.starts_with(prefix.as_str())));
-    let group = |g: Vec<(String, Tensor)>| g.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
-    let control_norm = clip_grad_norm(&group(control), cfg.grad_clip)?;
-    let rest_norm = clip_grad_norm(&group(rest), cfg.grad_clip)?;
+    let mut params = Vec::new();
+    let (mut control, mut rest) = (Vec::new(), Vec::new());
+    for (name, p) in model.parameters() {
+        if !p.grad().defined() {
+            // Define a zero gradient: a module that no example ran still takes its (zero-grad)
+            // momentum and weight-decay update, identically on every replica.
+            (&p * 0.0).sum(Kind::Float).backward();
+        }
+        let group =
+            if controllers.iter().any(|prefix| name.starts_with(prefix.as_str())) { &mut control } else { &mut rest };
+        group.push(p.shallow_clone());
+        params.push(p);
+    }
+    let control_norm = clip_grad_norm(&control, cfg.grad_clip)?;
+    let rest_norm = clip_grad_norm(&rest, cfg.grad_clip)?;
     optimizer.step(&params, lr)?;
     Ok(control_norm.hypot(rest_norm))
 }
