@@ -1,9 +1,11 @@
 //! The worker actor: the control-plane face of one rank. It owns the engine handle and forwards
-//! each request to the engine thread, replying when the engine does.
+//! each request to the engine thread, replying when the engine does. The same messages reach it
+//! from a coordinator in this process or, through ractor_cluster, from another host.
 use d2nn_common::checkpoint::SavedTensors;
-use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepReport};
+use d2nn_common::protocol::{Abort, Commit, Committed, Remote, StepOrder, StepReport};
 use d2nn_common::train::Summary;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
 
 use crate::collective::Collective;
 use crate::engine::{EngineHandle, EvalRequest, SaveRequest, WorkerSpec};
@@ -11,25 +13,32 @@ use crate::Error;
 
 pub use crate::engine::WorkerInfo;
 
-/// Replies carry a worker's errors as text: they will cross process boundaries, and the
-/// coordinator only reports them.
+/// Replies carry a worker's errors as text: they cross process boundaries, and the coordinator
+/// only reports them.
 pub type WorkerReply<T> = Result<T, String>;
+
+/// A reply port as the cluster needs it: the reply is encoded, and a peer's reply that does not
+/// decode arrives as an error instead of a panic.
+pub type Port<T> = RpcReplyPort<Remote<WorkerReply<T>>>;
 
 /// One small enum, request/reply only. `Step` for every rank must be sent before any of them can
 /// finish (they meet in the all-reduce), so the coordinator casts all orders first, then awaits.
+#[derive(RactorClusterMessage)]
 pub enum WorkerMsg {
-    Info(RpcReplyPort<WorkerReply<WorkerInfo>>),
-    Step(StepOrder, RpcReplyPort<WorkerReply<StepReport>>),
-    Commit(Commit, RpcReplyPort<WorkerReply<Committed>>),
-    Abort(Abort, RpcReplyPort<WorkerReply<Committed>>),
-    Evaluate(EvalRequest, RpcReplyPort<WorkerReply<Summary>>),
+    #[rpc]
+    Info(RpcReplyPort<Remote<WorkerReply<WorkerInfo>>>),
+    #[rpc]
+    Step(Remote<StepOrder>, RpcReplyPort<Remote<WorkerReply<StepReport>>>),
+    #[rpc]
+    Commit(Remote<Commit>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
+    #[rpc]
+    Abort(Remote<Abort>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
+    #[rpc]
+    Evaluate(Remote<EvalRequest>, RpcReplyPort<Remote<WorkerReply<Summary>>>),
     /// Rank 0 writes its tensor files into the coordinator's staging directory (checkpoints).
-    Save(SaveRequest, RpcReplyPort<WorkerReply<SavedTensors>>),
+    #[rpc]
+    Save(Remote<SaveRequest>, RpcReplyPort<Remote<WorkerReply<SavedTensors>>>),
 }
-
-// Local only for now: with ractor's `cluster` feature the blanket impl is off. The multi-node
-// runtime derives the serialized form (every payload is serde already).
-impl ractor::Message for WorkerMsg {}
 
 pub struct WorkerActor;
 
@@ -43,17 +52,27 @@ pub struct WorkerState {
     info: WorkerInfo,
 }
 
-/// Errors that mean the engine is unusable end the actor, so its supervisor learns of it; a
-/// protocol error is only reported back.
-fn reply<T>(port: RpcReplyPort<WorkerReply<T>>, result: Result<T, Error>) -> Result<(), ActorProcessingErr> {
-    let fatal = matches!(&result, Err(Error::EngineGone { .. }) | Err(Error::Collective(_)));
+/// An engine that is gone ends the actor, so its supervisor learns of it. Every other error, a
+/// broken collective included, is only reported: the replica still holds the last committed
+/// state, which the coordinator may want saved before it rebuilds the group.
+fn reply<T>(port: Port<T>, result: Result<T, Error>) -> Result<(), ActorProcessingErr> {
+    let fatal = matches!(&result, Err(Error::EngineGone { .. }));
     let text = result.as_ref().err().map(ToString::to_string);
     // The asker may have given up (timeout): not this actor's failure.
-    let _ = port.send(result.map_err(|e| e.to_string()));
+    let _ = port.send(Remote::new(result.map_err(|e| e.to_string())));
     match (fatal, text) {
         (true, Some(t)) => Err(t.into()),
         _ => Ok(()),
     }
+}
+
+/// A request whose bytes did not decode is logged and answered with the decoding error (so the
+/// asker does not wait for nothing); it never reaches the engine.
+fn decoded<T>(what: &str, payload: Remote<T>) -> Result<T, Error> {
+    payload.into_inner().map_err(|e| {
+        tracing::warn!(request = what, error = %e, "dropped a malformed request");
+        Error::Protocol(format!("malformed {what}: {e}"))
+    })
 }
 
 impl Actor for WorkerActor {
@@ -72,16 +91,29 @@ impl Actor for WorkerActor {
         msg: WorkerMsg,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
+        let engine = &state.engine;
         match msg {
-            WorkerMsg::Info(port) => {
-                let _ = port.send(Ok(state.info.clone()));
-                Ok(())
-            }
-            WorkerMsg::Step(order, port) => reply(port, state.engine.step(order).await),
-            WorkerMsg::Commit(commit, port) => reply(port, state.engine.commit(commit).await),
-            WorkerMsg::Abort(abort, port) => reply(port, state.engine.abort(abort).await),
-            WorkerMsg::Evaluate(req, port) => reply(port, state.engine.evaluate(req).await),
-            WorkerMsg::Save(req, port) => reply(port, state.engine.save(req).await),
+            WorkerMsg::Info(port) => reply(port, Ok(state.info.clone())),
+            WorkerMsg::Step(order, port) => match decoded("step order", order) {
+                Ok(order) => reply(port, engine.step(order).await),
+                Err(e) => reply(port, Err(e)),
+            },
+            WorkerMsg::Commit(commit, port) => match decoded("commit", commit) {
+                Ok(commit) => reply(port, engine.commit(commit).await),
+                Err(e) => reply(port, Err(e)),
+            },
+            WorkerMsg::Abort(abort, port) => match decoded("abort", abort) {
+                Ok(abort) => reply(port, engine.abort(abort).await),
+                Err(e) => reply(port, Err(e)),
+            },
+            WorkerMsg::Evaluate(req, port) => match decoded("evaluation request", req) {
+                Ok(req) => reply(port, engine.evaluate(req).await),
+                Err(e) => reply(port, Err(e)),
+            },
+            WorkerMsg::Save(req, port) => match decoded("save request", req) {
+                Ok(req) => reply(port, engine.save(req).await),
+                Err(e) => reply(port, Err(e)),
+            },
         }
     }
 }

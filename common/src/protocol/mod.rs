@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::train::StepStats;
 
 pub mod cookie;
+pub mod remote;
 pub mod wire;
+
+pub use remote::{Assignment, Finish, Prepared, Remote, StartPlan, WorkerHello};
 
 /// Coordinator → every worker: run global step `step`. A worker takes its part of the global batch
 /// from the seeded epoch order itself (`shard::rank_slice(epoch_order(seed, epoch, n),

@@ -10,22 +10,26 @@ use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, St
 use d2nn_common::rl::{BaselineStore, EmaBaseline};
 use d2nn_common::train::{metrics_line, open_resume, resumed_baseline, steps_per_epoch, RunDir, StepStats, Summary};
 use d2nn_worker::collective::in_process_group;
+use d2nn_common::protocol::Remote;
 use d2nn_worker::{
-    EvalRequest, SaveRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerReply, WorkerSpec,
+    EvalRequest, Port, SaveRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerSpec,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tch::Device;
 use tokio::sync::oneshot;
 
 use d2nn_common::config::RunConfig;
 
+use super::cluster::{Cluster, GenerationPlan, Liveness};
 use super::{EmbeddedRun, OnWorkerError, RuntimeError, RuntimeOptions, StepRecord};
 
 pub(super) struct Coordinator;
 
 pub(super) struct CoordArgs {
     pub run: EmbeddedRun,
+    /// The worker processes of a multi-process run; None: spawn the workers in this process.
+    pub cluster: Option<Cluster>,
     pub done: oneshot::Sender<Result<Summary, RuntimeError>>,
 }
 
@@ -61,14 +65,19 @@ pub(super) struct CoordState {
     store: CheckpointStore,
     /// The step and directory of the newest checkpoint of this run's state (the resumed one first).
     last_checkpoint: Option<(u64, PathBuf)>,
+    cluster: Option<Cluster>,
+    /// The step whose commit is being sent: if a worker is lost now, the survivors have applied it.
+    committing: Option<u64>,
 }
 
 /// Sends one request to every worker, then awaits the replies in rank order. All requests go out
-/// before any reply is awaited: the ranks' steps meet in the all-reduce.
+/// before any reply is awaited: the ranks' steps meet in the all-reduce. In a cluster, a worker
+/// declared lost ends the wait at once (`guard`: the liveness and each rank's node).
 async fn gather<T>(
     workers: &[ActorRef<WorkerMsg>],
     timeout: Option<Duration>,
-    make: impl Fn(RpcReplyPort<WorkerReply<T>>) -> WorkerMsg,
+    guard: Option<(&Liveness, Vec<u64>)>,
+    make: impl Fn(Port<T>) -> WorkerMsg,
 ) -> Result<Vec<T>, RuntimeError>
 where
     T: Send + 'static,
@@ -79,18 +88,34 @@ where
         w.cast(make(tx.into())).map_err(|e| RuntimeError::WorkerDied { rank, reason: e.to_string() })?;
         pending.push(rx);
     }
+    let lost = async {
+        match &guard {
+            Some((liveness, nodes)) => liveness.first_lost(nodes).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
     let mut out = Vec::with_capacity(workers.len());
     for (rank, rx) in pending.into_iter().enumerate() {
-        let reply = match timeout {
-            Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| RuntimeError::Worker {
-                rank,
-                message: format!("no reply within {:.0} s", t.as_secs_f64()),
-            })?,
-            None => rx.await,
+        let answer = async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| RuntimeError::Worker {
+                    rank,
+                    message: format!("no reply within {:.0} s", t.as_secs_f64()),
+                }),
+                None => Ok(rx.await),
+            }
+        };
+        let reply = tokio::select! {
+            reply = answer => reply?,
+            (rank, reason) = &mut lost => return Err(RuntimeError::WorkerLost { rank, reason }),
         };
         match reply {
-            Ok(Ok(v)) => out.push(v),
-            Ok(Err(message)) => return Err(RuntimeError::Worker { rank, message }),
+            Ok(Remote(Ok(Ok(v)))) => out.push(v),
+            Ok(Remote(Ok(Err(message)))) => return Err(RuntimeError::Worker { rank, message }),
+            Ok(Remote(Err(e))) => {
+                return Err(RuntimeError::Worker { rank, message: format!("reply did not decode: {e}") })
+            }
             Err(_) => return Err(RuntimeError::WorkerDied { rank, reason: "stopped before replying".into() }),
         }
     }
@@ -164,70 +189,89 @@ fn check_infos(infos: &[WorkerInfo]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// What every replica of a cluster generation is built from.
+fn generation_plan(run: &EmbeddedRun, resume: Option<PathBuf>) -> Result<GenerationPlan, RuntimeError> {
+    Ok(GenerationPlan {
+        config_toml: run.cfg.to_toml()?,
+        config_file: run.config_file.clone(),
+        resume,
+        batch_size: run.cfg.train.batch_size,
+        bucket_bytes: run.options.bucket_bytes,
+        collective_timeout: run.options.collective_timeout,
+    })
+}
+
 impl CoordState {
+    /// Builds the state; a failure stops whatever workers were started and tells the worker
+    /// processes of a cluster why.
     async fn start(
         myself: &ActorRef<CoordMsg>,
         run: EmbeddedRun,
+        mut cluster: Option<Cluster>,
         done: oneshot::Sender<Result<Summary, RuntimeError>>,
     ) -> Result<CoordState, (RuntimeError, oneshot::Sender<Result<Summary, RuntimeError>>)> {
+        let mut workers = Vec::new();
+        match Self::try_start(myself, run, &mut cluster, &mut workers).await {
+            Ok(mut state) => {
+                state.done = Some(done);
+                state.cluster = cluster;
+                Ok(state)
+            }
+            Err(e) => {
+                stop_all(&workers);
+                if let Some(c) = &cluster {
+                    c.finish(false, &e.to_string()).await;
+                }
+                Err((e, done))
+            }
+        }
+    }
+
+    async fn try_start(
+        myself: &ActorRef<CoordMsg>,
+        run: EmbeddedRun,
+        cluster: &mut Option<Cluster>,
+        workers: &mut Vec<ActorRef<WorkerMsg>>,
+    ) -> Result<CoordState, RuntimeError> {
         let started = Instant::now();
-        let resume = match run.resume.as_deref().map(|p| open_resume(p, &run.cfg, run.allow_config_change)) {
-            Some(Err(e)) => return Err((e.into(), done)),
-            Some(Ok(opened)) => Some(opened),
+        let resume = match run.resume.as_deref() {
+            Some(p) => Some(open_resume(p, &run.cfg, run.allow_config_change)?),
             None => None,
         };
-        let run_dir = match RunDir::create(&run.run_dir).and_then(|d| d.write_config(&run.cfg).map(|_| d)) {
-            Ok(d) => d,
-            Err(e) => return Err((e.into(), done)),
+        let run_dir = RunDir::create(&run.run_dir)?;
+        run_dir.write_config(&run.cfg)?;
+        let resume_dir = resume.as_ref().map(|(dir, _)| dir.clone());
+        *workers = match cluster.as_mut() {
+            Some(c) => c.form(&generation_plan(&run, resume_dir)?).await?,
+            None => {
+                let plan = Plan {
+                    cfg: &run.cfg,
+                    config_file: &run.config_file,
+                    workers: run.workers,
+                    device: run.device,
+                    threads_per_worker: run.threads_per_worker,
+                    options: &run.options,
+                    resume: resume_dir.as_deref(),
+                };
+                setup(myself, plan).await?
+            }
         };
-        let plan = Plan {
-            cfg: &run.cfg,
-            config_file: &run.config_file,
-            workers: run.workers,
-            device: run.device,
-            threads_per_worker: run.threads_per_worker,
-            options: &run.options,
-            resume: resume.as_ref().map(|(dir, _)| dir.as_path()),
-        };
-        let workers = match setup(myself, plan).await {
-            Ok(w) => w,
-            Err(e) => return Err((e, done)),
-        };
-        let fail = |e: RuntimeError, done| {
-            stop_all(&workers);
-            Err((e, done))
-        };
-        let infos = match gather(&workers, run.options.step_timeout, WorkerMsg::Info).await {
-            Ok(i) => i,
-            Err(e) => return fail(e, done),
-        };
-        if let Err(e) = check_infos(&infos) {
-            return fail(e, done);
-        }
+        let guard = cluster.as_ref().map(|c| (&c.liveness, c.member_nodes()));
+        let infos = gather(workers, run.options.step_timeout, guard, WorkerMsg::Info).await?;
+        check_infos(&infos)?;
         let t = &run.cfg.train;
         let train_n = infos[0].train_examples;
         let num_actions = &infos[0].num_actions;
-        let steps_per_epoch = match steps_per_epoch(&run.cfg, &run.config_file, train_n) {
-            Ok(n) => n,
-            Err(e) => return fail(e.into(), done),
-        };
+        let steps_per_epoch = steps_per_epoch(&run.cfg, &run.config_file, train_n)?;
         let mut baseline = EmaBaseline::new(num_actions, t.baseline_decay);
         let mut step = 0;
         if let Some((dir, meta)) = &resume {
-            let resumed =
-                meta.check_data(dir, train_n, steps_per_epoch).and_then(|_| resumed_baseline(dir, meta, num_actions));
-            match resumed {
-                Ok(b) => baseline = b,
-                Err(e) => return fail(e.into(), done),
-            }
+            meta.check_data(dir, train_n, steps_per_epoch)?;
+            baseline = resumed_baseline(dir, meta, num_actions)?;
             step = meta.position.step;
-            tracing::info!(checkpoint = %dir.display(), step, workers = run.workers, "resumed");
+            tracing::info!(checkpoint = %dir.display(), step, workers = workers.len(), "resumed");
         }
-        let metrics = match if resume.is_some() { run_dir.resume_metrics(step) } else { run_dir.metrics_writer(false) }
-        {
-            Ok(m) => m,
-            Err(e) => return fail(e.into(), done),
-        };
+        let metrics = if resume.is_some() { run_dir.resume_metrics(step)? } else { run_dir.metrics_writer(false)? };
         let total_steps = steps_per_epoch * t.epochs;
         let last_step = run.max_steps.map_or(total_steps, |m| m.min(total_steps));
         let bar = if run.progress { ProgressBar::new(last_step) } else { ProgressBar::hidden() };
@@ -241,8 +285,8 @@ impl CoordState {
             store: CheckpointStore::of_run(&run_dir.path),
             last_checkpoint: resume.map(|(dir, meta)| (meta.position.step, dir)),
             run,
-            done: Some(done),
-            workers,
+            done: None,
+            workers: workers.clone(),
             run_dir,
             metrics,
             steps_per_epoch,
@@ -256,7 +300,81 @@ impl CoordState {
             window_start: Instant::now(),
             window_split: [0.0; 3],
             bar,
+            cluster: None,
+            committing: None,
         })
+    }
+
+    /// The liveness of the current generation's members, when the workers are remote.
+    fn guard(&self) -> Option<(&Liveness, Vec<u64>)> {
+        self.cluster.as_ref().map(|c| (&c.liveness, c.member_nodes()))
+    }
+
+    /// A failed step in a cluster: if workers were lost, checkpoint the survivors' committed state
+    /// and continue with a new generation formed from it. Any other failure ends the run.
+    async fn recover(&mut self, cause: RuntimeError) -> Result<(), RuntimeError> {
+        let Some(cluster) = self.cluster.as_ref() else { return Err(cause) };
+        if !matches!(
+            cause,
+            RuntimeError::WorkerLost { .. } | RuntimeError::Worker { .. } | RuntimeError::WorkerDied { .. }
+        ) {
+            return Err(cause);
+        }
+        // A broken ring is often noticed before the heartbeats have declared its culprit lost.
+        let nodes = cluster.member_nodes();
+        let patience = cluster.options.heartbeat_timeout + cluster.options.heartbeat_interval * 2;
+        if tokio::time::timeout(patience, cluster.liveness.first_lost(&nodes)).await.is_err() {
+            return Err(cause);
+        }
+        let mut survivors = Vec::new();
+        for (rank, node) in nodes.iter().enumerate() {
+            match cluster.liveness.lost_reason(*node) {
+                Some(why) => tracing::warn!(worker = %cluster.label(rank), reason = %why, "worker lost"),
+                None => survivors.push(rank),
+            }
+        }
+        if survivors.is_empty() {
+            return Err(RuntimeError::Cluster(format!(
+                "every worker was lost ({cause}); continue with `d2nn coordinator --resume {}`",
+                self.run_dir.path.display()
+            )));
+        }
+        self.bar.suspend(|| {
+            tracing::warn!(step = self.step, survivors = survivors.len(), cause = %cause, "re-forming the cluster")
+        });
+        if let Some(step) = self.committing.take() {
+            // The commit was sent to every replica before the loss: the survivors applied it.
+            self.step = step + 1;
+        }
+        self.workers = survivors.iter().map(|&r| self.workers[r].clone()).collect();
+        if let Some(c) = self.cluster.as_mut() {
+            c.members = survivors.iter().map(|&r| c.members[r].clone()).collect();
+        }
+        self.reform().await
+    }
+
+    /// Ends the current generation at a checkpoint of the current step and forms the next one
+    /// from it: every replica, old or new, loads the same files.
+    async fn reform(&mut self) -> Result<(), RuntimeError> {
+        let dir = self.checkpoint_unless_saved().await?;
+        let plan = generation_plan(&self.run, Some(dir))?;
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Err(RuntimeError::Coordinator("re-forming needs a cluster".into()));
+        };
+        cluster.retire();
+        self.workers = cluster.form(&plan).await?;
+        let infos = gather(&self.workers, self.run.options.step_timeout, self.guard(), WorkerMsg::Info).await?;
+        check_infos(&infos)?;
+        let world = self.workers.len();
+        self.bar.suspend(|| tracing::info!(step = self.step, world, "cluster re-formed; training continues"));
+        Ok(())
+    }
+
+    /// Tells a cluster's worker processes that the run is over.
+    async fn close_cluster(&mut self, ok: bool, message: &str) {
+        if let Some(c) = self.cluster.take() {
+            c.finish(ok, message).await;
+        }
     }
 
     /// One turn of the run: a stop request ends it with a checkpoint; the last step with a checkpoint
@@ -270,6 +388,10 @@ impl CoordState {
         if self.step >= self.last_step {
             self.checkpoint_unless_saved().await?;
             return self.finish().await.map(Some);
+        }
+        if self.cluster.as_ref().is_some_and(Cluster::has_newcomer) {
+            self.bar.suspend(|| tracing::info!(step = self.step, "a worker joined; re-forming the cluster"));
+            self.reform().await?;
         }
         self.run_step().await?;
         if self.run.cfg.checkpoint.due(self.step) {
@@ -293,7 +415,7 @@ impl CoordState {
         let staging = self.store.begin(self.step, &mut writes)?;
         let cfg = &self.run.cfg;
         let req = SaveRequest { dir: staging.clone(), step: self.step, val_metric: cfg.checkpoint.keep_best };
-        let saved = gather(&self.workers[..1], None, |p| WorkerMsg::Save(req.clone(), p)).await?.remove(0);
+        let saved = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p)).await?.remove(0);
         let position = Position::at(self.step, self.steps_per_epoch, self.train_examples);
         let meta = CheckpointMeta::new(cfg, position, &self.baseline, self.workers.len(), saved);
         let dir = self.store.commit(&staging, &meta, &cfg.checkpoint, &mut writes)?;
@@ -319,7 +441,7 @@ impl CoordState {
             baselines: baselines_used.clone(),
         };
         let started = Instant::now();
-        let reports: Vec<StepReport> = gather(&self.workers, timeout, |p| WorkerMsg::Step(order.clone(), p)).await?;
+        let reports: Vec<StepReport> = gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Step(order.clone().into(), p)).await?;
         let mut failures = Vec::new();
         for (rank, r) in reports.iter().enumerate() {
             if r.rank != rank || r.step != step {
@@ -363,13 +485,16 @@ impl CoordState {
             self.baseline.update(&pooled.rewards);
             let want_digest = self.run.options.digest_every.is_some_and(|k| (step + 1).is_multiple_of(k.max(1)));
             let commit = Commit { step, baselines: self.baseline.node_values(), want_digest };
-            let acks = gather(&self.workers, timeout, |p| WorkerMsg::Commit(commit.clone(), p)).await?;
+            self.committing = Some(step);
+            let acks =
+                gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Commit(commit.clone().into(), p)).await?;
+            self.committing = None;
             self.window.merge(&pooled)?;
             record.pooled = Some(pooled);
             acks
         } else {
             let abort = Abort { step, reason: super::describe(&failures) };
-            gather(&self.workers, timeout, |p| WorkerMsg::Abort(abort.clone(), p)).await?
+            gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Abort(abort.clone().into(), p)).await?
         };
         let wall = started.elapsed().as_secs_f64();
         record.wall_seconds = wall;
@@ -450,7 +575,7 @@ impl CoordState {
             examples_per_sec: (self.step - self.first_step) as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
             workers: self.workers.len(),
         };
-        let mut summary = gather(&self.workers[..1], None, |p| WorkerMsg::Evaluate(req.clone(), p)).await?.remove(0);
+        let mut summary = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p)).await?.remove(0);
         summary.epochs = self.step.div_ceil(self.steps_per_epoch);
         self.run_dir.write_summary(&summary)?;
         Ok(summary)
@@ -472,7 +597,7 @@ impl Actor for Coordinator {
     type Arguments = CoordArgs;
 
     async fn pre_start(&self, myself: ActorRef<CoordMsg>, args: CoordArgs) -> Result<CoordState, ActorProcessingErr> {
-        match CoordState::start(&myself, args.run, args.done).await {
+        match CoordState::start(&myself, args.run, args.cluster, args.done).await {
             Ok(state) => Ok(state),
             Err((e, done)) => {
                 let text = e.to_string();
@@ -497,10 +622,22 @@ impl Actor for Coordinator {
                 if state.done.is_none() {
                     return Ok(());
                 }
-                match state.advance().await {
+                let outcome = match state.advance().await {
+                    Err(e) if state.cluster.is_some() => state.recover(e).await.map(|()| None),
+                    other => other,
+                };
+                match outcome {
                     Ok(None) => myself.cast(CoordMsg::NextStep)?,
-                    Ok(Some(summary)) => state.end(&myself, Ok(summary)),
-                    Err(e) => state.end(&myself, Err(e)),
+                    Ok(Some(summary)) => {
+                        state.close_cluster(true, "training finished").await;
+                        state.end(&myself, Ok(summary))
+                    }
+                    Err(e) => {
+                        // Also a stop on request: the run is not finished, so a restarted job must
+                        // find its workers failed, not complete.
+                        state.close_cluster(false, &e.to_string()).await;
+                        state.end(&myself, Err(e))
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! `docs/runtime.md`; the multi-node runtime reuses the same messages over ractor_cluster.
 mod actor;
 mod bench;
+mod cluster;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -17,6 +18,7 @@ use ractor::Actor;
 use tch::Device;
 
 pub use bench::{bench_local, bench_runtime, BenchResult};
+pub use cluster::ClusterOptions;
 
 /// What the run does when a worker's step fails (the step is aborted on every replica either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,6 +152,12 @@ pub enum RuntimeError {
     Worker { rank: usize, message: String },
     #[error("worker rank {rank} stopped: {reason}")]
     WorkerDied { rank: usize, reason: String },
+    /// A worker process of a cluster was declared lost (disconnected, or missed its heartbeats).
+    #[error("worker rank {rank} lost: {reason}")]
+    WorkerLost { rank: usize, reason: String },
+    /// Forming or running the cluster of worker processes failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("step {step} failed ({}); it was aborted on every replica and the run stopped", describe(.failures))]
     StepFailed { step: u64, failures: Vec<(usize, String)> },
     #[error("step {step}: the replicas' parameters differ: {digests:?}")]
@@ -180,8 +188,26 @@ pub async fn train_embedded(run: EmbeddedRun) -> Result<Summary, RuntimeError> {
     if !batch_size.is_multiple_of(run.workers) {
         return Err(RuntimeError::BatchNotDivisible { file: run.config_file, batch_size, workers: run.workers });
     }
+    run_coordinator(run, None).await
+}
+
+/// Trains with `run.workers` worker processes that join this coordinator over the network
+/// (`d2nn worker --join`), reducing gradients over a TCP ring (NCCL between GPU workers). A worker
+/// lost mid-run is dropped and training continues with the rest; one that joins later is taken in
+/// at the next step. The run directory must be visible to rank 0 (checkpoints) and every worker
+/// (replicas load them).
+pub async fn train_cluster(run: EmbeddedRun, options: ClusterOptions) -> Result<Summary, RuntimeError> {
+    if run.workers == 0 {
+        return Err(RuntimeError::NoWorkers);
+    }
+    let cluster = cluster::Cluster::start(options, run.workers).await?;
+    run_coordinator(run, Some(cluster)).await
+}
+
+async fn run_coordinator(run: EmbeddedRun, cluster: Option<cluster::Cluster>) -> Result<Summary, RuntimeError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let spawned = Actor::spawn(None, actor::Coordinator, actor::CoordArgs { run, done: done_tx }).await;
+    let args = actor::CoordArgs { run, cluster, done: done_tx };
+    let spawned = Actor::spawn(None, actor::Coordinator, args).await;
     let handle = match spawned {
         Ok((_, handle)) => Some(handle),
         // A failed start has sent its typed error through `done`, unless it panicked.

@@ -1,0 +1,414 @@
+//! The coordinator's side of a multi-process run: its node server, which worker processes are
+//! alive (session events plus heartbeats, since ractor's own ping never times out), and forming a
+//! generation: ranks, the ring, and one replica per worker, every replica loading the same
+//! checkpoint. A membership change (a worker lost, a replacement joined) ends the generation; the
+//! coordinator checkpoints the survivors' committed state and forms the next one from it.
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use d2nn_common::protocol::cookie::ClusterCookie;
+use d2nn_common::protocol::{Assignment, Finish, Prepared, Remote, RingPlan, StartPlan, WorkerHello};
+use d2nn_worker::joiner::{workers_group, JoinerMsg, JOINERS_GROUP};
+use d2nn_worker::node::{ClusterNode, NodeEvent, NodeId};
+use d2nn_worker::{WorkerMsg, WorkerReply};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::watch;
+
+use super::RuntimeError;
+
+/// How a coordinator runs its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub listen: SocketAddr,
+    pub cookie: ClusterCookie,
+    /// Between two heartbeats of every worker.
+    pub heartbeat_interval: Duration,
+    /// A worker that has not answered a heartbeat for this long is declared lost.
+    pub heartbeat_timeout: Duration,
+    /// How long the first generation waits for all its workers (pods may take minutes to schedule).
+    pub join_timeout: Duration,
+    /// Training continues after a loss while at least this many workers remain.
+    pub min_workers: usize,
+}
+
+/// The cluster as the coordinator sees it: sessions by node, and the nodes it gave up on.
+#[derive(Debug, Default)]
+struct View {
+    /// Address of each ready peer node (the IP its ring listener is reached at).
+    peers: HashMap<NodeId, String>,
+    /// Lost nodes and why: a lost node never comes back in this run.
+    lost: HashMap<NodeId, String>,
+    /// When each node last answered a heartbeat.
+    last_seen: HashMap<NodeId, Instant>,
+}
+
+/// A shared, watched [`View`].
+#[derive(Clone)]
+pub(super) struct Liveness {
+    view: Arc<Mutex<View>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Liveness {
+    fn with<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        match self.view.lock() {
+            Ok(v) => f(&v),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    pub(super) fn lost_reason(&self, node: NodeId) -> Option<String> {
+        self.with(|v| v.lost.get(&node).cloned())
+    }
+
+    /// Resolves when any of `nodes` (index = rank) is lost, with its rank and the reason.
+    pub(super) async fn first_lost(&self, nodes: &[NodeId]) -> (usize, String) {
+        let mut changed = self.changed.clone();
+        loop {
+            if let Some(found) = nodes.iter().enumerate().find_map(|(r, n)| self.lost_reason(*n).map(|why| (r, why))) {
+                return found;
+            }
+            if changed.changed().await.is_err() {
+                // The monitor is gone: nothing will ever be declared lost again.
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+fn mark_lost(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, node: NodeId, why: String) {
+    let fresh = match view.lock() {
+        Ok(mut v) => {
+            v.peers.remove(&node);
+            v.lost.insert(node, why.clone()).is_none()
+        }
+        Err(_) => false,
+    };
+    if fresh {
+        tracing::warn!(node, reason = %why, "worker lost");
+        bump.send_modify(|n| *n += 1);
+    }
+}
+
+/// Session events and heartbeats, until the node server stops.
+async fn monitor(mut node_events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>, view: Arc<Mutex<View>>, bump: watch::Sender<u64>, options: ClusterOptions) {
+    let mut tick = tokio::time::interval(options.heartbeat_interval);
+    let mut beat = 0u64;
+    loop {
+        tokio::select! {
+            event = node_events.recv() => match event {
+                Some(NodeEvent::Opened { peer, .. }) => tracing::debug!(%peer, "connection opened"),
+                Some(NodeEvent::Ready { node, peer }) => {
+                    tracing::info!(node, %peer, "worker node connected");
+                    if let Ok(mut v) = view.lock() {
+                        v.peers.insert(node, peer);
+                        v.last_seen.insert(node, Instant::now());
+                    }
+                    bump.send_modify(|n| *n += 1);
+                }
+                Some(NodeEvent::Disconnected { node, peer, authenticated: true }) => {
+                    mark_lost(&view, &bump, node, format!("its process at {peer} disconnected"));
+                }
+                Some(NodeEvent::Disconnected { peer, authenticated: false, .. }) => {
+                    tracing::warn!(%peer, "rejected a peer that did not authenticate (wrong cluster cookie, or not a d2nn node)");
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                beat += 1;
+                heartbeat(&view, &bump, beat, &options).await;
+            }
+        }
+    }
+}
+
+/// Pings every joiner at once; one that has not answered for `heartbeat_timeout` is lost.
+async fn heartbeat(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, beat: u64, options: &ClusterOptions) {
+    let wait = options.heartbeat_interval;
+    let pings: Vec<_> = remote_joiners()
+        .into_iter()
+        .map(|(node, joiner)| {
+            tokio::spawn(async move {
+                let answer = joiner.call(|p| JoinerMsg::Ping(beat, p), Some(wait)).await;
+                (node, matches!(answer, Ok(CallResult::Success(n)) if n == beat))
+            })
+        })
+        .collect();
+    let now = Instant::now();
+    for ping in pings {
+        let Ok((node, answered)) = ping.await else { continue };
+        let overdue = match view.lock() {
+            Ok(mut v) if !v.lost.contains_key(&node) => {
+                let seen = *v.last_seen.entry(node).or_insert(now);
+                if answered {
+                    v.last_seen.insert(node, Instant::now());
+                    None
+                } else {
+                    Some(now.saturating_duration_since(seen)).filter(|d| *d >= options.heartbeat_timeout)
+                }
+            }
+            _ => None,
+        };
+        if let Some(silent) = overdue {
+            mark_lost(view, bump, node, format!("no heartbeat answer for {:.1} s", silent.as_secs_f64()));
+        }
+    }
+}
+
+/// The joiners of remote worker processes, by node.
+fn remote_joiners() -> Vec<(NodeId, ActorRef<JoinerMsg>)> {
+    ractor::pg::get_members(&JOINERS_GROUP.to_string())
+        .into_iter()
+        .filter(|cell| !cell.get_id().is_local())
+        .map(|cell| (cell.get_id().node(), ActorRef::<JoinerMsg>::from(cell)))
+        .collect()
+}
+
+/// One worker process of the current generation.
+#[derive(Clone)]
+pub(super) struct Member {
+    pub node: NodeId,
+    pub joiner: ActorRef<JoinerMsg>,
+    pub hello: WorkerHello,
+}
+
+/// What every replica of a generation is built from.
+pub(super) struct GenerationPlan {
+    pub config_toml: String,
+    pub config_file: String,
+    pub resume: Option<PathBuf>,
+    pub batch_size: usize,
+    pub bucket_bytes: usize,
+    pub collective_timeout: Duration,
+}
+
+/// The coordinator's cluster: node server, liveness, and the current generation.
+pub(super) struct Cluster {
+    pub options: ClusterOptions,
+    /// The number of workers asked for.
+    pub target: usize,
+    node: ClusterNode,
+    pub liveness: Liveness,
+    pub generation: u64,
+    pub members: Vec<Member>,
+}
+
+/// Awaits an RPC's encoded reply: a worker's error, a lost worker, or a reply that did not decode
+/// all become errors naming the worker.
+async fn ask<T: Send + 'static>(
+    joiner: &ActorRef<JoinerMsg>,
+    label: &str,
+    what: &str,
+    timeout: Duration,
+    make: impl FnOnce(RpcReplyPort<Remote<WorkerReply<T>>>) -> JoinerMsg,
+) -> Result<T, RuntimeError> {
+    let fail = |message: String| RuntimeError::Cluster(format!("worker {label}: {what}: {message}"));
+    match joiner.call(make, Some(timeout)).await {
+        Ok(CallResult::Success(Remote(Ok(Ok(v))))) => Ok(v),
+        Ok(CallResult::Success(Remote(Ok(Err(e))))) => Err(fail(e)),
+        Ok(CallResult::Success(Remote(Err(e)))) => Err(fail(format!("malformed reply: {e}"))),
+        Ok(CallResult::Timeout) => Err(fail(format!("no answer within {:.0} s", timeout.as_secs_f64()))),
+        Ok(CallResult::SenderError) | Err(_) => Err(fail("the worker went away".into())),
+    }
+}
+
+impl Cluster {
+    /// Starts the node server and the monitor. Workers connect whenever they are ready.
+    pub async fn start(options: ClusterOptions, target: usize) -> Result<Cluster, RuntimeError> {
+        let node = ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
+            .await
+            .map_err(|e| RuntimeError::Cluster(e.to_string()))?;
+        let mut node = node;
+        let events = std::mem::replace(&mut node.events, tokio::sync::mpsc::unbounded_channel().1);
+        let view = Arc::new(Mutex::new(View::default()));
+        let (bump, changed) = watch::channel(0);
+        tokio::spawn(monitor(events, view.clone(), bump, options.clone()));
+        tracing::info!(listen = %options.listen, workers = target, "coordinator listening; waiting for workers");
+        Ok(Cluster { options, target, node, liveness: Liveness { view, changed }, generation: 0, members: Vec::new() })
+    }
+
+    /// Joiners of live, connected nodes.
+    pub fn live_joiners(&self) -> Vec<(NodeId, ActorRef<JoinerMsg>)> {
+        let alive: HashSet<NodeId> = self.liveness.with(|v| v.peers.keys().copied().collect());
+        remote_joiners().into_iter().filter(|(node, _)| alive.contains(node)).collect()
+    }
+
+    /// Whether a worker that is not in the current generation could take part (a replacement).
+    pub fn has_newcomer(&self) -> bool {
+        self.members.len() < self.target
+            && self.live_joiners().iter().any(|(node, _)| self.members.iter().all(|m| m.node != *node))
+    }
+
+    pub fn member_nodes(&self) -> Vec<NodeId> {
+        self.members.iter().map(|m| m.node).collect()
+    }
+
+    pub fn label(&self, rank: usize) -> String {
+        self.members.get(rank).map_or_else(|| format!("rank {rank}"), |m| format!("rank {rank} ({})", m.hello.label))
+    }
+
+    /// Waits for workers: the first generation for all `target`, later ones for at least
+    /// `min_workers` (taking everyone who is there after a short grace period).
+    async fn wait_for_workers(&self, first: bool) -> Result<Vec<(NodeId, ActorRef<JoinerMsg>)>, RuntimeError> {
+        let started = Instant::now();
+        let (need, patience) = if first {
+            (self.target, self.options.join_timeout)
+        } else {
+            (self.options.min_workers.max(1), self.options.heartbeat_timeout * 2)
+        };
+        let mut changed = self.liveness.changed.clone();
+        loop {
+            let live = self.live_joiners();
+            if live.len() >= self.target || (!first && live.len() >= need && started.elapsed() >= self.options.heartbeat_interval * 2) {
+                return Ok(live);
+            }
+            if started.elapsed() >= patience {
+                return Err(RuntimeError::Cluster(format!(
+                    "{} of the {need} workers needed joined within {:.0} s",
+                    live.len(),
+                    patience.as_secs_f64()
+                )));
+            }
+            // pg membership arrives after the ready event: poll as well as watch.
+            let _ = tokio::time::timeout(Duration::from_millis(200), changed.changed()).await;
+        }
+    }
+
+    /// Forms the next generation and returns its replicas in rank order.
+    pub async fn form(&mut self, plan: &GenerationPlan) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
+        let first = self.generation == 0;
+        let live = self.wait_for_workers(first).await?;
+        self.generation += 1;
+        let generation = self.generation;
+        let hello_timeout = self.options.heartbeat_timeout;
+        let mut candidates = Vec::new();
+        for (node, joiner) in live {
+            let hello = match joiner.call(JoinerMsg::Hello, Some(hello_timeout)).await {
+                Ok(CallResult::Success(Remote(Ok(h)))) => h,
+                other => {
+                    tracing::warn!(node, answer = ?other.map(|r| r.is_success()), "a worker did not introduce itself; leaving it out");
+                    continue;
+                }
+            };
+            candidates.push(Member { node, joiner, hello });
+        }
+        candidates.sort_by_key(|m| (m.hello.preferred_rank.unwrap_or(usize::MAX), m.node));
+        let most = candidates.len().min(self.target);
+        let world = (1..=most).rev().find(|w| plan.batch_size.is_multiple_of(*w)).unwrap_or(0);
+        if world < self.options.min_workers.max(1) {
+            return Err(RuntimeError::Cluster(format!(
+                "{} workers available, {} needed (train.batch_size {} must divide among them)",
+                candidates.len(),
+                self.options.min_workers.max(1),
+                plan.batch_size
+            )));
+        }
+        for idle in candidates.drain(world..) {
+            tracing::warn!(worker = %idle.hello.label, "left out of this generation (batch size must divide among the workers)");
+        }
+        self.members = candidates;
+        tracing::info!(generation, world, resume = ?plan.resume, "forming a generation");
+        let timeout = plan.collective_timeout + Duration::from_secs(30);
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(world);
+        for (rank, m) in self.members.iter().enumerate() {
+            let assignment = Assignment {
+                generation,
+                rank,
+                world,
+                config_toml: plan.config_toml.clone(),
+                config_file: plan.config_file.clone(),
+                resume: plan.resume.clone(),
+                bucket_bytes: plan.bucket_bytes,
+                collective_timeout_secs: plan.collective_timeout.as_secs_f64(),
+            };
+            let p = ask(&m.joiner, &m.hello.label, "prepare", timeout, |port| {
+                JoinerMsg::Prepare(Remote::new(assignment), port)
+            })
+            .await?;
+            prepared.push(p);
+        }
+        let addrs = prepared
+            .iter()
+            .zip(&self.members)
+            .map(|(p, m)| self.reachable(p.ring_addr, m.node))
+            .collect::<Result<Vec<_>, _>>()?;
+        let nccl_id = if prepared.iter().all(|p| p.nccl_id.is_some()) { prepared[0].nccl_id.clone() } else { None };
+        // Every rank joins the collective at once: send all starts before awaiting any.
+        let mut starts = Vec::with_capacity(world);
+        for (rank, m) in self.members.iter().enumerate() {
+            let start = StartPlan {
+                generation,
+                ring: RingPlan { rank, world, addrs: addrs.clone() },
+                nccl_id: nccl_id.clone(),
+            };
+            let joiner = m.joiner.clone();
+            let label = m.hello.label.clone();
+            starts.push(tokio::spawn(async move {
+                ask(&joiner, &label, "start", timeout, |port| JoinerMsg::Start(Remote::new(start), port)).await
+            }));
+        }
+        for s in starts {
+            s.await.map_err(|e| RuntimeError::Cluster(format!("start: {e}")))??;
+        }
+        self.replicas(generation).await
+    }
+
+    /// The ring address as the other workers reach it: the node's own address when the worker
+    /// listens on every interface.
+    fn reachable(&self, addr: SocketAddr, node: NodeId) -> Result<SocketAddr, RuntimeError> {
+        if !addr.ip().is_unspecified() {
+            return Ok(addr);
+        }
+        let peer = self.liveness.with(|v| v.peers.get(&node).cloned());
+        let ip = peer
+            .as_deref()
+            .and_then(|p| p.parse::<SocketAddr>().ok())
+            .map(|s| s.ip())
+            .ok_or_else(|| RuntimeError::Cluster(format!("no address known for worker node {node}")))?;
+        Ok(SocketAddr::new(ip, addr.port()))
+    }
+
+    /// The replica actors of `generation`, found through their process group, in rank order.
+    async fn replicas(&self, generation: u64) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
+        let group = workers_group(generation);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let by_node: HashMap<NodeId, ActorRef<WorkerMsg>> = ractor::pg::get_members(&group)
+                .into_iter()
+                .filter(|c| !c.get_id().is_local())
+                .map(|c| (c.get_id().node(), ActorRef::from(c)))
+                .collect();
+            let found: Option<Vec<_>> = self.members.iter().map(|m| by_node.get(&m.node).cloned()).collect();
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Cluster(format!(
+                    "the replicas of generation {generation} did not appear within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the current generation's replicas (their processes stay, for the next one).
+    pub fn retire(&self) {
+        for m in &self.members {
+            let _ = m.joiner.cast(JoinerMsg::Retire(self.generation));
+        }
+    }
+
+    /// Tells every connected worker process that the run is over, then stops the node server.
+    pub async fn finish(&self, ok: bool, message: &str) {
+        for (_, joiner) in self.live_joiners() {
+            let _ = joiner.cast(JoinerMsg::Finish(Remote::new(Finish { ok, message: message.to_string() })));
+        }
+        // Let the casts leave before the sessions close.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.node.stop();
+    }
+}

@@ -1,0 +1,240 @@
+//! The joiner: a worker process's long-lived face to a remote coordinator. The coordinator finds it
+//! in the [`JOINERS_GROUP`] process group, pings it (heartbeats), and for every generation of the
+//! cluster assigns it a rank ([`JoinerMsg::Prepare`]), hands out the ring ([`JoinerMsg::Start`]),
+//! and later retires that replica. The replica itself is a [`WorkerActor`] the joiner spawns, found
+//! by the coordinator in [`workers_group`] of its generation; a replica starts from the run's
+//! checkpoint, so a rank that joins late receives the parameters and optimizer state before its
+//! first step.
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use d2nn_common::config::RunConfig;
+use d2nn_common::protocol::{Assignment, Finish, Prepared, Remote, StartPlan, WorkerHello};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
+use tch::Device;
+use tokio::sync::mpsc;
+
+use crate::actor::{Port, WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
+use crate::collective::{nccl_available, Collective, NcclCollective, NcclUniqueId, TcpRing, TcpRingOptions};
+use crate::engine::{WorkerOptions, WorkerSpec};
+use crate::Error;
+
+/// The process group every joiner of a worker process joins.
+pub const JOINERS_GROUP: &str = "d2nn.joiners";
+
+/// The process group of the replicas of one generation.
+pub fn workers_group(generation: u64) -> String {
+    format!("d2nn.workers.g{generation}")
+}
+
+#[derive(RactorClusterMessage)]
+pub enum JoinerMsg {
+    #[rpc]
+    Hello(RpcReplyPort<Remote<WorkerHello>>),
+    /// A heartbeat: the reply echoes the number.
+    #[rpc]
+    Ping(u64, RpcReplyPort<u64>),
+    /// Retires any replica, binds the ring listener, answers where it listens.
+    #[rpc]
+    Prepare(Remote<Assignment>, RpcReplyPort<Remote<WorkerReply<Prepared>>>),
+    /// Joins the collective of the plan and starts the replica; answers once it is built.
+    #[rpc]
+    Start(Remote<StartPlan>, RpcReplyPort<Remote<WorkerReply<()>>>),
+    /// Stops the replica of that generation (it is being replaced).
+    Retire(u64),
+    /// The run is over for this process.
+    Finish(Remote<Finish>),
+}
+
+/// What the worker process decided on its own: its device, data, and how it is known.
+#[derive(Debug, Clone)]
+pub struct JoinerOptions {
+    pub device: Device,
+    /// Overrides the config's `data.dir` (this host's copy of the datasets).
+    pub data_dir: Option<PathBuf>,
+    /// Where the ring listener binds (port 0: any free port).
+    pub ring_bind: SocketAddr,
+    pub hello: WorkerHello,
+    /// libtorch threads of the replica (None: libtorch's default).
+    pub threads: Option<usize>,
+}
+
+pub struct Joiner;
+
+pub struct JoinerArgs {
+    pub options: JoinerOptions,
+    /// Where [`JoinerMsg::Finish`] goes: the process exits with it.
+    pub finished: mpsc::UnboundedSender<Finish>,
+}
+
+pub struct JoinerState {
+    options: JoinerOptions,
+    finished: mpsc::UnboundedSender<Finish>,
+    prepared: Option<(Assignment, TcpListener)>,
+    replica: Option<(u64, ActorRef<WorkerMsg>)>,
+}
+
+impl JoinerState {
+    fn retire(&mut self, why: &str) {
+        if let Some((generation, replica)) = self.replica.take() {
+            tracing::info!(generation, why, "retiring the replica");
+            replica.stop(Some(why.to_string()));
+        }
+    }
+
+    fn prepare(&mut self, assignment: Assignment) -> Result<Prepared, Error> {
+        self.retire("a new generation is forming");
+        let listener = TcpListener::bind(self.options.ring_bind)
+            .map_err(|e| Error::Protocol(format!("cannot listen for the ring on {}: {e}", self.options.ring_bind)))?;
+        let ring_addr = listener.local_addr().map_err(|e| Error::Protocol(format!("ring listener: {e}")))?;
+        let nccl_id = match self.options.device {
+            Device::Cuda(_) if nccl_available() => Some(NcclUniqueId::new()?.0),
+            _ => None,
+        };
+        let generation = assignment.generation;
+        tracing::info!(generation, rank = assignment.rank, world = assignment.world, %ring_addr, "assigned");
+        self.prepared = Some((assignment, listener));
+        Ok(Prepared { generation, ring_addr, nccl_id })
+    }
+
+    async fn start(&mut self, myself: &ActorRef<JoinerMsg>, plan: StartPlan) -> Result<(), Error> {
+        let Some((assignment, listener)) = self.prepared.take() else {
+            return Err(Error::Protocol(format!("start of generation {} before any assignment", plan.generation)));
+        };
+        if assignment.generation != plan.generation
+            || assignment.rank != plan.ring.rank
+            || assignment.world != plan.ring.world
+        {
+            return Err(Error::Protocol(format!(
+                "start of generation {} as rank {} of {}, but the assignment was generation {} rank {} of {}",
+                plan.generation, plan.ring.rank, plan.ring.world, assignment.generation, assignment.rank, assignment.world
+            )));
+        }
+        let mut cfg = RunConfig::from_toml(&assignment.config_toml, &assignment.config_file)?;
+        if let Some(dir) = &self.options.data_dir {
+            cfg.data.dir = dir.clone();
+        }
+        let timeout = Duration::from_secs_f64(assignment.collective_timeout_secs.max(0.1));
+        let device = self.options.device;
+        let collective: Box<dyn Collective> = match (&plan.nccl_id, device) {
+            (Some(id), Device::Cuda(gpu)) => {
+                let id = NcclUniqueId(id.clone());
+                let (rank, world) = (plan.ring.rank, plan.ring.world);
+                Box::new(
+                    tokio::task::spawn_blocking(move || NcclCollective::start(&id, rank, world, gpu, timeout))
+                        .await
+                        .map_err(|e| Error::Protocol(format!("NCCL start: {e}")))??,
+                )
+            }
+            _ => {
+                let ring_plan = plan.ring.clone();
+                let options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
+                Box::new(
+                    tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, options))
+                        .await
+                        .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??,
+                )
+            }
+        };
+        let spec = WorkerSpec {
+            rank: assignment.rank,
+            world: assignment.world,
+            cfg,
+            config_file: assignment.config_file.clone(),
+            device,
+            threads: self.options.threads,
+            options: WorkerOptions { fail_at_step: None, bucket_bytes: assignment.bucket_bytes },
+            resume: assignment.resume.clone(),
+        };
+        let name = format!("d2nn-replica-g{}-r{}", plan.generation, assignment.rank);
+        let (replica, _) = Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, myself.get_cell())
+            .await
+            .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
+        ractor::pg::join(workers_group(plan.generation), vec![replica.get_cell()]);
+        self.replica = Some((plan.generation, replica));
+        Ok(())
+    }
+}
+
+fn answer<T>(port: Port<T>, result: Result<T, Error>) {
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, "request failed");
+    }
+    let _ = port.send(Remote::new(result.map_err(|e| e.to_string())));
+}
+
+impl Actor for Joiner {
+    type Msg = JoinerMsg;
+    type State = JoinerState;
+    type Arguments = JoinerArgs;
+
+    async fn pre_start(&self, myself: ActorRef<JoinerMsg>, args: JoinerArgs) -> Result<JoinerState, ActorProcessingErr> {
+        ractor::pg::join(JOINERS_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, replica: None })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<JoinerMsg>,
+        msg: JoinerMsg,
+        state: &mut JoinerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JoinerMsg::Hello(port) => {
+                let _ = port.send(Remote::new(state.options.hello.clone()));
+            }
+            JoinerMsg::Ping(n, port) => {
+                let _ = port.send(n);
+            }
+            JoinerMsg::Prepare(assignment, port) => match assignment.into_inner() {
+                Ok(a) => answer(port, state.prepare(a)),
+                Err(e) => answer(port, Err(Error::Protocol(format!("malformed assignment: {e}")))),
+            },
+            JoinerMsg::Start(plan, port) => match plan.into_inner() {
+                Ok(plan) => {
+                    let result = state.start(&myself, plan).await;
+                    answer(port, result)
+                }
+                Err(e) => answer(port, Err(Error::Protocol(format!("malformed start plan: {e}")))),
+            },
+            JoinerMsg::Retire(generation) => {
+                if state.replica.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    state.retire("retired by the coordinator");
+                }
+            }
+            JoinerMsg::Finish(finish) => {
+                state.retire("the run is over");
+                let finish = finish.into_inner().unwrap_or_else(|e| Finish {
+                    ok: false,
+                    message: format!("the coordinator ended the run with a malformed message: {e}"),
+                });
+                let _ = state.finished.send(finish);
+            }
+        }
+        Ok(())
+    }
+
+    /// A replica that fails is dropped; the coordinator notices at its next request and forms a
+    /// new generation. The joiner itself stays up.
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<JoinerMsg>,
+        event: SupervisionEvent,
+        state: &mut JoinerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, e) = event {
+            tracing::error!(replica = ?cell.get_name(), error = %e, "the replica failed");
+            if state.replica.as_ref().is_some_and(|(_, r)| r.get_id() == cell.get_id()) {
+                state.replica = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<JoinerMsg>, state: &mut JoinerState) -> Result<(), ActorProcessingErr> {
+        state.retire("the worker process is stopping");
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! A process on the cluster: its ractor_cluster node server, the events of its sessions with
+//! peers, and the worker process's whole life (`d2nn worker`): connect to the coordinator,
+//! authenticate, serve generations of replicas, and exit when the coordinator says so or is gone.
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use d2nn_common::protocol::cookie::ClusterCookie;
+use d2nn_common::protocol::Finish;
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::mpsc;
+
+use crate::joiner::{Joiner, JoinerArgs, JoinerOptions};
+
+/// ractor_cluster's node identifier (one per session with a peer).
+pub type NodeId = u64;
+
+/// What happened to a session with a peer node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    Opened { node: NodeId, peer: String },
+    /// The peer presented the right cookie and exchanged state: its actors are reachable.
+    Ready { node: NodeId, peer: String },
+    Disconnected { node: NodeId, peer: String, authenticated: bool },
+}
+
+/// Forwards a node server's events to a channel (the callbacks are synchronous).
+struct Forward {
+    tx: mpsc::UnboundedSender<NodeEvent>,
+    /// Sessions that authenticated: a disconnect of any other one is a failed handshake.
+    authenticated: std::sync::Mutex<HashSet<NodeId>>,
+}
+
+impl NodeEventSubscription for Forward {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let _ = self.tx.send(NodeEvent::Opened { node: ses.node_id, peer: ses.peer_addr });
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let authenticated = self.authenticated.lock().map(|mut s| s.remove(&ses.node_id)).unwrap_or(false);
+        // Stubs of the peer's actors outlive its process; stop them so process groups and
+        // supervisors see the peer leave (ractor_cluster does not).
+        forget_node(ses.node_id);
+        let _ = self.tx.send(NodeEvent::Disconnected { node: ses.node_id, peer: ses.peer_addr, authenticated });
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if let Ok(mut s) = self.authenticated.lock() {
+            s.insert(ses.node_id);
+        }
+    }
+
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let _ = self.tx.send(NodeEvent::Ready { node: ses.node_id, peer: ses.peer_addr });
+    }
+}
+
+/// Stops every remote actor stub of `node` in every process group.
+pub fn forget_node(node: NodeId) {
+    for scope in ractor::pg::which_scopes() {
+        for group in ractor::pg::which_scoped_groups(&scope) {
+            for cell in ractor::pg::get_scoped_members(&scope, &group) {
+                let id = cell.get_id();
+                if !id.is_local() && id.node() == node {
+                    cell.stop(Some("node_down".into()));
+                }
+            }
+        }
+    }
+}
+
+/// A started node server and the stream of its session events.
+pub struct ClusterNode {
+    pub server: ActorRef<NodeServerMessage>,
+    pub events: mpsc::UnboundedReceiver<NodeEvent>,
+}
+
+impl ClusterNode {
+    /// Starts a node server on `listen` (port 0: any free port) with `cookie`. Peers connect
+    /// only to the nodes they are told of (isolated mode): workers never meet each other here.
+    pub async fn start(name: String, listen: IpAddr, port: u16, cookie: &ClusterCookie) -> Result<ClusterNode, NodeError> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let server = NodeServer::new(
+            port,
+            cookie.secret().to_string(),
+            name,
+            host,
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(listen);
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| NodeError::Start { message: format!("{listen}:{port}: {e}") })?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let forward = Forward { tx, authenticated: Default::default() };
+        server
+            .cast(NodeServerMessage::SubscribeToEvents { id: "d2nn".into(), subscription: Box::new(forward) })
+            .map_err(|e| NodeError::Start { message: e.to_string() })?;
+        Ok(ClusterNode { server, events })
+    }
+
+    pub fn stop(&self) {
+        self.server.stop(None);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot start the cluster node: {message}")]
+    Start { message: String },
+    #[error("cannot reach the coordinator at {addr} within {waited:?}: {message}")]
+    Unreachable { addr: String, waited: Duration, message: String },
+    #[error(
+        "the coordinator at {addr} did not accept this worker within {waited:?}: the cluster cookie \
+         (D2NN_CLUSTER_COOKIE or --cookie-file) must be the same on every peer"
+    )]
+    NotAuthenticated { addr: String, waited: Duration },
+    #[error("lost the coordinator at {addr} ({peer} disconnected) before the run ended")]
+    CoordinatorLost { addr: String, peer: String },
+    #[error("the run failed: {message}")]
+    RunFailed { message: String },
+}
+
+/// How a worker process finds its coordinator.
+#[derive(Debug, Clone)]
+pub struct WorkerNodeOptions {
+    /// `host:port` of the coordinator's node server.
+    pub join: String,
+    pub cookie: ClusterCookie,
+    pub joiner: JoinerOptions,
+    /// How long to retry connecting: the coordinator may start after its workers.
+    pub connect_timeout: Duration,
+    /// How long the handshake may take once connected (a wrong cookie shows as no ready event).
+    pub auth_timeout: Duration,
+}
+
+/// Runs a worker process until the coordinator ends the run: Ok with its closing message, or why
+/// this worker could not take part.
+pub async fn run_worker_node(options: WorkerNodeOptions) -> Result<String, NodeError> {
+    let name = format!("d2nn-worker-{}", std::process::id());
+    let mut node = ClusterNode::start(name, IpAddr::from([127, 0, 0, 1]), 0, &options.cookie).await?;
+    let (finished_tx, mut finished) = mpsc::unbounded_channel();
+    let (joiner, _) = Actor::spawn(None, Joiner, JoinerArgs { options: options.joiner.clone(), finished: finished_tx })
+        .await
+        .map_err(|e| NodeError::Start { message: format!("joiner: {e}") })?;
+    let result = serve(&mut node, &options, &mut finished).await;
+    joiner.stop(None);
+    node.stop();
+    result
+}
+
+async fn serve(
+    node: &mut ClusterNode,
+    options: &WorkerNodeOptions,
+    finished: &mut mpsc::UnboundedReceiver<Finish>,
+) -> Result<String, NodeError> {
+    let addr = options.join.clone();
+    let started = Instant::now();
+    loop {
+        match ractor_cluster::client_connect(&node.server, addr.as_str()).await {
+            Ok(()) => break,
+            Err(e) if started.elapsed() < options.connect_timeout => {
+                tracing::debug!(%addr, error = %e, "coordinator not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(NodeError::Unreachable { addr, waited: options.connect_timeout, message: e.to_string() })
+            }
+        }
+    }
+    let coordinator = wait_ready(node, &addr, options.auth_timeout).await?;
+    tracing::info!(%addr, "joined the coordinator; waiting for an assignment");
+    loop {
+        tokio::select! {
+            finish = finished.recv() => {
+                return match finish {
+                    Some(Finish { ok: true, message }) => Ok(message),
+                    Some(Finish { ok: false, message }) => Err(NodeError::RunFailed { message }),
+                    None => Err(NodeError::RunFailed { message: "the joiner stopped".into() }),
+                };
+            }
+            event = node.events.recv() => match event {
+                Some(NodeEvent::Disconnected { node: id, peer, .. }) if id == coordinator => {
+                    // A Finish sent just before the coordinator exits may still be queued.
+                    if let Ok(Finish { ok, message }) = finished.try_recv() {
+                        return if ok { Ok(message) } else { Err(NodeError::RunFailed { message }) };
+                    }
+                    return Err(NodeError::CoordinatorLost { addr, peer });
+                }
+                Some(_) => {}
+                None => return Err(NodeError::CoordinatorLost { addr, peer: "node server".into() }),
+            }
+        }
+    }
+}
+
+/// The node id of the session that became ready; a session that closes first was refused.
+async fn wait_ready(node: &mut ClusterNode, addr: &str, timeout: Duration) -> Result<NodeId, NodeError> {
+    let refused = || NodeError::NotAuthenticated { addr: addr.to_string(), waited: timeout };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, node.events.recv()).await {
+            Ok(Some(NodeEvent::Ready { node, .. })) => return Ok(node),
+            Ok(Some(NodeEvent::Disconnected { .. })) | Ok(None) | Err(_) => return Err(refused()),
+            Ok(Some(NodeEvent::Opened { .. })) => {}
+        }
+    }
+}
