@@ -18,7 +18,7 @@ ARG FLAVOR
 # no sudo). apt lists stay: `d2nn data fetch` runs `apt-get download dataset-fashion-mnist`.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip \
-      pkg-config libfontconfig1-dev libfreetype-dev fonts-dejavu-core >/dev/null
+      pkg-config fontconfig libfontconfig1-dev libfreetype-dev fonts-dejavu-core >/dev/null
 # The binary's RUNPATH is the absolute path of the venv's torch/lib under this directory, so the runtime
 # stage puts the libraries at the same path (see the staging step).
 WORKDIR /src
@@ -58,10 +58,12 @@ RUN set -eu; \
 
 # ---------------------------------------------------------------------------------------------- runtime
 FROM ${RUNTIME_IMAGE}
+ARG FLAVOR
 # The binary's system libraries (plotters needs fontconfig, freetype and a font); tar for `kubectl cp`.
+# CUDA: NCCL opens libibverbs (and the Mellanox provider) for InfiniBand/RoCE; without them it uses sockets.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends libfontconfig1 libfreetype6 fonts-dejavu-core \
-      libstdc++6 libgcc-s1 tar >/dev/null \
+      libstdc++6 libgcc-s1 tar $([ "$FLAVOR" = cuda ] && echo libibverbs1 ibverbs-providers) >/dev/null \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin d2nn
 COPY --from=build /stage/ /

@@ -220,5 +220,11 @@ if "$HELM" lint --strict "$CHART" --set worker.replicas=-1 > "$log" 2>&1; then s
 grep -qF "at '/worker/replicas'" "$log" || { status=1; echo "message does not name /worker/replicas" >> "$log"; }
 case_result "reject: lint --strict with negative worker.replicas" "$status" "$log"
 
+# The docs' values table lists exactly the chart's values.
+log=$work/docs.log
+status=0
+"$PY" tests/helm/check_docs.py "$CHART/values.yaml" docs/deploy.md > "$log" 2>&1 || status=$?
+case_result "docs/deploy.md has a row for every value" "$status" "$log"
+
 echo "helm check: $passed passed, $failed failed ($((SECONDS - start)) s)"
 [ "$failed" = 0 ]
