@@ -91,12 +91,13 @@ lint() {
 
 # render ID NAME NAMESPACE EXPECT_JSON [helm args...]: template (into $work/ID.yaml), then validate and
 # check the objects.
+# K8S=x.y.z in front of a call renders for and validates against that version instead.
 render() {
-  local id=$1 name=$2 ns=$3 expect=$4 log=$work/render.log status=0
+  local id=$1 name=$2 ns=$3 expect=$4 k8s=${K8S:-$K8S_VERSION} log=$work/render.log status=0
   shift 4
   {
-    "$HELM" template rel "$CHART" --namespace "$ns" "$@" > "$work/$id.yaml" &&
-      "$PY" tests/helm/check_manifests.py "$work/$id.yaml" --k8s "$K8S_VERSION" --namespace "$ns" --expect "$expect"
+    "$HELM" template rel "$CHART" --namespace "$ns" --kube-version "$k8s" "$@" > "$work/$id.yaml" &&
+      "$PY" tests/helm/check_manifests.py "$work/$id.yaml" --k8s "$k8s" --namespace "$ns" --expect "$expect"
   } > "$log" 2>&1 || status=$?
   case_result "render + validate: $name" "$status" "$log"
 }
@@ -178,6 +179,12 @@ render inline "inline config + gang minAvailable" default '{
   "config_text_from": "configs/chain.toml", "min_member": 3, "scheduler": "volcano",
   "coord_args": {"config": "/etc/d2nn/config/config.toml"}
 }' --set-file run.config=configs/chain.toml --set gang.enabled=true,gang.minAvailable=3,worker.replicas=4
+
+# The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
+K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{
+  "restart_policy": "Never", "kinds": ["Job", "Job", "PersistentVolumeClaim", "Secret", "Service"]
+}' --set restartPolicy=Never
+reject "Kubernetes 1.30 (below the chart's kubeVersion)" "chart requires kubeVersion: >=1.31.0-0" -- --kube-version 1.30.0
 
 canary "an unknown field in a Job is rejected" defaults \
   's/^      automountServiceAccountToken: false/&\n      bogusField: true/' default "'bogusField' was unexpected"
