@@ -17,7 +17,9 @@ use tch::Device;
 use tokio::sync::mpsc;
 
 use crate::actor::{Port, WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
-use crate::collective::{nccl_available, Collective, NcclCollective, NcclUniqueId, TcpRing, TcpRingOptions};
+use crate::collective::{
+    nccl_available, Collective, NcclCollective, NcclUniqueId, RingBreaker, TcpRing, TcpRingOptions,
+};
 use crate::engine::{WorkerOptions, WorkerSpec};
 use crate::Error;
 
@@ -44,6 +46,9 @@ pub enum JoinerMsg {
     Start(Remote<StartPlan>, RpcReplyPort<Remote<WorkerReply<()>>>),
     /// Stops the replica of that generation (it is being replaced).
     Retire(u64),
+    /// A peer of that generation was lost: break its ring so a replica blocked in a reduction
+    /// returns now, not after the ring's timeouts.
+    Abandon(u64),
     /// The run is over for this process.
     Finish(Remote<Finish>),
 }
@@ -74,10 +79,12 @@ pub struct JoinerState {
     finished: mpsc::UnboundedSender<Finish>,
     prepared: Option<(Assignment, TcpListener)>,
     replica: Option<(u64, ActorRef<WorkerMsg>)>,
+    breaker: Option<(u64, RingBreaker)>,
 }
 
 impl JoinerState {
     fn retire(&mut self, why: &str) {
+        self.breaker = None;
         if let Some((generation, replica)) = self.replica.take() {
             tracing::info!(generation, why, "retiring the replica");
             replica.stop(Some(why.to_string()));
@@ -131,11 +138,11 @@ impl JoinerState {
             _ => {
                 let ring_plan = plan.ring.clone();
                 let options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
-                Box::new(
-                    tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, options))
-                        .await
-                        .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??,
-                )
+                let ring = tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, options))
+                    .await
+                    .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
+                self.breaker = Some((plan.generation, ring.breaker()?));
+                Box::new(ring)
             }
         };
         let spec = WorkerSpec {
@@ -172,7 +179,7 @@ impl Actor for Joiner {
 
     async fn pre_start(&self, myself: ActorRef<JoinerMsg>, args: JoinerArgs) -> Result<JoinerState, ActorProcessingErr> {
         ractor::pg::join(JOINERS_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, replica: None })
+        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, replica: None, breaker: None })
     }
 
     async fn handle(
@@ -202,6 +209,12 @@ impl Actor for Joiner {
             JoinerMsg::Retire(generation) => {
                 if state.replica.as_ref().is_some_and(|(g, _)| *g == generation) {
                     state.retire("retired by the coordinator");
+                }
+            }
+            JoinerMsg::Abandon(generation) => {
+                if let Some((_, breaker)) = state.breaker.as_ref().filter(|(g, _)| *g == generation) {
+                    tracing::warn!(generation, "a peer was lost: breaking the ring");
+                    breaker.break_ring();
                 }
             }
             JoinerMsg::Finish(finish) => {

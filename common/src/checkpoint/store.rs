@@ -115,6 +115,11 @@ impl CheckpointStore {
     }
 
     /// The directory `LATEST` names.
+    /// Whether a checkpoint ever completed here (LATEST exists; it may still fail to load).
+    pub fn has_latest(&self) -> bool {
+        self.root.join(LATEST).is_file()
+    }
+
     pub fn latest(&self) -> Result<PathBuf> {
         let path = self.root.join(LATEST);
         let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;

@@ -39,8 +39,26 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print a config's graph: nodes, shapes, parameters and FLOPs per node.
     Inspect(ConfigArgs),
-    /// Train a D2NN and evaluate it on the test split.
+    /// Train a D2NN and evaluate it on the test split, with in-process workers.
     Train(TrainArgs),
+    /// Coordinate a multi-process run: listen for `d2nn worker` processes, drive their steps,
+    /// checkpoint, and continue with the survivors when one is lost.
+    ///
+    /// Every peer needs the same cookie (D2NN_CLUSTER_COOKIE or --cookie-file, 16+ characters).
+    /// The run directory must be shared storage visible at the same path to every worker.
+    /// Example, three workers on one host:
+    ///   export D2NN_CLUSTER_COOKIE=$(head -c 24 /dev/urandom | base64)
+    ///   d2nn coordinator --config configs/high_low.toml --listen 127.0.0.1:29500 --workers 3 --run-dir runs/mn &
+    ///   for i in 0 1 2; do d2nn worker --join 127.0.0.1:29500 & done
+    /// Under torchrun-style launchers, MASTER_PORT and WORLD_SIZE are read when the flags are absent.
+    #[command(verbatim_doc_comment)]
+    Coordinator(CoordinatorArgs),
+    /// Join a coordinator as one worker process (one replica; CPU or one GPU).
+    ///
+    /// Reads MASTER_ADDR, MASTER_PORT and RANK when --join and --rank are absent, so every pod of a
+    /// job can start the same way. Exits 0 when the run finishes, non-zero when it fails, the
+    /// coordinator is lost, or the cookie is refused.
+    Worker(WorkerArgs),
     /// Recompute a trained run's test metrics from its saved model, or evaluate a checkpoint.
     Eval(EvalArgs),
     /// List and verify a run's checkpoints.
@@ -98,10 +116,11 @@ pub struct ConfigArgs {
     pub overrides: Vec<String>,
 }
 
+/// What a training run is: shared by `train` and `coordinator`.
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub struct RunArgs {
     /// Run config (TOML), e.g. configs/high_low.toml [default with --resume: the checkpoint's config].
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "auto_resume"])]
     pub config: Option<PathBuf>,
     /// Override a key, e.g. --set train.lambda=0.8 (repeatable; wins over the file and D2NN_* variables).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -114,6 +133,31 @@ pub struct TrainArgs {
     /// schedules still follow the configured epochs.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// No progress bar (logs only).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Continue from a checkpoint: a run directory (its checkpoints/LATEST), a checkpoints/
+    /// directory, or one checkpoint; any number of workers. Refused when the config differs in a
+    /// key that changes what training computes.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Continue from the run directory's LATEST checkpoint when there is one, else start fresh
+    /// (what a restarted job wants).
+    #[arg(long, conflicts_with = "resume", requires = "run_dir")]
+    pub auto_resume: bool,
+    /// With --resume: accept a changed train.epochs, train.lr, train.schedule or data.test_limit.
+    #[arg(long)]
+    pub allow_config_change: bool,
+    /// Checkpoint every N global steps (sets checkpoint.every_steps). A run also checkpoints at its
+    /// end and on SIGTERM/SIGINT (after the step in flight).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// In-process workers (data-parallel replicas) [default: one per core]. Global batch = train.batch_size.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -123,21 +167,68 @@ pub struct TrainArgs {
     /// Gradient all-reduce: auto (NCCL on GPUs when libnccl loads, else shared memory), shared, nccl.
     #[arg(long, default_value = "auto")]
     pub collective: d2nn_worker::collective::Backend,
-    /// No progress bar (logs only).
-    #[arg(long)]
-    pub quiet: bool,
-    /// Continue from a checkpoint: a run directory (its checkpoints/LATEST), a checkpoints/
-    /// directory, or one checkpoint; any number of workers. Refused when the config differs in a
-    /// key that changes what training computes.
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-    /// With --resume: accept a changed train.epochs, train.lr, train.schedule or data.test_limit.
-    #[arg(long, requires = "resume")]
-    pub allow_config_change: bool,
-    /// Checkpoint every N global steps (sets checkpoint.every_steps). A run also checkpoints at its
-    /// end and on SIGTERM/SIGINT (after the step in flight, then exits 0).
+}
+
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Address the coordinator's cluster node listens on [default: 0.0.0.0:$MASTER_PORT, or
+    /// 0.0.0.0:29500].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Worker processes to train with; training starts when all of them joined [default: $WORLD_SIZE].
+    #[arg(long, env = "WORLD_SIZE")]
+    pub workers: usize,
+    /// File holding the cluster cookie [default: the D2NN_CLUSTER_COOKIE variable]. Required: the
+    /// coordinator refuses to listen without one.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// Seconds between heartbeats to every worker.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub heartbeat_interval: f64,
+    /// A worker silent for this many seconds is declared lost and training continues without it.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub heartbeat_timeout: f64,
+    /// How long to wait for all --workers to join at the start.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    pub join_timeout: f64,
+    /// After losing workers, continue while at least this many remain.
+    #[arg(long, default_value_t = 1)]
+    pub min_workers: usize,
+    /// Compare every replica's parameter digest after every N-th step and fail the run if they
+    /// differ (one pass over the parameters per replica).
     #[arg(long, value_name = "N")]
-    pub checkpoint_every: Option<u64>,
+    pub verify_replicas_every: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's HOST:PORT [default: $MASTER_ADDR:$MASTER_PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+    /// The rank this worker asks for; the coordinator assigns ranks in this order [default: $RANK].
+    #[arg(long, env = "RANK")]
+    pub rank: Option<usize>,
+    /// Device of this worker's replica: cpu or cuda:N. Workers that are all on GPUs reduce through
+    /// NCCL, others through a TCP ring between the workers.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// File holding the cluster cookie [default: the D2NN_CLUSTER_COOKIE variable].
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// This host's copy of the datasets [default: the run config's data.dir].
+    #[arg(long, env = "D2NN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the gradient ring listens; the other workers must reach this port. Port 0: any free port.
+    #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR")]
+    pub ring_listen: std::net::SocketAddr,
+    /// libtorch threads of the replica [default: libtorch's choice].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How long to keep trying to reach the coordinator (it may start after its workers).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub connect_timeout: f64,
 }
 
 #[derive(Debug, Args)]

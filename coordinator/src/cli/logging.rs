@@ -4,7 +4,10 @@ use super::commands::LogFormat;
 
 /// Human-readable logs on stderr by default, JSON lines with `--log-format json`; RUST_LOG filters.
 pub fn init(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // ractor_cluster logs every session's life at info and warn; the cluster's own events (a worker
+    // joined, lost, refused) are logged by d2nn with ranks and reasons.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,ractor=error,ractor_cluster=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let result = match format {
         LogFormat::Human => builder.try_init(),

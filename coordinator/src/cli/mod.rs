@@ -1,6 +1,7 @@
 //! The command line: argument definitions here, one module per command family.
 mod bench_allreduce;
 mod checkpoints;
+mod cluster;
 mod commands;
 mod data;
 mod doctor;
@@ -25,6 +26,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Config(cmd) => inspect::config(cmd),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Train(args) => train::train(args),
+        Command::Coordinator(args) => cluster::coordinator(args),
+        Command::Worker(args) => cluster::worker(args),
         Command::Eval(args) => train::eval(args),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
         Command::Sweep(args) => sweep::sweep(args),

@@ -1,14 +1,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use d2nn_common::checkpoint::{self, CheckpointMeta};
+use d2nn_common::checkpoint::{self, CheckpointMeta, CheckpointStore};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
 use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, RunDir, Summary};
 use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun, RuntimeError};
 use tch::Device;
 
-use super::commands::{ConfigArgs, EvalArgs, TrainArgs};
+use super::commands::{ConfigArgs, EvalArgs, RunArgs, TrainArgs};
 use super::signals;
 
 pub fn load_config(args: &ConfigArgs) -> anyhow::Result<RunConfig> {
@@ -58,7 +58,7 @@ pub fn print_summary(summary: &Summary, run_dir: &std::path::Path) {
 
 /// The config of a `train` command: its file, or with `--resume` and no `--config` the checkpoint's
 /// own, with D2NN_* variables and `--set` (and `--checkpoint-every`) on top either way.
-fn train_config(args: &TrainArgs, resume: Option<&Path>) -> anyhow::Result<(RunConfig, String)> {
+fn train_config(args: &RunArgs, resume: Option<&Path>) -> anyhow::Result<(RunConfig, String)> {
     let mut overrides = args.overrides.clone();
     if let Some(n) = args.checkpoint_every {
         overrides.push(format!("checkpoint.every_steps={n}"));
@@ -78,15 +78,27 @@ fn train_config(args: &TrainArgs, resume: Option<&Path>) -> anyhow::Result<(RunC
     }
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let stop = signals::install(&rt)?;
-    let device = parse_device(&args.device)?;
-    let resume = match &args.resume {
-        Some(path) => Some(checkpoint::resolve(path).context("--resume")?),
-        None => None,
+/// A run as the command line describes it: config, run directory, resume point, limits. The
+/// workers are the caller's to fill in.
+pub fn prepare_run(args: &RunArgs, workers: usize) -> anyhow::Result<EmbeddedRun> {
+    let resume = match (&args.resume, &args.run_dir) {
+        (Some(path), _) => Some(checkpoint::resolve(path).context("--resume")?),
+        // Only a run that never checkpointed starts fresh: a damaged LATEST is an error, never
+        // a reason to train over the run.
+        (None, Some(dir)) if args.auto_resume => {
+            if CheckpointStore::of_run(dir).has_latest() {
+                Some(checkpoint::resolve(dir).context("--auto-resume")?)
+            } else {
+                tracing::info!(run_dir = %dir.display(), "--auto-resume: no checkpoint yet; starting fresh");
+                None
+            }
+        }
+        (None, _) => None,
     };
-    let (cfg, config_file) = train_config(&args, resume.as_deref())?;
+    if args.auto_resume && resume.is_none() && args.config.is_none() {
+        bail!("--auto-resume found no checkpoint in the run directory, and no --config was given to start fresh");
+    }
+    let (cfg, config_file) = train_config(args, resume.as_deref())?;
     let run_dir = match (&args.run_dir, resume.as_deref().and_then(checkpoint::run_dir_of)) {
         (Some(dir), _) => dir.clone(),
         (None, Some(dir)) => dir,
@@ -99,25 +111,40 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(config = %config_file, run_dir = %run_dir.display(), "training");
-    let workers = args.workers.unwrap_or_else(default_workers);
-    let mut run = EmbeddedRun::new(cfg, config_file.clone(), run_dir.clone(), workers);
+    let mut run = EmbeddedRun::new(cfg, config_file, run_dir, workers);
     run.max_steps = args.max_steps;
-    run.device = device;
-    run.options.collective = args.collective;
     run.progress = !args.quiet;
-    tracing::info!(collective = ?args.collective.resolve(device), ?device, workers, "gradient all-reduce");
     run.resume = resume;
     run.allow_config_change = args.allow_config_change;
-    run.stop = Some(stop);
-    match rt.block_on(train_embedded(run)) {
-        Ok(summary) => print_summary(&summary, &run_dir),
+    Ok(run)
+}
+
+/// Prints a finished or stopped run; any other failure is an error naming the config.
+pub fn report(result: Result<Summary, RuntimeError>, run: (&str, &Path, usize), resume_hint: &str) -> anyhow::Result<()> {
+    let (config_file, run_dir, workers) = run;
+    match result {
+        Ok(summary) => print_summary(&summary, run_dir),
         Err(RuntimeError::Stopped { step, checkpoint }) => {
             println!("stopped after step {step}; checkpoint {}", checkpoint.display());
-            println!("continue with: d2nn train --resume {}", run_dir.display());
+            println!("continue with: {resume_hint} --resume {}", run_dir.display());
         }
         Err(e) => return Err(e).with_context(|| format!("training {config_file} with {workers} workers")),
     }
     Ok(())
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let stop = signals::install(&rt)?;
+    let device = parse_device(&args.device)?;
+    let workers = args.workers.unwrap_or_else(default_workers);
+    let mut run = prepare_run(&args.run, workers)?;
+    run.device = device;
+    run.options.collective = args.collective;
+    tracing::info!(collective = ?args.collective.resolve(device), ?device, workers, "gradient all-reduce");
+    run.stop = Some(stop);
+    let (config_file, run_dir) = (run.config_file.clone(), run.run_dir.clone());
+    report(rt.block_on(train_embedded(run)), (&config_file, &run_dir, workers), "d2nn train")
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {

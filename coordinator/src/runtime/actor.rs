@@ -347,6 +347,7 @@ impl CoordState {
             self.step = step + 1;
         }
         self.workers = survivors.iter().map(|&r| self.workers[r].clone()).collect();
+        cluster.abandon();
         if let Some(c) = self.cluster.as_mut() {
             c.members = survivors.iter().map(|&r| c.members[r].clone()).collect();
         }

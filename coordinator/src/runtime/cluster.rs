@@ -195,6 +195,7 @@ pub(super) struct Cluster {
     pub liveness: Liveness,
     pub generation: u64,
     pub members: Vec<Member>,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 /// Awaits an RPC's encoded reply: a worker's error, a lost worker, or a reply that did not decode
@@ -226,9 +227,17 @@ impl Cluster {
         let events = std::mem::replace(&mut node.events, tokio::sync::mpsc::unbounded_channel().1);
         let view = Arc::new(Mutex::new(View::default()));
         let (bump, changed) = watch::channel(0);
-        tokio::spawn(monitor(events, view.clone(), bump, options.clone()));
+        let monitor = tokio::spawn(monitor(events, view.clone(), bump, options.clone()));
         tracing::info!(listen = %options.listen, workers = target, "coordinator listening; waiting for workers");
-        Ok(Cluster { options, target, node, liveness: Liveness { view, changed }, generation: 0, members: Vec::new() })
+        Ok(Cluster {
+            options,
+            target,
+            node,
+            liveness: Liveness { view, changed },
+            generation: 0,
+            members: Vec::new(),
+            monitor,
+        })
     }
 
     /// Joiners of live, connected nodes.
@@ -395,6 +404,14 @@ impl Cluster {
         }
     }
 
+    /// Breaks the ring of the current generation on every member still there, so none waits for
+    /// the lost one until its timeouts.
+    pub fn abandon(&self) {
+        for m in &self.members {
+            let _ = m.joiner.cast(JoinerMsg::Abandon(self.generation));
+        }
+    }
+
     /// Stops the current generation's replicas (their processes stay, for the next one).
     pub fn retire(&self) {
         for m in &self.members {
@@ -404,6 +421,8 @@ impl Cluster {
 
     /// Tells every connected worker process that the run is over, then stops the node server.
     pub async fn finish(&self, ok: bool, message: &str) {
+        // From here on a disconnect is the end of the run, not a loss.
+        self.monitor.abort();
         for (_, joiner) in self.live_joiners() {
             let _ = joiner.cast(JoinerMsg::Finish(Remote::new(Finish { ok, message: message.to_string() })));
         }

@@ -19,7 +19,7 @@ mod tcp_wire;
 
 pub use nccl::{nccl_available, nccl_version, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};
 pub use shared::{SharedCollective, SharedGroup};
-pub use tcp::{TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
+pub use tcp::{RingBreaker, TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
 
 /// Another rank as a network collective sees it: errors name both, so an operator can tell which
 /// process or host to look at.

@@ -363,6 +363,44 @@ fn describe(frame: Frame) -> String {
     }
 }
 
+/// Breaks a ring from outside the thread that uses it: the coordinator has declared a peer lost,
+/// so a rank blocked in a call (waiting up to its timeouts for that peer) returns at once with an
+/// error, and its replica can serve the checkpoint the next generation starts from.
+#[derive(Debug)]
+pub struct RingBreaker {
+    streams: Vec<std::net::TcpStream>,
+}
+
+impl RingBreaker {
+    pub fn break_ring(&self) {
+        for s in &self.streams {
+            // Already closed by the peer is fine: the point is that no call waits any longer.
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl TcpRing {
+    /// A handle that breaks this ring (a world of one has nothing to break).
+    pub fn breaker(&self) -> Result<RingBreaker, CollectiveError> {
+        let mut streams = Vec::new();
+        if let Some(links) = &self.links {
+            for link in [&links.left, &links.right] {
+                streams.push(
+                    link.stream_handle()
+                        .map_err(|e| CollectiveError::Io {
+                            peer: link.peer.clone(),
+                            during: "cloning the connection to",
+                            kind: e.kind(),
+                            message: e.to_string(),
+                        })?,
+                );
+            }
+        }
+        Ok(RingBreaker { streams })
+    }
+}
+
 impl Collective for TcpRing {
     fn world(&self) -> usize {
         self.world

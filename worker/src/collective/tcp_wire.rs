@@ -152,6 +152,11 @@ impl Link {
         Ok(link)
     }
 
+    /// Another handle on the connection, for [`super::tcp::RingBreaker`].
+    pub fn stream_handle(&self) -> std::io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), CollectiveError> {
         // A zero timeout means "block forever" to the OS; keep the guarantee of an answer.
         let timeout = timeout.max(Duration::from_millis(1));
