@@ -116,7 +116,12 @@ impl JoinerState {
         {
             return Err(Error::Protocol(format!(
                 "start of generation {} as rank {} of {}, but the assignment was generation {} rank {} of {}",
-                plan.generation, plan.ring.rank, plan.ring.world, assignment.generation, assignment.rank, assignment.world
+                plan.generation,
+                plan.ring.rank,
+                plan.ring.world,
+                assignment.generation,
+                assignment.rank,
+                assignment.world
             )));
         }
         let mut cfg = RunConfig::from_toml(&assignment.config_toml, &assignment.config_file)?;
@@ -156,9 +161,10 @@ impl JoinerState {
             resume: assignment.resume.clone(),
         };
         let name = format!("d2nn-replica-g{}-r{}", plan.generation, assignment.rank);
-        let (replica, _) = Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, myself.get_cell())
-            .await
-            .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
+        let (replica, _) =
+            Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, myself.get_cell())
+                .await
+                .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
         ractor::pg::join(workers_group(plan.generation), vec![replica.get_cell()]);
         self.replica = Some((plan.generation, replica));
         Ok(())
@@ -177,7 +183,11 @@ impl Actor for Joiner {
     type State = JoinerState;
     type Arguments = JoinerArgs;
 
-    async fn pre_start(&self, myself: ActorRef<JoinerMsg>, args: JoinerArgs) -> Result<JoinerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<JoinerMsg>,
+        args: JoinerArgs,
+    ) -> Result<JoinerState, ActorProcessingErr> {
         ractor::pg::join(JOINERS_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, replica: None, breaker: None })
     }

@@ -14,16 +14,31 @@ use tokio::sync::mpsc;
 
 use crate::joiner::{Joiner, JoinerArgs, JoinerOptions};
 
+/// Largest cluster frame a node accepts: control messages are at most
+/// `protocol::wire::MAX_MESSAGE_BYTES` (1 MiB) plus framing; a peer announcing more is dropped
+/// before anything is allocated.
+pub const MAX_FRAME_BYTES: u64 = 4 << 20;
+
 /// ractor_cluster's node identifier (one per session with a peer).
 pub type NodeId = u64;
 
 /// What happened to a session with a peer node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    Opened { node: NodeId, peer: String },
+    Opened {
+        node: NodeId,
+        peer: String,
+    },
     /// The peer presented the right cookie and exchanged state: its actors are reachable.
-    Ready { node: NodeId, peer: String },
-    Disconnected { node: NodeId, peer: String, authenticated: bool },
+    Ready {
+        node: NodeId,
+        peer: String,
+    },
+    Disconnected {
+        node: NodeId,
+        peer: String,
+        authenticated: bool,
+    },
 }
 
 /// Forwards a node server's events to a channel (the callbacks are synchronous).
@@ -80,7 +95,12 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts a node server on `listen` (port 0: any free port) with `cookie`. Peers connect
     /// only to the nodes they are told of (isolated mode): workers never meet each other here.
-    pub async fn start(name: String, listen: IpAddr, port: u16, cookie: &ClusterCookie) -> Result<ClusterNode, NodeError> {
+    pub async fn start(
+        name: String,
+        listen: IpAddr,
+        port: u16,
+        cookie: &ClusterCookie,
+    ) -> Result<ClusterNode, NodeError> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         let server = NodeServer::new(
             port,
@@ -90,7 +110,8 @@ impl ClusterNode {
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(listen);
+        .with_listen_addr(listen)
+        .with_max_inbound_frame_size(MAX_FRAME_BYTES);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| NodeError::Start { message: format!("{listen}:{port}: {e}") })?;

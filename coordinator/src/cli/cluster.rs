@@ -100,7 +100,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         auth_timeout: Duration::from_secs(10),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let message = rt.block_on(run_worker_node(options)).with_context(|| format!("worker of the coordinator at {join}"))?;
+    let message =
+        rt.block_on(run_worker_node(options)).with_context(|| format!("worker of the coordinator at {join}"))?;
     println!("{message}");
     Ok(())
 }

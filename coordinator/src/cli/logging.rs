@@ -6,9 +6,15 @@ use super::commands::LogFormat;
 pub fn init(format: LogFormat) -> anyhow::Result<()> {
     // ractor_cluster logs every session's life at info and warn; the cluster's own events (a worker
     // joined, lost, refused) are logged by d2nn with ranks and reasons.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,ractor=error,ractor_cluster=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ractor=error,ractor_cluster=error"));
+    // Colours only for a terminal: escape codes in a log file or a pod's log are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
     let result = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

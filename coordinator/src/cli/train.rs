@@ -120,7 +120,11 @@ pub fn prepare_run(args: &RunArgs, workers: usize) -> anyhow::Result<EmbeddedRun
 }
 
 /// Prints a finished or stopped run; any other failure is an error naming the config.
-pub fn report(result: Result<Summary, RuntimeError>, run: (&str, &Path, usize), resume_hint: &str) -> anyhow::Result<()> {
+pub fn report(
+    result: Result<Summary, RuntimeError>,
+    run: (&str, &Path, usize),
+    resume_hint: &str,
+) -> anyhow::Result<()> {
     let (config_file, run_dir, workers) = run;
     match result {
         Ok(summary) => print_summary(&summary, run_dir),

@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use d2nn_common::checkpoint::{CheckpointMeta, CheckpointStore, Position, WriteSteps};
+use d2nn_common::protocol::Remote;
 use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, StepReport};
 use d2nn_common::rl::{BaselineStore, EmaBaseline};
 use d2nn_common::train::{metrics_line, open_resume, resumed_baseline, steps_per_epoch, RunDir, StepStats, Summary};
 use d2nn_worker::collective::in_process_group;
-use d2nn_common::protocol::Remote;
 use d2nn_worker::{
     EvalRequest, Port, SaveRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerSpec,
 };
@@ -339,9 +339,9 @@ impl CoordState {
                 self.run_dir.path.display()
             )));
         }
-        self.bar.suspend(|| {
-            tracing::warn!(step = self.step, survivors = survivors.len(), cause = %cause, "re-forming the cluster")
-        });
+        self.bar.suspend(
+            || tracing::warn!(step = self.step, survivors = survivors.len(), cause = %cause, "re-forming the cluster"),
+        );
         if let Some(step) = self.committing.take() {
             // The commit was sent to every replica before the loss: the survivors applied it.
             self.step = step + 1;
@@ -416,7 +416,8 @@ impl CoordState {
         let staging = self.store.begin(self.step, &mut writes)?;
         let cfg = &self.run.cfg;
         let req = SaveRequest { dir: staging.clone(), step: self.step, val_metric: cfg.checkpoint.keep_best };
-        let saved = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p)).await?.remove(0);
+        let saved =
+            gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p)).await?.remove(0);
         let position = Position::at(self.step, self.steps_per_epoch, self.train_examples);
         let meta = CheckpointMeta::new(cfg, position, &self.baseline, self.workers.len(), saved);
         let dir = self.store.commit(&staging, &meta, &cfg.checkpoint, &mut writes)?;
@@ -442,7 +443,8 @@ impl CoordState {
             baselines: baselines_used.clone(),
         };
         let started = Instant::now();
-        let reports: Vec<StepReport> = gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Step(order.clone().into(), p)).await?;
+        let reports: Vec<StepReport> =
+            gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Step(order.clone().into(), p)).await?;
         let mut failures = Vec::new();
         for (rank, r) in reports.iter().enumerate() {
             if r.rank != rank || r.step != step {
@@ -576,7 +578,10 @@ impl CoordState {
             examples_per_sec: (self.step - self.first_step) as f64 * t.batch_size as f64 / self.train_seconds.max(1e-9),
             workers: self.workers.len(),
         };
-        let mut summary = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p)).await?.remove(0);
+        let mut summary =
+            gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p))
+                .await?
+                .remove(0);
         summary.epochs = self.step.div_ceil(self.steps_per_epoch);
         self.run_dir.write_summary(&summary)?;
         Ok(summary)

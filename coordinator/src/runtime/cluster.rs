@@ -95,7 +95,12 @@ fn mark_lost(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, node: NodeId, w
 }
 
 /// Session events and heartbeats, until the node server stops.
-async fn monitor(mut node_events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>, view: Arc<Mutex<View>>, bump: watch::Sender<u64>, options: ClusterOptions) {
+async fn monitor(
+    mut node_events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+    view: Arc<Mutex<View>>,
+    bump: watch::Sender<u64>,
+    options: ClusterOptions,
+) {
     let mut tick = tokio::time::interval(options.heartbeat_interval);
     let mut beat = 0u64;
     loop {
@@ -220,9 +225,10 @@ async fn ask<T: Send + 'static>(
 impl Cluster {
     /// Starts the node server and the monitor. Workers connect whenever they are ready.
     pub async fn start(options: ClusterOptions, target: usize) -> Result<Cluster, RuntimeError> {
-        let node = ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
-            .await
-            .map_err(|e| RuntimeError::Cluster(e.to_string()))?;
+        let node =
+            ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
+                .await
+                .map_err(|e| RuntimeError::Cluster(e.to_string()))?;
         let mut node = node;
         let events = std::mem::replace(&mut node.events, tokio::sync::mpsc::unbounded_channel().1);
         let view = Arc::new(Mutex::new(View::default()));
@@ -272,7 +278,9 @@ impl Cluster {
         let mut changed = self.liveness.changed.clone();
         loop {
             let live = self.live_joiners();
-            if live.len() >= self.target || (!first && live.len() >= need && started.elapsed() >= self.options.heartbeat_interval * 2) {
+            if live.len() >= self.target
+                || (!first && live.len() >= need && started.elapsed() >= self.options.heartbeat_interval * 2)
+            {
                 return Ok(live);
             }
             if started.elapsed() >= patience {

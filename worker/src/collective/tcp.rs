@@ -386,15 +386,12 @@ impl TcpRing {
         let mut streams = Vec::new();
         if let Some(links) = &self.links {
             for link in [&links.left, &links.right] {
-                streams.push(
-                    link.stream_handle()
-                        .map_err(|e| CollectiveError::Io {
-                            peer: link.peer.clone(),
-                            during: "cloning the connection to",
-                            kind: e.kind(),
-                            message: e.to_string(),
-                        })?,
-                );
+                streams.push(link.stream_handle().map_err(|e| CollectiveError::Io {
+                    peer: link.peer.clone(),
+                    during: "cloning the connection to",
+                    kind: e.kind(),
+                    message: e.to_string(),
+                })?);
             }
         }
         Ok(RingBreaker { streams })

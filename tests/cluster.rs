@@ -1,0 +1,264 @@
+//! Multi-process training as an operator runs it: `d2nn coordinator` and `d2nn worker` processes
+//! on 127.0.0.1. Replicas must agree with the in-process runtime, survive a `kill -9` of a worker,
+//! take a replacement in, and refuse peers with the wrong cookie or garbage bytes.
+use std::fs::File;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const COOKIE: &str = "cluster-test-cookie-0123456789";
+/// A Fashion-MNIST slice: 2 epochs of 20 steps, batch 48 (divisible by 3 and by 2).
+const SLICE: &[&str] = &[
+    "--set",
+    "data.train_limit=960",
+    "--set",
+    "data.test_limit=300",
+    "--set",
+    "train.batch_size=48",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.log_every=2",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn d2nn() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_d2nn"));
+    c.current_dir(root()).env_remove("RUST_LOG").env("D2NN_CLUSTER_COOKIE", COOKIE);
+    for var in ["MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child whose stdout and stderr go to files in `dir` (read while it runs, and after).
+fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Child {
+    let out = File::create(dir.join(format!("{name}.out"))).unwrap();
+    let err = File::create(dir.join(format!("{name}.err"))).unwrap();
+    cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap()
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+fn coordinator(dir: &Path, port: u16, workers: usize, extra: &[&str]) -> Child {
+    let mut cmd = d2nn();
+    let run = dir.join("run");
+    cmd.args(["coordinator", "--config", "configs/high_low.toml", "--quiet", "--run-dir", run.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--workers", &workers.to_string()])
+        .args(SLICE)
+        .args(extra);
+    spawn_logged(cmd, dir, "coordinator")
+}
+
+fn worker(dir: &Path, port: u16, name: &str) -> Child {
+    let mut cmd = d2nn();
+    cmd.args(["worker", "--join", &format!("127.0.0.1:{port}"), "--threads", "1"]);
+    spawn_logged(cmd, dir, name)
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("a process ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+/// A checkpoint after 4 steps, kept: where replicas are compared before rounding differences
+/// compound (40 steps of Adam and routing decisions amplify them to ~1e-4).
+const EARLY_CHECKPOINT: &[&str] = &["--checkpoint-every", "4", "--set", "checkpoint.keep_last=20"];
+
+fn in_process(dir: &Path, workers: usize) -> Output {
+    let run = dir.join("inproc");
+    d2nn()
+        .args(["train", "--config", "configs/high_low.toml", "--quiet", "--run-dir", run.to_str().unwrap()])
+        .args(["--workers", &workers.to_string()])
+        .args(SLICE)
+        .args(EARLY_CHECKPOINT)
+        .output()
+        .unwrap()
+}
+
+/// Largest absolute difference between two saved models' parameters.
+fn max_param_diff(a: &Path, b: &Path) -> f64 {
+    let load = |p: &Path| {
+        let mut t = tch::Tensor::read_safetensors(p).unwrap();
+        t.sort_by(|x, y| x.0.cmp(&y.0));
+        t
+    };
+    let (a, b) = (load(a), load(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|((na, ta), (nb, tb))| {
+            assert_eq!(na, nb);
+            (ta - tb).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Bytes no d2nn node sends: noise, a frame claiming 2^40 bytes, a frame cut short, and a
+/// well-sized frame of nonsense.
+fn send_garbage(port: u16) {
+    let frames: [Vec<u8>; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        (1u64 << 40).to_be_bytes().to_vec(),
+        [100u64.to_be_bytes().to_vec(), vec![7; 10]].concat(),
+        [16u64.to_be_bytes().to_vec(), vec![0xFF; 16]].concat(),
+    ];
+    for bytes in frames {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(&bytes);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn three_worker_processes_train_like_three_in_process_workers_and_refuse_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let mut coord = coordinator(dir, port, 3, EARLY_CHECKPOINT);
+    // Strangers first: garbage on the cluster port and a worker with the wrong cookie.
+    wait_until("the coordinator to listen", Duration::from_secs(60), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    send_garbage(port);
+    let mut intruder = d2nn();
+    intruder.env("D2NN_CLUSTER_COOKIE", "not-the-cluster-cookie-at-all");
+    intruder.args(["worker", "--join", &format!("127.0.0.1:{port}")]);
+    let intruder = intruder.output().unwrap();
+    assert!(!intruder.status.success(), "a worker with the wrong cookie must fail");
+    let why = String::from_utf8_lossy(&intruder.stderr);
+    assert!(why.contains("cookie") && why.contains(&port.to_string()), "{why}");
+
+    let mut workers: Vec<Child> = (0..3).map(|i| worker(dir, port, &format!("w{i}"))).collect();
+    let status = wait(&mut coord, Duration::from_secs(300));
+    assert!(status.success(), "coordinator failed:\n{}", read(dir, "coordinator.err"));
+    for (i, w) in workers.iter_mut().enumerate() {
+        let status = wait(w, Duration::from_secs(30));
+        assert!(status.success(), "worker {i} failed:\n{}", read(dir, &format!("w{i}.err")));
+    }
+    let log = read(dir, "coordinator.err");
+    assert!(log.contains("did not authenticate"), "the refused peer is logged:\n{log}");
+    let cluster = summary(&dir.join("run"));
+    assert_eq!(cluster["workers"], 3);
+    let accuracy = cluster["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.5, "10 classes: chance is 0.1, got {accuracy}");
+
+    let local = in_process(dir, 3);
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    // The TCP ring adds the three gradients in another order than shared memory does, so the
+    // replicas agree to float rounding, not bit for bit.
+    let early = "checkpoints/step-00000004/model.safetensors";
+    let diff = max_param_diff(&dir.join("run").join(early), &dir.join("inproc").join(early));
+    eprintln!("max |Δ parameter| after 4 steps: {diff:e}");
+    assert!(diff < 1e-5, "max |Δ parameter| {diff} after 4 steps: 3 worker processes vs 3 in-process workers");
+    let reference = summary(&dir.join("inproc"))["test_accuracy"].as_f64().unwrap();
+    assert!((accuracy - reference).abs() < 0.01, "accuracy {accuracy} vs in-process {reference}");
+}
+
+#[test]
+fn a_killed_worker_is_dropped_and_a_replacement_joins_in_lockstep() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    // Digests of every replica compared after every step: a step applied on some replicas but
+    // not others fails the run.
+    let mut coord = coordinator(dir, port, 3, &["--verify-replicas-every", "1", "--heartbeat-timeout", "3"]);
+    let mut workers: Vec<Child> = (0..3).map(|i| worker(dir, port, &format!("w{i}"))).collect();
+    let metrics = dir.join("run/metrics.jsonl");
+    wait_until("4 logged steps", Duration::from_secs(120), || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().count() >= 2)
+    });
+    workers[1].kill().unwrap(); // SIGKILL: no goodbye, the socket just closes
+    let _ = workers[1].wait();
+    wait_until("the cluster to re-form without it", Duration::from_secs(60), || {
+        read(dir, "coordinator.err").contains("cluster re-formed")
+    });
+    workers.push(worker(dir, port, "w3"));
+    let status = wait(&mut coord, Duration::from_secs(300));
+    let log = read(dir, "coordinator.err");
+    assert!(status.success(), "coordinator failed:\n{log}");
+    for i in [0, 2, 3] {
+        let status = wait(&mut workers[i], Duration::from_secs(30));
+        assert!(status.success(), "worker {i} failed:\n{}", read(dir, &format!("w{i}.err")));
+    }
+    assert!(log.contains("worker lost"), "{log}");
+    let worlds: Vec<&str> = log.lines().filter(|l| l.contains("cluster re-formed")).collect();
+    assert_eq!(worlds.len(), 2, "one re-forming after the loss, one for the replacement:\n{log}");
+    assert!(worlds[0].contains("world=2") && worlds[1].contains("world=3"), "{worlds:?}");
+    let s = summary(&dir.join("run"));
+    assert_eq!(s["workers"], 3, "the replacement trained to the end");
+    assert_eq!(s["steps"], 40);
+    let accuracy = s["test_accuracy"].as_f64().unwrap();
+    let local = in_process(dir, 3);
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let undisturbed = summary(&dir.join("inproc"))["test_accuracy"].as_f64().unwrap();
+    assert!((accuracy - undisturbed).abs() < 0.05, "accuracy {accuracy} after the loss vs {undisturbed} undisturbed");
+}
+
+#[test]
+fn bad_cluster_settings_are_clear_errors() {
+    let o = d2nn()
+        .env_remove("D2NN_CLUSTER_COOKIE")
+        .args(["coordinator", "--config", "configs/high_low.toml", "--workers", "2", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("refuses to listen") && e.contains("D2NN_CLUSTER_COOKIE"), "{e}");
+
+    let o = d2nn().env("D2NN_CLUSTER_COOKIE", "short").args(["worker", "--join", "127.0.0.1:9"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("5 characters"));
+
+    let port = free_port();
+    let o = d2nn().args(["worker", "--join", &format!("127.0.0.1:{port}"), "--connect-timeout", "1"]).output().unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cannot reach the coordinator") && e.contains(&port.to_string()), "{e}");
+
+    let o = d2nn().args(["worker"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("MASTER_ADDR"));
+
+    let o = d2nn()
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_PORT", "not-a-port")
+        .args(["coordinator", "--config", "configs/high_low.toml"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("MASTER_PORT `not-a-port`"));
+}
