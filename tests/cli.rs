@@ -24,7 +24,19 @@ fn help_teaches_every_command() {
     let o = d2nn(&["--help"]);
     assert!(o.status.success());
     let text = stdout(&o);
-    for cmd in ["data", "config", "inspect", "train", "eval", "checkpoints", "sweep", "bench", "doctor"] {
+    for cmd in [
+        "data",
+        "config",
+        "inspect",
+        "train",
+        "coordinator",
+        "worker",
+        "eval",
+        "checkpoints",
+        "sweep",
+        "bench",
+        "doctor",
+    ] {
         assert!(text.contains(cmd), "--help does not mention {cmd}:\n{text}");
     }
     let o = d2nn(&["train", "--help"]);

@@ -262,3 +262,46 @@ fn bad_cluster_settings_are_clear_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("MASTER_PORT `not-a-port`"));
 }
+
+#[test]
+fn a_hung_worker_is_found_by_heartbeats_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let mut coord = coordinator(
+        dir,
+        port,
+        3,
+        &["--verify-replicas-every", "1", "--heartbeat-timeout", "2", "--heartbeat-interval", "0.5"],
+    );
+    let mut workers: Vec<Child> = (0..3).map(|i| worker(dir, port, &format!("w{i}"))).collect();
+    let metrics = dir.join("run/metrics.jsonl");
+    wait_until("logged steps", Duration::from_secs(120), || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().count() >= 2)
+    });
+    // SIGSTOP: the process and its sockets stay, it just never answers again (a hung host).
+    let pid = workers[2].id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let stopped_at = Instant::now();
+    wait_until("the cluster to re-form without it", Duration::from_secs(60), || {
+        read(dir, "coordinator.err").contains("cluster re-formed")
+    });
+    // Heartbeat timeout 2 s, then the survivors' ring is broken instead of waiting out its own
+    // timeouts (60 s in the barrier).
+    let recovered = stopped_at.elapsed();
+    eprintln!("re-formed {recovered:?} after SIGSTOP");
+    let status = wait(&mut coord, Duration::from_secs(300));
+    let _ = workers[2].kill();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = workers[2].wait();
+    let log = read(dir, "coordinator.err");
+    assert!(status.success(), "coordinator failed:\n{log}");
+    assert!(log.contains("no heartbeat answer"), "{log}");
+    assert!(recovered < Duration::from_secs(20), "re-formed {recovered:?} after the hang");
+    for i in [0, 1] {
+        assert!(wait(&mut workers[i], Duration::from_secs(30)).success(), "{}", read(dir, &format!("w{i}.err")));
+    }
+    let s = summary(&dir.join("run"));
+    assert_eq!((s["workers"].as_u64(), s["steps"].as_u64()), (Some(2), Some(40)));
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.5);
+}

@@ -127,6 +127,15 @@ mod tests {
         assert!(matches!(Remote::<StepOrder>::from_bytes(truncated).into_inner(), Err(WireError::Malformed(_))));
         let oversized = vec![7u8; wire::MAX_MESSAGE_BYTES + 10];
         assert!(matches!(Remote::<StepOrder>::from_bytes(oversized).into_inner(), Err(WireError::TooLarge { .. })));
+        // The NCCL unique id rides in the start plan: 128 bytes in, the same 128 bytes out.
+        let id: Vec<u8> = (0..128u8).collect();
+        let plan = StartPlan {
+            generation: 3,
+            ring: crate::protocol::RingPlan { rank: 1, world: 2, addrs: vec!["10.0.0.1:1".parse().unwrap(); 2] },
+            nccl_id: Some(id.clone()),
+        };
+        let back = Remote::<StartPlan>::from_bytes(Remote::new(plan.clone()).into_bytes()).into_inner().unwrap();
+        assert_eq!((back.nccl_id.as_deref(), &back), (Some(id.as_slice()), &plan));
         // An error travels as no bytes and arrives as an error.
         let failed: Remote<StepOrder> = Remote(Err(WireError::Malformed("x".into())));
         assert!(Remote::<StepOrder>::from_bytes(failed.into_bytes()).into_inner().is_err());
