@@ -305,3 +305,37 @@ fn a_hung_worker_is_found_by_heartbeats_and_the_run_goes_on() {
     assert_eq!((s["workers"].as_u64(), s["steps"].as_u64()), (Some(2), Some(40)));
     assert!(s["test_accuracy"].as_f64().unwrap() > 0.5);
 }
+
+#[test]
+fn a_killed_coordinator_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let every = ["--checkpoint-every", "5", "--auto-resume"];
+    let mut coord = coordinator(dir, port, 2, &every);
+    let mut workers: Vec<Child> = (0..2).map(|i| worker(dir, port, &format!("w{i}"))).collect();
+    let latest = dir.join("run/checkpoints/LATEST");
+    wait_until("a checkpoint", Duration::from_secs(120), || {
+        std::fs::read_to_string(&latest).is_ok_and(|l| !l.contains("00000000"))
+    });
+    coord.kill().unwrap();
+    let _ = coord.wait();
+    for (i, w) in workers.iter_mut().enumerate() {
+        let status = wait(w, Duration::from_secs(30));
+        let why = read(dir, &format!("w{i}.err"));
+        assert!(!status.success() && why.contains("lost the coordinator"), "worker {i}: {why}");
+    }
+    // The same command again (a restarted Job): it finds LATEST and continues.
+    let mut coord = coordinator(dir, port, 2, &every);
+    let mut workers: Vec<Child> = (0..2).map(|i| worker(dir, port, &format!("again{i}"))).collect();
+    let status = wait(&mut coord, Duration::from_secs(300));
+    let log = read(dir, "coordinator.err");
+    assert!(status.success(), "{log}");
+    for w in &mut workers {
+        assert!(wait(w, Duration::from_secs(30)).success());
+    }
+    assert!(log.contains("resumed"), "{log}");
+    let s = summary(&dir.join("run"));
+    assert_eq!(s["steps"], 40);
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "{s}");
+}
