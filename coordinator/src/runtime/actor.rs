@@ -21,8 +21,12 @@ use tokio::sync::oneshot;
 
 use d2nn_common::config::RunConfig;
 
-use super::cluster::{Cluster, GenerationPlan, Liveness};
+use super::cluster::{Cluster, Liveness};
 use super::{EmbeddedRun, OnWorkerError, RuntimeError, RuntimeOptions, StepRecord};
+
+mod elastic;
+
+use elastic::generation_plan;
 
 pub(super) struct Coordinator;
 
@@ -189,18 +193,6 @@ fn check_infos(infos: &[WorkerInfo]) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// What every replica of a cluster generation is built from.
-fn generation_plan(run: &EmbeddedRun, resume: Option<PathBuf>) -> Result<GenerationPlan, RuntimeError> {
-    Ok(GenerationPlan {
-        config_toml: run.cfg.to_toml()?,
-        config_file: run.config_file.clone(),
-        resume,
-        batch_size: run.cfg.train.batch_size,
-        bucket_bytes: run.options.bucket_bytes,
-        collective_timeout: run.options.collective_timeout,
-    })
-}
-
 impl CoordState {
     /// Builds the state; a failure stops whatever workers were started and tells the worker
     /// processes of a cluster why.
@@ -308,74 +300,6 @@ impl CoordState {
     /// The liveness of the current generation's members, when the workers are remote.
     fn guard(&self) -> Option<(&Liveness, Vec<u64>)> {
         self.cluster.as_ref().map(|c| (&c.liveness, c.member_nodes()))
-    }
-
-    /// A failed step in a cluster: if workers were lost, checkpoint the survivors' committed state
-    /// and continue with a new generation formed from it. Any other failure ends the run.
-    async fn recover(&mut self, cause: RuntimeError) -> Result<(), RuntimeError> {
-        let Some(cluster) = self.cluster.as_ref() else { return Err(cause) };
-        if !matches!(
-            cause,
-            RuntimeError::WorkerLost { .. } | RuntimeError::Worker { .. } | RuntimeError::WorkerDied { .. }
-        ) {
-            return Err(cause);
-        }
-        // A broken ring is often noticed before the heartbeats have declared its culprit lost.
-        let nodes = cluster.member_nodes();
-        let patience = cluster.options.heartbeat_timeout + cluster.options.heartbeat_interval * 2;
-        if tokio::time::timeout(patience, cluster.liveness.first_lost(&nodes)).await.is_err() {
-            return Err(cause);
-        }
-        let mut survivors = Vec::new();
-        for (rank, node) in nodes.iter().enumerate() {
-            match cluster.liveness.lost_reason(*node) {
-                Some(why) => tracing::warn!(worker = %cluster.label(rank), reason = %why, "worker lost"),
-                None => survivors.push(rank),
-            }
-        }
-        if survivors.is_empty() {
-            return Err(RuntimeError::Cluster(format!(
-                "every worker was lost ({cause}); continue with `d2nn coordinator --resume {}`",
-                self.run_dir.path.display()
-            )));
-        }
-        self.bar.suspend(
-            || tracing::warn!(step = self.step, survivors = survivors.len(), cause = %cause, "re-forming the cluster"),
-        );
-        if let Some(step) = self.committing.take() {
-            // The commit was sent to every replica before the loss: the survivors applied it.
-            self.step = step + 1;
-        }
-        self.workers = survivors.iter().map(|&r| self.workers[r].clone()).collect();
-        cluster.abandon();
-        if let Some(c) = self.cluster.as_mut() {
-            c.members = survivors.iter().map(|&r| c.members[r].clone()).collect();
-        }
-        self.reform().await
-    }
-
-    /// Ends the current generation at a checkpoint of the current step and forms the next one
-    /// from it: every replica, old or new, loads the same files.
-    async fn reform(&mut self) -> Result<(), RuntimeError> {
-        let dir = self.checkpoint_unless_saved().await?;
-        let plan = generation_plan(&self.run, Some(dir))?;
-        let Some(cluster) = self.cluster.as_mut() else {
-            return Err(RuntimeError::Coordinator("re-forming needs a cluster".into()));
-        };
-        cluster.retire();
-        self.workers = cluster.form(&plan).await?;
-        let infos = gather(&self.workers, self.run.options.step_timeout, self.guard(), WorkerMsg::Info).await?;
-        check_infos(&infos)?;
-        let world = self.workers.len();
-        self.bar.suspend(|| tracing::info!(step = self.step, world, "cluster re-formed; training continues"));
-        Ok(())
-    }
-
-    /// Tells a cluster's worker processes that the run is over.
-    async fn close_cluster(&mut self, ok: bool, message: &str) {
-        if let Some(c) = self.cluster.take() {
-            c.finish(ok, message).await;
-        }
     }
 
     /// One turn of the run: a stop request ends it with a checkpoint; the last step with a checkpoint
