@@ -7,6 +7,7 @@
 //! first step.
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use d2nn_common::config::RunConfig;
@@ -78,14 +79,29 @@ pub struct JoinerState {
     options: JoinerOptions,
     finished: mpsc::UnboundedSender<Finish>,
     prepared: Option<(Assignment, TcpListener)>,
-    replica: Option<(u64, ActorRef<WorkerMsg>)>,
-    breaker: Option<(u64, RingBreaker)>,
+    /// Shared with the task that starts a replica: building one (loading data, joining the ring)
+    /// takes seconds, and the joiner must keep answering heartbeats meanwhile.
+    running: Arc<Mutex<Running>>,
+}
+
+/// The generation this process belongs to, and its replica and ring once started.
+#[derive(Default)]
+struct Running {
+    generation: Option<u64>,
+    replica: Option<ActorRef<WorkerMsg>>,
+    breaker: Option<RingBreaker>,
+}
+
+fn lock(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl JoinerState {
     fn retire(&mut self, why: &str) {
-        self.breaker = None;
-        if let Some((generation, replica)) = self.replica.take() {
+        let mut running = lock(&self.running);
+        running.breaker = None;
+        let generation = running.generation.take();
+        if let Some(replica) = running.replica.take() {
             tracing::info!(generation, why, "retiring the replica");
             replica.stop(Some(why.to_string()));
         }
@@ -102,73 +118,83 @@ impl JoinerState {
         };
         let generation = assignment.generation;
         tracing::info!(generation, rank = assignment.rank, world = assignment.world, %ring_addr, "assigned");
+        lock(&self.running).generation = Some(generation);
         self.prepared = Some((assignment, listener));
         Ok(Prepared { generation, ring_addr, nccl_id })
     }
+}
 
-    async fn start(&mut self, myself: &ActorRef<JoinerMsg>, plan: StartPlan) -> Result<(), Error> {
-        let Some((assignment, listener)) = self.prepared.take() else {
-            return Err(Error::Protocol(format!("start of generation {} before any assignment", plan.generation)));
-        };
-        if assignment.generation != plan.generation
-            || assignment.rank != plan.ring.rank
-            || assignment.world != plan.ring.world
-        {
-            return Err(Error::Protocol(format!(
-                "start of generation {} as rank {} of {}, but the assignment was generation {} rank {} of {}",
-                plan.generation,
-                plan.ring.rank,
-                plan.ring.world,
-                assignment.generation,
-                assignment.rank,
-                assignment.world
-            )));
-        }
-        let mut cfg = RunConfig::from_toml(&assignment.config_toml, &assignment.config_file)?;
-        if let Some(dir) = &self.options.data_dir {
-            cfg.data.dir = dir.clone();
-        }
-        let timeout = Duration::from_secs_f64(assignment.collective_timeout_secs.max(0.1));
-        let device = self.options.device;
-        let collective: Box<dyn Collective> = match (&plan.nccl_id, device) {
-            (Some(id), Device::Cuda(gpu)) => {
-                let id = NcclUniqueId(id.clone());
-                let (rank, world) = (plan.ring.rank, plan.ring.world);
-                Box::new(
-                    tokio::task::spawn_blocking(move || NcclCollective::start(&id, rank, world, gpu, timeout))
-                        .await
-                        .map_err(|e| Error::Protocol(format!("NCCL start: {e}")))??,
-                )
-            }
-            _ => {
-                let ring_plan = plan.ring.clone();
-                let options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
-                let ring = tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, options))
-                    .await
-                    .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
-                self.breaker = Some((plan.generation, ring.breaker()?));
-                Box::new(ring)
-            }
-        };
-        let spec = WorkerSpec {
-            rank: assignment.rank,
-            world: assignment.world,
-            cfg,
-            config_file: assignment.config_file.clone(),
-            device,
-            threads: self.options.threads,
-            options: WorkerOptions { fail_at_step: None, bucket_bytes: assignment.bucket_bytes },
-            resume: assignment.resume.clone(),
-        };
-        let name = format!("d2nn-replica-g{}-r{}", plan.generation, assignment.rank);
-        let (replica, _) =
-            Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, myself.get_cell())
-                .await
-                .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
-        ractor::pg::join(workers_group(plan.generation), vec![replica.get_cell()]);
-        self.replica = Some((plan.generation, replica));
-        Ok(())
+/// Joins the collective of `plan` and starts the replica, off the joiner's message loop.
+async fn start_replica(
+    joiner: ActorRef<JoinerMsg>,
+    options: JoinerOptions,
+    prepared: Option<(Assignment, TcpListener)>,
+    plan: StartPlan,
+    running: Arc<Mutex<Running>>,
+) -> Result<(), Error> {
+    let Some((assignment, listener)) = prepared else {
+        return Err(Error::Protocol(format!("start of generation {} before any assignment", plan.generation)));
+    };
+    if assignment.generation != plan.generation
+        || assignment.rank != plan.ring.rank
+        || assignment.world != plan.ring.world
+    {
+        return Err(Error::Protocol(format!(
+            "start of generation {} as rank {} of {}, but the assignment was generation {} rank {} of {}",
+            plan.generation, plan.ring.rank, plan.ring.world, assignment.generation, assignment.rank, assignment.world
+        )));
     }
+    let mut cfg = RunConfig::from_toml(&assignment.config_toml, &assignment.config_file)?;
+    if let Some(dir) = &options.data_dir {
+        cfg.data.dir = dir.clone();
+    }
+    let timeout = Duration::from_secs_f64(assignment.collective_timeout_secs.max(0.1));
+    let device = options.device;
+    let mut breaker = None;
+    let collective: Box<dyn Collective> = match (&plan.nccl_id, device) {
+        (Some(id), Device::Cuda(gpu)) => {
+            let id = NcclUniqueId(id.clone());
+            let (rank, world) = (plan.ring.rank, plan.ring.world);
+            Box::new(
+                tokio::task::spawn_blocking(move || NcclCollective::start(&id, rank, world, gpu, timeout))
+                    .await
+                    .map_err(|e| Error::Protocol(format!("NCCL start: {e}")))??,
+            )
+        }
+        _ => {
+            let ring_plan = plan.ring.clone();
+            let ring_options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
+            let ring = tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, ring_options))
+                .await
+                .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
+            breaker = Some(ring.breaker()?);
+            Box::new(ring)
+        }
+    };
+    let spec = WorkerSpec {
+        rank: assignment.rank,
+        world: assignment.world,
+        cfg,
+        config_file: assignment.config_file.clone(),
+        device,
+        threads: options.threads,
+        options: WorkerOptions { fail_at_step: None, bucket_bytes: assignment.bucket_bytes },
+        resume: assignment.resume.clone(),
+    };
+    let name = format!("d2nn-replica-g{}-r{}", plan.generation, assignment.rank);
+    let (replica, _) = Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, joiner.get_cell())
+        .await
+        .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
+    let mut running = lock(&running);
+    if running.generation != Some(plan.generation) {
+        // Retired (or re-assigned) while it was starting: it must not take part.
+        replica.stop(Some("retired while starting".into()));
+        return Err(Error::Protocol(format!("generation {} was retired while its replica started", plan.generation)));
+    }
+    ractor::pg::join(workers_group(plan.generation), vec![replica.get_cell()]);
+    running.replica = Some(replica);
+    running.breaker = breaker;
+    Ok(())
 }
 
 fn answer<T>(port: Port<T>, result: Result<T, Error>) {
@@ -189,7 +215,7 @@ impl Actor for Joiner {
         args: JoinerArgs,
     ) -> Result<JoinerState, ActorProcessingErr> {
         ractor::pg::join(JOINERS_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, replica: None, breaker: None })
+        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, running: Default::default() })
     }
 
     async fn handle(
@@ -211,18 +237,22 @@ impl Actor for Joiner {
             },
             JoinerMsg::Start(plan, port) => match plan.into_inner() {
                 Ok(plan) => {
-                    let result = state.start(&myself, plan).await;
-                    answer(port, result)
+                    let (options, prepared, running) =
+                        (state.options.clone(), state.prepared.take(), state.running.clone());
+                    tokio::spawn(async move {
+                        answer(port, start_replica(myself, options, prepared, plan, running).await);
+                    });
                 }
                 Err(e) => answer(port, Err(Error::Protocol(format!("malformed start plan: {e}")))),
             },
             JoinerMsg::Retire(generation) => {
-                if state.replica.as_ref().is_some_and(|(g, _)| *g == generation) {
+                if lock(&state.running).generation == Some(generation) {
                     state.retire("retired by the coordinator");
                 }
             }
             JoinerMsg::Abandon(generation) => {
-                if let Some((_, breaker)) = state.breaker.as_ref().filter(|(g, _)| *g == generation) {
+                let running = lock(&state.running);
+                if let Some(breaker) = running.breaker.as_ref().filter(|_| running.generation == Some(generation)) {
                     tracing::warn!(generation, "a peer was lost: breaking the ring");
                     breaker.break_ring();
                 }
@@ -249,8 +279,9 @@ impl Actor for Joiner {
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, e) = event {
             tracing::error!(replica = ?cell.get_name(), error = %e, "the replica failed");
-            if state.replica.as_ref().is_some_and(|(_, r)| r.get_id() == cell.get_id()) {
-                state.replica = None;
+            let mut running = lock(&state.running);
+            if running.replica.as_ref().is_some_and(|r| r.get_id() == cell.get_id()) {
+                running.replica = None;
             }
         }
         Ok(())
