@@ -49,7 +49,7 @@ pub enum Command {
     /// Example, three workers on one host:
     ///   export D2NN_CLUSTER_COOKIE=$(head -c 24 /dev/urandom | base64)
     ///   d2nn coordinator --config configs/high_low.toml --listen 127.0.0.1:29500 --workers 3 --run-dir runs/mn &
-    ///   for i in 0 1 2; do d2nn worker --join 127.0.0.1:29500 & done
+    ///   for i in 0 1 2; do d2nn worker --join 127.0.0.1:29500 --threads 1 & done
     /// Under torchrun-style launchers, MASTER_PORT and WORLD_SIZE are read when the flags are absent.
     #[command(verbatim_doc_comment)]
     Coordinator(CoordinatorArgs),
@@ -223,8 +223,10 @@ pub struct WorkerArgs {
     /// Where the gradient ring listens; the other workers must reach this port. Port 0: any free port.
     #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR")]
     pub ring_listen: std::net::SocketAddr,
-    /// libtorch threads of the replica [default: libtorch's choice].
-    #[arg(long)]
+    /// libtorch threads of the replica [default: $OMP_NUM_THREADS, else every core]. Several
+    /// workers on one host must share its cores: give each its part (e.g. --threads 1 for 2 workers
+    /// on 2 cores), or they slow each other down several times over.
+    #[arg(long, env = "OMP_NUM_THREADS")]
     pub threads: Option<usize>,
     /// How long to keep trying to reach the coordinator (it may start after its workers).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
