@@ -114,12 +114,12 @@ impl CheckpointStore {
         Ok(dir)
     }
 
-    /// The directory `LATEST` names.
     /// Whether a checkpoint ever completed here (LATEST exists; it may still fail to load).
     pub fn has_latest(&self) -> bool {
         self.root.join(LATEST).is_file()
     }
 
+    /// The directory `LATEST` names.
     pub fn latest(&self) -> Result<PathBuf> {
         let path = self.root.join(LATEST);
         let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
