@@ -66,13 +66,26 @@ fn reply<T>(port: Port<T>, result: Result<T, Error>) -> Result<(), ActorProcessi
     }
 }
 
-/// A request whose bytes did not decode is logged and answered with the decoding error (so the
-/// asker does not wait for nothing); it never reaches the engine.
-fn decoded<T>(what: &str, payload: Remote<T>) -> Result<T, Error> {
-    payload.into_inner().map_err(|e| {
-        tracing::warn!(request = what, error = %e, "dropped a malformed request");
-        Error::Protocol(format!("malformed {what}: {e}"))
-    })
+/// Runs `request` on a decoded payload and replies with its result. A request whose bytes did
+/// not decode is logged and answered with the decoding error (so the asker does not wait for
+/// nothing); it never reaches the engine.
+async fn serve<T, R, F>(
+    port: Port<R>,
+    what: &str,
+    payload: Remote<T>,
+    request: impl FnOnce(T) -> F,
+) -> Result<(), ActorProcessingErr>
+where
+    F: std::future::Future<Output = Result<R, Error>>,
+{
+    let result = match payload.into_inner() {
+        Ok(value) => request(value).await,
+        Err(e) => {
+            tracing::warn!(request = what, error = %e, "dropped a malformed request");
+            Err(Error::Protocol(format!("malformed {what}: {e}")))
+        }
+    };
+    reply(port, result)
 }
 
 impl Actor for WorkerActor {
@@ -94,26 +107,11 @@ impl Actor for WorkerActor {
         let engine = &state.engine;
         match msg {
             WorkerMsg::Info(port) => reply(port, Ok(state.info.clone())),
-            WorkerMsg::Step(order, port) => match decoded("step order", order) {
-                Ok(order) => reply(port, engine.step(order).await),
-                Err(e) => reply(port, Err(e)),
-            },
-            WorkerMsg::Commit(commit, port) => match decoded("commit", commit) {
-                Ok(commit) => reply(port, engine.commit(commit).await),
-                Err(e) => reply(port, Err(e)),
-            },
-            WorkerMsg::Abort(abort, port) => match decoded("abort", abort) {
-                Ok(abort) => reply(port, engine.abort(abort).await),
-                Err(e) => reply(port, Err(e)),
-            },
-            WorkerMsg::Evaluate(req, port) => match decoded("evaluation request", req) {
-                Ok(req) => reply(port, engine.evaluate(req).await),
-                Err(e) => reply(port, Err(e)),
-            },
-            WorkerMsg::Save(req, port) => match decoded("save request", req) {
-                Ok(req) => reply(port, engine.save(req).await),
-                Err(e) => reply(port, Err(e)),
-            },
+            WorkerMsg::Step(order, port) => serve(port, "step order", order, |o| engine.step(o)).await,
+            WorkerMsg::Commit(commit, port) => serve(port, "commit", commit, |c| engine.commit(c)).await,
+            WorkerMsg::Abort(abort, port) => serve(port, "abort", abort, |a| engine.abort(a)).await,
+            WorkerMsg::Evaluate(req, port) => serve(port, "evaluation request", req, |r| engine.evaluate(r)).await,
+            WorkerMsg::Save(req, port) => serve(port, "save request", req, |r| engine.save(r)).await,
         }
     }
 }

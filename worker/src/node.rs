@@ -86,6 +86,11 @@ pub fn forget_node(node: NodeId) {
     }
 }
 
+/// This host's name as peers and logs should see it.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+}
+
 /// A started node server and the stream of its session events.
 pub struct ClusterNode {
     pub server: ActorRef<NodeServerMessage>,
@@ -101,12 +106,11 @@ impl ClusterNode {
         port: u16,
         cookie: &ClusterCookie,
     ) -> Result<ClusterNode, NodeError> {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         let server = NodeServer::new(
             port,
             cookie.secret().to_string(),
             name,
-            host,
+            host_name(),
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )

@@ -24,6 +24,17 @@ impl<T> Remote<T> {
     }
 }
 
+impl<T> Remote<Result<T, String>> {
+    /// A reply that carries a peer's own error as text: its value, or that text, or why its bytes
+    /// did not decode.
+    pub fn flatten(self) -> Result<T, String> {
+        match self.0 {
+            Ok(reply) => reply,
+            Err(e) => Err(format!("reply did not decode: {e}")),
+        }
+    }
+}
+
 impl<T> From<T> for Remote<T> {
     fn from(value: T) -> Self {
         Remote::new(value)

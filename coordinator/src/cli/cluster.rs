@@ -9,7 +9,7 @@ use d2nn_common::protocol::cookie::{ClusterCookie, COOKIE_ENV};
 use d2nn_common::protocol::WorkerHello;
 use d2nn_coordinator::runtime::{train_cluster, ClusterOptions, RuntimeError};
 use d2nn_worker::joiner::JoinerOptions;
-use d2nn_worker::node::{run_worker_node, WorkerNodeOptions};
+use d2nn_worker::node::{host_name, run_worker_node, WorkerNodeOptions};
 
 use super::commands::{CoordinatorArgs, WorkerArgs};
 use super::signals;
@@ -84,8 +84,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         },
     };
     let device = parse_device(&args.device)?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    let label = format!("{host} pid {} {}", std::process::id(), args.device);
+    let label = format!("{} pid {} {}", host_name(), std::process::id(), args.device);
     let options = WorkerNodeOptions {
         join: join.clone(),
         cookie,

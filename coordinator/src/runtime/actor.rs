@@ -114,12 +114,9 @@ where
             reply = answer => reply?,
             (rank, reason) = &mut lost => return Err(RuntimeError::WorkerLost { rank, reason }),
         };
-        match reply {
-            Ok(Remote(Ok(Ok(v)))) => out.push(v),
-            Ok(Remote(Ok(Err(message)))) => return Err(RuntimeError::Worker { rank, message }),
-            Ok(Remote(Err(e))) => {
-                return Err(RuntimeError::Worker { rank, message: format!("reply did not decode: {e}") })
-            }
+        match reply.map(Remote::flatten) {
+            Ok(Ok(v)) => out.push(v),
+            Ok(Err(message)) => return Err(RuntimeError::Worker { rank, message }),
             Err(_) => return Err(RuntimeError::WorkerDied { rank, reason: "stopped before replying".into() }),
         }
     }

@@ -16,6 +16,7 @@ use d2nn_worker::node::{ClusterNode, NodeEvent, NodeId};
 use d2nn_worker::{WorkerMsg, WorkerReply};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+use ractor_cluster::NodeServerMessage;
 use tokio::sync::watch;
 
 use super::RuntimeError;
@@ -196,7 +197,8 @@ pub(super) struct Cluster {
     pub options: ClusterOptions,
     /// The number of workers asked for.
     pub target: usize,
-    node: ClusterNode,
+    /// The node server; its session events go to the monitor.
+    server: ActorRef<NodeServerMessage>,
     pub liveness: Liveness,
     pub generation: u64,
     pub members: Vec<Member>,
@@ -214,9 +216,7 @@ async fn ask<T: Send + 'static>(
 ) -> Result<T, RuntimeError> {
     let fail = |message: String| RuntimeError::Cluster(format!("worker {label}: {what}: {message}"));
     match joiner.call(make, Some(timeout)).await {
-        Ok(CallResult::Success(Remote(Ok(Ok(v))))) => Ok(v),
-        Ok(CallResult::Success(Remote(Ok(Err(e))))) => Err(fail(e)),
-        Ok(CallResult::Success(Remote(Err(e)))) => Err(fail(format!("malformed reply: {e}"))),
+        Ok(CallResult::Success(reply)) => reply.flatten().map_err(fail),
         Ok(CallResult::Timeout) => Err(fail(format!("no answer within {:.0} s", timeout.as_secs_f64()))),
         Ok(CallResult::SenderError) | Err(_) => Err(fail("the worker went away".into())),
     }
@@ -225,12 +225,10 @@ async fn ask<T: Send + 'static>(
 impl Cluster {
     /// Starts the node server and the monitor. Workers connect whenever they are ready.
     pub async fn start(options: ClusterOptions, target: usize) -> Result<Cluster, RuntimeError> {
-        let node =
+        let ClusterNode { server, events } =
             ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
                 .await
                 .map_err(|e| RuntimeError::Cluster(e.to_string()))?;
-        let mut node = node;
-        let events = std::mem::replace(&mut node.events, tokio::sync::mpsc::unbounded_channel().1);
         let view = Arc::new(Mutex::new(View::default()));
         let (bump, changed) = watch::channel(0);
         let monitor = tokio::spawn(monitor(events, view.clone(), bump, options.clone()));
@@ -238,7 +236,7 @@ impl Cluster {
         Ok(Cluster {
             options,
             target,
-            node,
+            server,
             liveness: Liveness { view, changed },
             generation: 0,
             members: Vec::new(),
@@ -436,6 +434,6 @@ impl Cluster {
         }
         // Let the casts leave before the sessions close.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        self.node.stop();
+        self.server.stop(None);
     }
 }
