@@ -79,6 +79,9 @@ pub struct TrainConfig {
     /// Steps of uniformly random routing that train the regular modules before the controllers learn.
     pub warmup_steps: u64,
     pub log_every: u64,
+    /// Examples per evaluation forward pass. Kept small enough that activations stay under glibc's
+    /// largest mmap threshold (32 MiB): at 1000, high_low's widest activation (50 MB) was mapped and
+    /// page-faulted afresh every batch, and a test-set evaluation spent 7.6 s in the kernel.
     pub eval_batch_size: usize,
 }
 
@@ -102,7 +105,7 @@ impl Default for TrainConfig {
             control_grad_to_trunk: false,
             warmup_steps: 200,
             log_every: 20,
-            eval_batch_size: 1000,
+            eval_batch_size: 256,
         }
     }
 }

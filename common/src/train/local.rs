@@ -233,6 +233,7 @@ pub fn metrics_line(
         compute_seconds: None,
         allreduce_seconds: None,
         wait_seconds: None,
+        coordination_seconds: None,
     }
 }
 

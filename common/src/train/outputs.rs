@@ -28,13 +28,18 @@ pub struct MetricsLine {
     pub lr: f64,
     pub epsilon: Option<f64>,
     pub examples_per_sec: f64,
-    /// Seconds of the logged steps spent computing, all-reducing and waiting (the runtime fills these).
+    /// Where the logged steps' wall time went, averaged over the workers (the runtime fills these):
+    /// forward, backward and the update; reducing the gradients; waiting at the barrier for the
+    /// slowest rank (the cost of uneven routing between ranks); and the rest of the step, the
+    /// coordinator's messages and bookkeeping.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compute_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allreduce_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_seconds: Option<f64>,
 }
 
 /// `summary.json`: the outcome of a run.

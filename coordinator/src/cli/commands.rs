@@ -301,17 +301,19 @@ pub enum BenchCommand {
         device: String,
     },
     /// Training throughput: the runtime with 1 and 2 in-process workers (1 thread each, same
-    /// per-worker batch) and the bare single-process loop, in interleaved rounds.
+    /// per-worker batch), the bare single-process loop, and two bare loops side by side (what this
+    /// machine allows two workers at best), in interleaved rounds; the runtime's step time is split
+    /// into compute, all-reduce, barrier wait and coordination.
     Runtime {
         #[arg(long, default_value = "configs/high_low.toml")]
         config: PathBuf,
-        /// Steps per measurement.
-        #[arg(long, default_value_t = 40)]
+        /// Steps per measurement (40-step measurements varied by ±17 % between rounds).
+        #[arg(long, default_value_t = 150)]
         steps: u64,
         /// Examples per worker per step.
         #[arg(long, default_value_t = 64)]
         batch: usize,
-        /// Rounds of (local, 1 worker, 2 workers); medians are reported.
+        /// Rounds of (local, two locals side by side, 1 worker, 2 workers); medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },

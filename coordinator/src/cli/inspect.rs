@@ -70,33 +70,54 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {
-    use d2nn_coordinator::runtime::{bench_local, bench_runtime};
+    use d2nn_coordinator::runtime::{bench_local, bench_local_pair, bench_runtime, BenchResult};
     let cfg = load_config(&ConfigArgs { config: config.clone(), overrides: vec![] })?;
     let file = config.display().to_string();
     let rt = tokio::runtime::Runtime::new()?;
-    let (mut ratios, mut overheads) = (Vec::new(), Vec::new());
+    // Per-step milliseconds of each part of the runtime's step time, averaged over the workers.
+    let split_ms = |r: &BenchResult| {
+        r.split.map(|s| {
+            let per_step = 1000.0 / r.steps.max(1) as f64;
+            serde_json::json!({
+                "compute": s.compute * per_step, "allreduce": s.allreduce * per_step,
+                "wait": s.wait * per_step, "coordination": s.coordination * per_step,
+            })
+        })
+    };
+    let (mut ratios, mut overheads, mut ceilings, mut efficiencies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         let local = bench_local(&cfg, &file, batch, 1, steps)?;
+        let pair = bench_local_pair(&cfg, &file, batch, steps)?;
         let one = rt.block_on(bench_runtime(&cfg, &file, 1, batch, 1, steps))?;
         let two = rt.block_on(bench_runtime(&cfg, &file, 2, batch, 1, steps))?;
         let ratio = two.examples_per_sec / one.examples_per_sec;
         let overhead = local.examples_per_sec / one.examples_per_sec - 1.0;
+        let ceiling = pair.examples_per_sec / local.examples_per_sec;
         ratios.push(ratio);
         overheads.push(overhead);
+        ceilings.push(ceiling);
+        efficiencies.push(ratio / ceiling);
         println!(
             "{}",
             serde_json::json!({
                 "round": round, "steps": steps, "per_worker_batch": batch, "threads_per_worker": 1,
                 "local_examples_per_sec": local.examples_per_sec,
+                "two_local_loops_side_by_side_examples_per_sec": pair.examples_per_sec,
                 "runtime_1_worker_examples_per_sec": one.examples_per_sec,
                 "runtime_2_workers_examples_per_sec": two.examples_per_sec,
                 "two_vs_one_worker": ratio, "runtime_overhead_vs_local": overhead,
+                "machine_two_vs_one_ceiling": ceiling, "two_vs_one_over_ceiling": ratio / ceiling,
+                "runtime_1_worker_step_ms": split_ms(&one), "runtime_2_workers_step_ms": split_ms(&two),
             })
         );
     }
     println!(
         "{}",
-        serde_json::json!({ "median_two_vs_one_worker": median(ratios), "median_runtime_overhead_vs_local": median(overheads) })
+        serde_json::json!({
+            "median_two_vs_one_worker": median(ratios), "median_runtime_overhead_vs_local": median(overheads),
+            "median_machine_two_vs_one_ceiling": median(ceilings),
+            "median_two_vs_one_over_ceiling": median(efficiencies),
+        })
     );
     Ok(())
 }

@@ -64,7 +64,7 @@ pub(super) struct CoordState {
     window: StepStats,
     window_start: Instant,
     /// compute, all-reduce, wait seconds of the window's steps.
-    window_split: [f64; 3],
+    window_split: [f64; 4],
     bar: ProgressBar,
     store: CheckpointStore,
     /// The step and directory of the newest checkpoint of this run's state (the resumed one first).
@@ -287,7 +287,7 @@ impl CoordState {
             train_seconds: 0.0,
             window: StepStats::default(),
             window_start: Instant::now(),
-            window_split: [0.0; 3],
+            window_split: [0.0; 4],
             bar,
             cluster: None,
             committing: None,
@@ -429,7 +429,9 @@ impl CoordState {
         let compute = reports.iter().map(|r| r.compute_seconds).sum::<f64>() / n
             + acks.iter().map(|a| a.update_seconds).sum::<f64>() / n;
         let allreduce = reports.iter().map(|r| r.allreduce_seconds).sum::<f64>() / n;
-        for (slot, v) in self.window_split.iter_mut().zip([compute, allreduce, (wall - compute - allreduce).max(0.0)]) {
+        let wait = reports.iter().map(|r| r.wait_seconds).sum::<f64>() / n;
+        let coordination = (wall - compute - allreduce - wait).max(0.0);
+        for (slot, v) in self.window_split.iter_mut().zip([compute, allreduce, wait, coordination]) {
             *slot += v;
         }
         if let Some(on_step) = self.run.on_step.as_mut() {
@@ -466,10 +468,11 @@ impl CoordState {
             self.window_start.elapsed().as_secs_f64(),
             self.has_controllers,
         );
-        let [compute, allreduce, wait] = self.window_split;
+        let [compute, allreduce, wait, coordination] = self.window_split;
         line.compute_seconds = Some(compute);
         line.allreduce_seconds = Some(allreduce);
         line.wait_seconds = Some(wait);
+        line.coordination_seconds = Some(coordination);
         RunDir::append_metrics(&mut self.metrics, &line)?;
         self.bar.set_message(format!(
             "epoch {} loss {:.4} acc {:.3} cost {:.3} {:.0} ex/s",
@@ -484,7 +487,7 @@ impl CoordState {
         }
         self.window = StepStats::default();
         self.window_start = Instant::now();
-        self.window_split = [0.0; 3];
+        self.window_split = [0.0; 4];
         Ok(())
     }
 

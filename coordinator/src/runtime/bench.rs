@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use d2nn_common::config::RunConfig;
-use d2nn_common::train::LocalRun;
+use d2nn_common::train::{LocalRun, MetricsLine, RunDir};
 use tch::Device;
 
 use super::{train_embedded, EmbeddedRun, RuntimeError};
@@ -14,6 +14,33 @@ pub struct BenchResult {
     pub steps: u64,
     /// Training examples per second over all steps (step time only: no setup, no evaluation).
     pub examples_per_sec: f64,
+    /// Where the runtime's step time went, in seconds over all steps: compute, all-reduce, barrier
+    /// wait and coordination (the runtime's metrics split; absent for the bare loop).
+    pub split: Option<StepSplit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepSplit {
+    pub compute: f64,
+    pub allreduce: f64,
+    pub wait: f64,
+    pub coordination: f64,
+}
+
+impl StepSplit {
+    /// Sums the split of every line of a run's `metrics.jsonl`.
+    fn of_run(dir: &std::path::Path) -> Option<StepSplit> {
+        let text = std::fs::read_to_string(dir.join(RunDir::METRICS)).ok()?;
+        let mut split = StepSplit::default();
+        for line in text.lines() {
+            let m: MetricsLine = serde_json::from_str(line).ok()?;
+            split.compute += m.compute_seconds?;
+            split.allreduce += m.allreduce_seconds?;
+            split.wait += m.wait_seconds?;
+            split.coordination += m.coordination_seconds?;
+        }
+        Some(split)
+    }
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
@@ -46,9 +73,10 @@ pub async fn bench_runtime(
     run.max_steps = Some(steps);
     run.threads_per_worker = Some(threads_per_worker);
     let summary = train_embedded(run).await;
+    let split = StepSplit::of_run(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let summary = summary?;
-    Ok(BenchResult { workers, steps: summary.steps, examples_per_sec: summary.examples_per_sec })
+    Ok(BenchResult { workers, steps: summary.steps, examples_per_sec: summary.examples_per_sec, split })
 }
 
 /// The bare single-process loop on this thread with `threads` libtorch threads.
@@ -75,5 +103,68 @@ pub fn bench_local(
     let summary = run.run(&mut |_, _| {});
     let _ = std::fs::remove_dir_all(&dir);
     let summary = summary?;
-    Ok(BenchResult { workers: 1, steps: summary.steps, examples_per_sec: summary.examples_per_sec })
+    Ok(BenchResult { workers: 1, steps: summary.steps, examples_per_sec: summary.examples_per_sec, split: None })
+}
+
+/// Two bare loops at once on two threads of this process (1 libtorch thread each), with no
+/// communication between them: what the machine gives two independent replicas side by side, the
+/// ceiling of the runtime's two-worker scaling. Both loops meet at a barrier after their first
+/// step, so the timed steps overlap (their set-up, data loading included, takes unequal time);
+/// the rate is both loops' examples after that step over the time until the later one finishes.
+pub fn bench_local_pair(
+    cfg: &RunConfig,
+    config_file: &str,
+    batch: usize,
+    steps: u64,
+) -> Result<BenchResult, RuntimeError> {
+    use std::sync::Barrier;
+    use std::time::Instant;
+    let mut cfg = bench_config(cfg);
+    cfg.train.batch_size = batch;
+    cfg.train.log_every = 1;
+    let steps = steps.max(2);
+    let barrier = Barrier::new(2);
+    let loop_once = |_: usize| -> Result<(Instant, Instant), RuntimeError> {
+        tch::set_num_threads(1);
+        let dir = scratch_dir("pair");
+        let (mut started, mut finished) = (None, None);
+        let run = LocalRun {
+            cfg: &cfg,
+            config_file,
+            run_dir: &dir,
+            max_steps: Some(steps),
+            device: Device::Cpu,
+            resume: None,
+            allow_config_change: false,
+        };
+        let summary = run.run(&mut |line, _| {
+            if line.step == 1 {
+                barrier.wait();
+                started = Some(Instant::now());
+            }
+            if line.step == steps {
+                finished = Some(Instant::now());
+            }
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        summary?;
+        started.zip(finished).ok_or_else(|| RuntimeError::Protocol("a benchmark loop stopped early".into()))
+    };
+    let results: Vec<Result<(Instant, Instant), RuntimeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2).map(|i| scope.spawn(move || loop_once(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(RuntimeError::Protocol("a benchmark loop panicked".into()))))
+            .collect()
+    });
+    let spans = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let start = spans.iter().map(|s| s.0).min().ok_or_else(|| RuntimeError::Protocol("no loops ran".into()))?;
+    let end = spans.iter().map(|s| s.1).max().ok_or_else(|| RuntimeError::Protocol("no loops ran".into()))?;
+    let examples = (2 * (steps - 1) * batch as u64) as f64;
+    Ok(BenchResult {
+        workers: 2,
+        steps,
+        examples_per_sec: examples / (end - start).as_secs_f64().max(1e-9),
+        split: None,
+    })
 }

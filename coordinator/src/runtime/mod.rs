@@ -17,7 +17,7 @@ use d2nn_worker::collective::{Backend, CollectiveError};
 use ractor::Actor;
 use tch::Device;
 
-pub use bench::{bench_local, bench_runtime, BenchResult};
+pub use bench::{bench_local, bench_local_pair, bench_runtime, BenchResult, StepSplit};
 pub use cluster::ClusterOptions;
 
 /// What the run does when a worker's step fails (the step is aborted on every replica either way).

@@ -105,7 +105,8 @@ async fn one_worker_equals_the_local_loop_bitwise_and_two_workers_agree_within_t
     let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "log_every 2 over 6 steps");
     for l in &lines {
-        for key in ["compute_seconds", "allreduce_seconds", "wait_seconds", "examples_per_sec"] {
+        for key in ["compute_seconds", "allreduce_seconds", "wait_seconds", "coordination_seconds", "examples_per_sec"]
+        {
             assert!(l[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {l}");
         }
     }
