@@ -78,6 +78,14 @@ pub struct TrainConfig {
     pub control_grad_to_trunk: bool,
     /// Steps of uniformly random routing that train the regular modules before the controllers learn.
     pub warmup_steps: u64,
+    /// Weight of a second task loss that trains every action's path on every example (0: off, the
+    /// paper's training, where a module learns only from the examples routed to it). Each step also
+    /// runs the network once per action of its one controller, forced for the whole batch, and adds
+    /// the cross-entropy of each such output, times this weight. Training computes every branch;
+    /// the controller's reward, the cost and evaluation still follow the sampled decisions.
+    /// Graphs with more than one controller are refused; without one (a static baseline) it does
+    /// nothing, as the only path already learns from every example.
+    pub branch_loss_weight: f64,
     pub log_every: u64,
     /// Examples per evaluation forward pass. Kept small enough that activations stay under glibc's
     /// largest mmap threshold (32 MiB): at 1000, high_low's widest activation (50 MB) was mapped and
@@ -104,6 +112,7 @@ impl Default for TrainConfig {
             control_weight: 1.0,
             control_grad_to_trunk: false,
             warmup_steps: 200,
+            branch_loss_weight: 0.0,
             log_every: 20,
             eval_batch_size: 256,
         }
@@ -214,6 +223,16 @@ impl RunConfig {
         }
         if t.eval_batch_size == 0 {
             return bad("eval_batch_size", "must be positive");
+        }
+        if t.branch_loss_weight < 0.0 || t.branch_loss_weight.is_nan() {
+            return bad("branch_loss_weight", "must be zero (off) or positive");
+        }
+        let controllers = self.model.nodes.iter().filter(|n| n.kind == crate::graph::NodeKind::Control).count();
+        if t.branch_loss_weight > 0.0 && controllers > 1 {
+            return bad(
+                "branch_loss_weight",
+                &format!("needs a graph with at most one controller; this one has {controllers}"),
+            );
         }
         if self.checkpoint.keep_last == 0 {
             return Err("key `checkpoint.keep_last`: must be at least 1 (the latest checkpoint is always kept)".into());

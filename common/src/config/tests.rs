@@ -87,6 +87,14 @@ fn wrong_types_and_ranges_are_errors_naming_the_key() {
     assert!(e.contains("train.lambda"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["train.bag_size=3".into()]).unwrap_err().to_string();
     assert!(e.contains("train.bag_size"), "{e}");
+    let e = RunConfig::load(f.path(), &[], &["train.branch_loss_weight=-1".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.branch_loss_weight"), "{e}");
+    // A static graph takes the branch loss as a no-op (sweeps pass their overrides to the baselines);
+    // a graph with several controllers is refused.
+    RunConfig::load(f.path(), &[], &["train.branch_loss_weight=1".into()]).unwrap();
+    let chain = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/chain.toml");
+    let e = RunConfig::load(&chain, &[], &["train.branch_loss_weight=1".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.branch_loss_weight") && e.contains("at most one controller"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["nonsense".into()]).unwrap_err().to_string();
     assert!(e.contains("key=value"), "{e}");
     let e = RunConfig::load(std::path::Path::new("/no/such.toml"), &[], &[]).unwrap_err().to_string();

@@ -82,6 +82,31 @@ pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> T
     y.where_self(&representable, &y.full_like(IGNORE))
 }
 
+/// `train.branch_loss_weight`'s loss (summed over the batch): the output's cross-entropy with the
+/// one controller forced to each of its actions in turn, so every path learns from every example
+/// (zero for a graph without controllers, whose one path already does).
+fn branch_loss(model: &D2nn, x: &Tensor, batch: &Batch, y: &Tensor, key: DecisionKey) -> Result<Tensor> {
+    let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
+    let actions = match model.graph.num_actions().as_slice() {
+        [] => return Ok(loss),
+        [k] => *k as i64,
+        other => {
+            return Err(crate::Error::Invalid(format!(
+                "key `train.branch_loss_weight`: needs a graph with at most one controller; this one has {}",
+                other.len()
+            )))
+        }
+    };
+    let n = batch.ids.len() as i64;
+    for a in 0..actions {
+        let forced = Policy::Forced(vec![Tensor::full([n], a, (Kind::Int64, x.device()))]);
+        let out = model.forward(x, &batch.ids, &forced, key, true)?;
+        let target = representable_targets(model, &out.executed, y);
+        loss += out.output.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Sum, IGNORE, 0.0);
+    }
+    Ok(loss)
+}
+
 /// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
 /// gradients in the parameters' `.grad()` (zeroed first) and returns what it measured.
 pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
@@ -107,6 +132,9 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
         };
         let t = target.index_select(0, &head.rows);
         task += head.logits.cross_entropy_loss::<Tensor>(&t, None, tch::Reduction::Sum, -100, 0.0) * head.weight;
+    }
+    if cfg.branch_loss_weight > 0.0 {
+        task += branch_loss(model, &x, batch, &y, key)? * cfg.branch_loss_weight;
     }
     let task = task / global;
 

@@ -174,3 +174,54 @@ fn controllers_and_modules_are_clipped_apart() {
         }
     }
 }
+
+/// With greedy routing that sends every example to one branch, only that branch learns; with
+/// `branch_loss_weight` the other branch learns from every example too, and the controller's
+/// statistics still count the routed decisions only.
+#[test]
+fn branch_loss_trains_the_branch_no_example_was_routed_to() {
+    let mut cfg = small(config("high_low.toml", &[]), 256, 100);
+    cfg.train.warmup_steps = 0;
+    cfg.train.epsilon.start = 0.0;
+    cfg.train.epsilon.end = 0.0;
+    let (dataset, model) = build_model(&cfg, "high_low.toml", Device::Cpu).unwrap();
+    // The router's output bias sends every example to `low`, whatever its features.
+    for (name, p) in model.parameters() {
+        if name.starts_with("router.") && name.ends_with("bias") && p.size() == [2] {
+            tch::no_grad(|| p.shallow_clone().copy_(&tch::Tensor::from_slice(&[1e3f32, -1e3])));
+        }
+    }
+    let indices: Vec<usize> = (0..64).collect();
+    let batch = dataset.train.batch(&indices, Device::Cpu).unwrap();
+    let step = |cfg: &RunConfig| {
+        let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: 64, baselines: &[0.0, 0.0] };
+        let stats = train_step(&model, &batch, &ctx).unwrap();
+        let grad_norm =
+            |node: &str| -> f64 {
+                model
+                    .parameters()
+                    .into_iter()
+                    .filter(|(name, _)| name.starts_with(&format!("{node}.")))
+                    .map(|(_, p)| {
+                        if p.grad().defined() {
+                            p.grad().square().sum(tch::Kind::Double).double_value(&[])
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum::<f64>()
+                    .sqrt()
+            };
+        (stats, grad_norm("low"), grad_norm("high"))
+    };
+    let (routed, low, high) = step(&cfg);
+    assert_eq!(routed.actions[0], vec![64, 0], "the biased router must send the whole batch to `low`");
+    assert!(low > 0.0 && high == 0.0, "without the branch loss only `low` learns: low {low}, high {high}");
+
+    cfg.train.branch_loss_weight = 1.0;
+    let (dense, low, high) = step(&cfg);
+    assert!(low > 0.0 && high > 0.0, "with the branch loss both branches learn: low {low}, high {high}");
+    assert_eq!(dense.actions, routed.actions, "the branch loss must not change the routed decisions");
+    assert_eq!(dense.cost_fraction_sum, routed.cost_fraction_sum, "cost counts the routed path only");
+    assert!(dense.task_loss > routed.task_loss, "the branch loss adds to the task loss");
+}
