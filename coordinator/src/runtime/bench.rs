@@ -124,7 +124,7 @@ pub fn bench_local_pair(
     cfg.train.log_every = 1;
     let steps = steps.max(2);
     let barrier = Barrier::new(2);
-    let loop_once = |_: usize| -> Result<(Instant, Instant), RuntimeError> {
+    let loop_once = || -> Result<(Instant, Instant), RuntimeError> {
         tch::set_num_threads(1);
         let dir = scratch_dir("pair");
         let (mut started, mut finished) = (None, None);
@@ -151,7 +151,7 @@ pub fn bench_local_pair(
         started.zip(finished).ok_or_else(|| RuntimeError::Protocol("a benchmark loop stopped early".into()))
     };
     let results: Vec<Result<(Instant, Instant), RuntimeError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2).map(|i| scope.spawn(move || loop_once(i))).collect();
+        let handles: Vec<_> = (0..2).map(|_| scope.spawn(loop_once)).collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(RuntimeError::Protocol("a benchmark loop panicked".into()))))
