@@ -63,7 +63,7 @@ pub(super) struct CoordState {
     train_seconds: f64,
     window: StepStats,
     window_start: Instant,
-    /// compute, all-reduce, wait seconds of the window's steps.
+    /// compute, all-reduce, barrier wait and coordination seconds of the window's steps.
     window_split: [f64; 4],
     bar: ProgressBar,
     store: CheckpointStore,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use d2nn_common::config::RunConfig;
-use d2nn_common::train::{LocalRun, MetricsLine, RunDir};
+use d2nn_common::train::{LocalRun, MetricsLine, RunDir, Summary};
 use tch::Device;
 
 use super::{train_embedded, EmbeddedRun, RuntimeError};
@@ -90,9 +90,21 @@ pub fn bench_local(
     let mut cfg = bench_config(cfg);
     cfg.train.batch_size = batch;
     tch::set_num_threads(threads.max(1) as i32);
-    let dir = scratch_dir("local");
+    let summary = run_local(&cfg, config_file, steps, "local", &mut |_, _| {})?;
+    Ok(BenchResult { workers: 1, steps: summary.steps, examples_per_sec: summary.examples_per_sec, split: None })
+}
+
+/// `steps` steps of the bare loop on this thread, in a scratch run directory removed afterwards.
+fn run_local(
+    cfg: &RunConfig,
+    config_file: &str,
+    steps: u64,
+    tag: &str,
+    on_log: &mut dyn FnMut(&MetricsLine, u64),
+) -> Result<Summary, RuntimeError> {
+    let dir = scratch_dir(tag);
     let run = LocalRun {
-        cfg: &cfg,
+        cfg,
         config_file,
         run_dir: &dir,
         max_steps: Some(steps),
@@ -100,10 +112,9 @@ pub fn bench_local(
         resume: None,
         allow_config_change: false,
     };
-    let summary = run.run(&mut |_, _| {});
+    let summary = run.run(on_log);
     let _ = std::fs::remove_dir_all(&dir);
-    let summary = summary?;
-    Ok(BenchResult { workers: 1, steps: summary.steps, examples_per_sec: summary.examples_per_sec, split: None })
+    Ok(summary?)
 }
 
 /// Two bare loops at once on two threads of this process (1 libtorch thread each), with no
@@ -126,18 +137,8 @@ pub fn bench_local_pair(
     let barrier = Barrier::new(2);
     let loop_once = || -> Result<(Instant, Instant), RuntimeError> {
         tch::set_num_threads(1);
-        let dir = scratch_dir("pair");
         let (mut started, mut finished) = (None, None);
-        let run = LocalRun {
-            cfg: &cfg,
-            config_file,
-            run_dir: &dir,
-            max_steps: Some(steps),
-            device: Device::Cpu,
-            resume: None,
-            allow_config_change: false,
-        };
-        let summary = run.run(&mut |line, _| {
+        run_local(&cfg, config_file, steps, "pair", &mut |line, _| {
             if line.step == 1 {
                 barrier.wait();
                 started = Some(Instant::now());
@@ -145,9 +146,7 @@ pub fn bench_local_pair(
             if line.step == steps {
                 finished = Some(Instant::now());
             }
-        });
-        let _ = std::fs::remove_dir_all(&dir);
-        summary?;
+        })?;
         started.zip(finished).ok_or_else(|| RuntimeError::Protocol("a benchmark loop stopped early".into()))
     };
     let results: Vec<Result<(Instant, Instant), RuntimeError>> = std::thread::scope(|scope| {
