@@ -86,6 +86,13 @@ pub struct TrainConfig {
     /// Graphs with more than one controller are refused; without one (a static baseline) it does
     /// nothing, as the only path already learns from every example.
     pub branch_loss_weight: f64,
+    /// Q-learning only: regress every action's Q onto the reward that action earns on the example
+    /// (false: only the taken action's, the paper's eq. (3)). Each step runs the network once per
+    /// action of its one controller, forced for the whole batch (the passes the branch loss runs),
+    /// so the reward of every action is observed rather than sampled; ε-greedy then only picks the
+    /// path the task loss follows. Graphs with more than one controller are refused; without one it
+    /// does nothing.
+    pub q_every_action: bool,
     pub log_every: u64,
     /// Examples per evaluation forward pass. Kept small enough that activations stay under glibc's
     /// largest mmap threshold (32 MiB): at 1000, high_low's widest activation (50 MB) was mapped and
@@ -113,6 +120,7 @@ impl Default for TrainConfig {
             control_grad_to_trunk: false,
             warmup_steps: 200,
             branch_loss_weight: 0.0,
+            q_every_action: false,
             log_every: 20,
             eval_batch_size: 256,
         }
@@ -233,6 +241,17 @@ impl RunConfig {
                 "branch_loss_weight",
                 &format!("needs a graph with at most one controller; this one has {controllers}"),
             );
+        }
+        if t.q_every_action && controllers > 0 {
+            if t.algorithm != Algorithm::QLearning {
+                return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");
+            }
+            if controllers > 1 {
+                return bad(
+                    "q_every_action",
+                    &format!("needs a graph with at most one controller; this one has {controllers}"),
+                );
+            }
         }
         if self.checkpoint.keep_last == 0 {
             return Err("key `checkpoint.keep_last`: must be at least 1 (the latest checkpoint is always kept)".into());

@@ -95,6 +95,13 @@ fn wrong_types_and_ranges_are_errors_naming_the_key() {
     let chain = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/chain.toml");
     let e = RunConfig::load(&chain, &[], &["train.branch_loss_weight=1".into()]).unwrap_err().to_string();
     assert!(e.contains("train.branch_loss_weight") && e.contains("at most one controller"), "{e}");
+    RunConfig::load(f.path(), &[], &["train.q_every_action=true".into()]).unwrap();
+    let e = RunConfig::load(&chain, &[], &["train.q_every_action=true".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.q_every_action") && e.contains("at most one controller"), "{e}");
+    let high_low = chain.with_file_name("high_low.toml");
+    let sets = ["train.q_every_action=true".into(), "train.algorithm=reinforce".into()];
+    let e = RunConfig::load(&high_low, &[], &sets).unwrap_err().to_string();
+    assert!(e.contains("train.q_every_action") && e.contains("q_learning"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["nonsense".into()]).unwrap_err().to_string();
     assert!(e.contains("key=value"), "{e}");
     let e = RunConfig::load(std::path::Path::new("/no/such.toml"), &[], &[]).unwrap_err().to_string();

@@ -2,7 +2,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::{Algorithm, TrainConfig};
 use crate::data::Batch;
-use crate::exec::{D2nn, DecisionKey, Policy};
+use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
@@ -82,27 +82,67 @@ pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> T
     y.where_self(&representable, &y.full_like(IGNORE))
 }
 
-/// `train.branch_loss_weight`'s loss (summed over the batch): the output's cross-entropy with the
-/// one controller forced to each of its actions in turn, so every path learns from every example
-/// (zero for a graph without controllers, whose one path already does).
-fn branch_loss(model: &D2nn, x: &Tensor, batch: &Batch, y: &Tensor, key: DecisionKey) -> Result<Tensor> {
-    let mut loss = Tensor::zeros([], (Kind::Float, x.device()));
+/// The network once per action of its one controller, forced for the whole batch: every path on
+/// every example, for `train.branch_loss_weight` and `train.q_every_action`. Empty for a graph
+/// without controllers, whose one path the sampled forward already ran.
+fn forced_forwards(model: &D2nn, x: &Tensor, ids: &[i64], key: DecisionKey) -> Result<Vec<Forward>> {
     let actions = match model.graph.num_actions().as_slice() {
-        [] => return Ok(loss),
+        [] => return Ok(Vec::new()),
         [k] => *k as i64,
         other => {
             return Err(crate::Error::Invalid(format!(
-                "key `train.branch_loss_weight`: needs a graph with at most one controller; this one has {}",
+                "keys `train.branch_loss_weight` and `train.q_every_action`: need a graph with at most one \
+                 controller; this one has {}",
                 other.len()
             )))
         }
     };
-    let n = batch.ids.len() as i64;
-    for a in 0..actions {
-        let forced = Policy::Forced(vec![Tensor::full([n], a, (Kind::Int64, x.device()))]);
-        let out = model.forward(x, &batch.ids, &forced, key, true)?;
+    let n = ids.len() as i64;
+    (0..actions)
+        .map(|a| {
+            let forced = Policy::Forced(vec![Tensor::full([n], a, (Kind::Int64, x.device()))]);
+            model.forward(x, ids, &forced, key, true)
+        })
+        .collect()
+}
+
+/// The output's cross-entropy (summed over the batch) on each forced path: every path learns from
+/// every example.
+fn branch_loss(model: &D2nn, forced: &[Forward], y: &Tensor) -> Tensor {
+    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
+    for out in forced {
         let target = representable_targets(model, &out.executed, y);
         loss += out.output.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Sum, IGNORE, 0.0);
+    }
+    loss
+}
+
+/// The bag rewards of one forward: λ·(accuracy or F-score) + (1−λ)·(−cost) per bag.
+fn rewards_of(fwd: &Forward, cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let predicted = fwd.output.detach().argmax(1, false);
+    let correct = predicted.eq_tensor(y);
+    let cost_fraction = fwd.cost_fraction(full_flops);
+    let rewards = rl::bag_rewards(
+        cfg.accuracy,
+        &correct.to_kind(Kind::Float),
+        &predicted.eq(1),
+        &y.eq(1),
+        &cost_fraction,
+        cfg.bag_size,
+        cfg.lambda,
+    )?;
+    Ok((rewards, correct, cost_fraction))
+}
+
+/// `train.q_every_action`'s controller loss (summed over bags): on each forced path, the forced
+/// action's Q regresses onto the reward that path earned.
+fn every_action_q_loss(forced: &[Forward], cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> Result<Tensor> {
+    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
+    for fwd in forced {
+        let (rewards, _, _) = rewards_of(fwd, cfg, y, full_flops)?;
+        for d in &fwd.decisions {
+            loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &rewards, cfg.bag_size)?;
+        }
     }
     Ok(loss)
 }
@@ -133,14 +173,18 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
         let t = target.index_select(0, &head.rows);
         task += head.logits.cross_entropy_loss::<Tensor>(&t, None, tch::Reduction::Sum, -100, 0.0) * head.weight;
     }
+    let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
+    let forced = if cfg.branch_loss_weight > 0.0 || every_action_q {
+        forced_forwards(model, &x, &batch.ids, key)?
+    } else {
+        Vec::new()
+    };
     if cfg.branch_loss_weight > 0.0 {
-        task += branch_loss(model, &x, batch, &y, key)? * cfg.branch_loss_weight;
+        task += branch_loss(model, &forced, &y) * cfg.branch_loss_weight;
     }
     let task = task / global;
 
-    let predicted = fwd.output.detach().argmax(1, false);
-    let correct = predicted.eq_tensor(&y);
-    let cost_fraction = fwd.cost_fraction(graph.full_flops);
+    let (bag_rewards, correct, cost_fraction) = rewards_of(&fwd, cfg, &y, graph.full_flops)?;
     let mut stats = StepStats {
         examples: local as u64,
         correct: correct.sum(Kind::Int64).int64_value(&[]) as u64,
@@ -153,16 +197,6 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     let mut control = Tensor::zeros([], (Kind::Float, device));
     if !fwd.decisions.is_empty() {
         let m = cfg.bag_size;
-        let positive = |t: &Tensor| t.eq(1);
-        let bag_rewards = rl::bag_rewards(
-            cfg.accuracy,
-            &correct.to_kind(Kind::Float),
-            &positive(&predicted),
-            &positive(&y),
-            &cost_fraction,
-            m,
-            cfg.lambda,
-        )?;
         stats.bags = (local / m) as u64;
         stats.reward_sum = bag_rewards.sum(Kind::Double).double_value(&[]);
         let global_bags = global / m as f64;
@@ -173,7 +207,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
             for (slot, n) in stats.actions[c].iter_mut().zip(counts) {
                 *slot = n as u64;
             }
-            if !learning {
+            if !learning || every_action_q {
                 continue;
             }
             let loss = match cfg.algorithm {
@@ -188,6 +222,9 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
                 }
             };
             control += loss / global_bags;
+        }
+        if every_action_q {
+            control += every_action_q_loss(&forced, cfg, &y, graph.full_flops)? / global_bags;
         }
     }
     let total = &task + &control * cfg.control_weight;

@@ -175,24 +175,32 @@ fn controllers_and_modules_are_clipped_apart() {
     }
 }
 
-/// With greedy routing that sends every example to one branch, only that branch learns; with
-/// `branch_loss_weight` the other branch learns from every example too, and the controller's
-/// statistics still count the routed decisions only.
-#[test]
-fn branch_loss_trains_the_branch_no_example_was_routed_to() {
+/// Greedy high_low whose router's output bias (`[low, high]`) sends every example to `low`,
+/// whatever its features; returns the config, the model, the router's bias and a 64-example batch.
+fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, crate::data::Batch) {
     let mut cfg = small(config("high_low.toml", &[]), 256, 100);
     cfg.train.warmup_steps = 0;
     cfg.train.epsilon.start = 0.0;
     cfg.train.epsilon.end = 0.0;
     let (dataset, model) = build_model(&cfg, "high_low.toml", Device::Cpu).unwrap();
-    // The router's output bias sends every example to `low`, whatever its features.
-    for (name, p) in model.parameters() {
-        if name.starts_with("router.") && name.ends_with("bias") && p.size() == [2] {
-            tch::no_grad(|| p.shallow_clone().copy_(&tch::Tensor::from_slice(&[1e3f32, -1e3])));
-        }
-    }
+    let router_bias = model
+        .parameters()
+        .into_iter()
+        .find(|(name, p)| name.starts_with("router.") && name.ends_with("bias") && p.size() == [2])
+        .map(|(_, p)| p)
+        .unwrap();
+    tch::no_grad(|| router_bias.shallow_clone().copy_(&tch::Tensor::from_slice(&bias)));
     let indices: Vec<usize> = (0..64).collect();
     let batch = dataset.train.batch(&indices, Device::Cpu).unwrap();
+    (cfg, model, router_bias, batch)
+}
+
+/// With greedy routing that sends every example to one branch, only that branch learns; with
+/// `branch_loss_weight` the other branch learns from every example too, and the controller's
+/// statistics still count the routed decisions only.
+#[test]
+fn branch_loss_trains_the_branch_no_example_was_routed_to() {
+    let (mut cfg, model, _, batch) = routed_to_low([1e3, -1e3]);
     let step = |cfg: &RunConfig| {
         let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: 64, baselines: &[0.0, 0.0] };
         let stats = train_step(&model, &batch, &ctx).unwrap();
@@ -224,4 +232,46 @@ fn branch_loss_trains_the_branch_no_example_was_routed_to() {
     assert_eq!(dense.actions, routed.actions, "the branch loss must not change the routed decisions");
     assert_eq!(dense.cost_fraction_sum, routed.cost_fraction_sum, "cost counts the routed path only");
     assert!(dense.task_loss > routed.task_loss, "the branch loss adds to the task loss");
+}
+
+/// With every example routed to `low`, the paper's Q-learning regresses only `low`'s Q; with
+/// `q_every_action` the router also learns `high`'s Q from the reward `high` would have earned,
+/// and the control loss is the hand-computed Σ over actions and examples of (Q − reward)².
+#[test]
+fn q_every_action_regresses_the_action_no_example_took() {
+    let (mut cfg, model, router_bias, batch) = routed_to_low([3.0, -3.0]);
+    let step = |cfg: &RunConfig| {
+        let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: 64, baselines: &[0.0, 0.0] };
+        let stats = train_step(&model, &batch, &ctx).unwrap();
+        (stats, Vec::<f32>::try_from(router_bias.grad()).unwrap())
+    };
+    let (taken, bias_grad) = step(&cfg);
+    assert_eq!(taken.actions[0], vec![64, 0], "the biased router must send the whole batch to `low`");
+    assert!(bias_grad[0] != 0.0 && bias_grad[1] == 0.0, "only the taken action's Q learns: {bias_grad:?}");
+
+    cfg.train.q_every_action = true;
+    let (every, bias_grad) = step(&cfg);
+    assert_eq!(every.actions, taken.actions, "the routed decisions must not change");
+    assert!(bias_grad[0] != 0.0 && bias_grad[1] != 0.0, "both actions' Q learn: {bias_grad:?}");
+
+    let lambda = cfg.train.lambda;
+    let mut expected = 0.0;
+    for a in 0..2i64 {
+        let forced = Policy::Forced(vec![tch::Tensor::full([64], a, (tch::Kind::Int64, Device::Cpu))]);
+        let out = model.forward(&batch.x, &batch.ids, &forced, DecisionKey { seed: 0, step: 0 }, true).unwrap();
+        let correct =
+            Vec::<i64>::try_from(out.output.argmax(1, false).eq_tensor(&batch.y).to_kind(tch::Kind::Int64)).unwrap();
+        let cost = Vec::<f64>::try_from(out.cost_fraction(model.graph.full_flops).to_kind(tch::Kind::Double)).unwrap();
+        let q = Vec::<f64>::try_from(out.decisions[0].scores.select(1, a).to_kind(tch::Kind::Double)).unwrap();
+        for i in 0..64 {
+            let reward = lambda * correct[i] as f64 - (1.0 - lambda) * cost[i];
+            expected += (q[i] - reward).powi(2);
+        }
+    }
+    expected /= 64.0;
+    assert!(
+        (every.control_loss - expected).abs() < 1e-4 * expected.max(1.0),
+        "control loss {} against the hand-computed {expected}",
+        every.control_loss
+    );
 }
