@@ -301,9 +301,10 @@ pub enum BenchCommand {
         device: String,
     },
     /// Training throughput: the runtime with 1 and 2 in-process workers (1 thread each, same
-    /// per-worker batch), the bare single-process loop, and two bare loops side by side (what this
-    /// machine allows two workers at best), in interleaved rounds; the runtime's step time is split
-    /// into compute, all-reduce, barrier wait and coordination.
+    /// per-worker batch), the bare single-process loop, and two bare loops side by side, free-running
+    /// and in lock-step (meeting after every step, as synchronous ranks must: what this machine
+    /// allows two synchronous workers at best), in interleaved rounds; the runtime's step time is
+    /// split into compute, all-reduce, barrier wait and coordination.
     Runtime {
         #[arg(long, default_value = "configs/high_low.toml")]
         config: PathBuf,
@@ -313,7 +314,7 @@ pub enum BenchCommand {
         /// Examples per worker per step.
         #[arg(long, default_value_t = 64)]
         batch: usize,
-        /// Rounds of (local, two locals side by side, 1 worker, 2 workers); medians are reported.
+        /// Rounds of (local, two locals free-running, two locals in lock-step, 1 worker, 2 workers); medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },

@@ -85,9 +85,11 @@ fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: u
         })
     };
     let (mut ratios, mut overheads, mut ceilings, mut efficiencies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut lockstep_ceilings, mut lockstep_efficiencies) = (Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         let local = bench_local(&cfg, &file, batch, 1, steps)?;
-        let pair = bench_local_pair(&cfg, &file, batch, steps)?;
+        let pair = bench_local_pair(&cfg, &file, batch, steps, false)?;
+        let lockstep = bench_local_pair(&cfg, &file, batch, steps, true)?;
         let one = rt.block_on(bench_runtime(&cfg, &file, 1, batch, 1, steps))?;
         let two = rt.block_on(bench_runtime(&cfg, &file, 2, batch, 1, steps))?;
         let ratio = two.examples_per_sec / one.examples_per_sec;
@@ -97,16 +99,22 @@ fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: u
         overheads.push(overhead);
         ceilings.push(ceiling);
         efficiencies.push(ratio / ceiling);
+        let lockstep_ceiling = lockstep.examples_per_sec / local.examples_per_sec;
+        lockstep_ceilings.push(lockstep_ceiling);
+        lockstep_efficiencies.push(ratio / lockstep_ceiling);
         println!(
             "{}",
             serde_json::json!({
                 "round": round, "steps": steps, "per_worker_batch": batch, "threads_per_worker": 1,
                 "local_examples_per_sec": local.examples_per_sec,
                 "two_local_loops_side_by_side_examples_per_sec": pair.examples_per_sec,
+                "two_local_loops_in_lockstep_examples_per_sec": lockstep.examples_per_sec,
                 "runtime_1_worker_examples_per_sec": one.examples_per_sec,
                 "runtime_2_workers_examples_per_sec": two.examples_per_sec,
                 "two_vs_one_worker": ratio, "runtime_overhead_vs_local": overhead,
                 "machine_two_vs_one_ceiling": ceiling, "two_vs_one_over_ceiling": ratio / ceiling,
+                "lockstep_two_vs_one_ceiling": lockstep_ceiling,
+                "two_vs_one_over_lockstep_ceiling": ratio / lockstep_ceiling,
                 "runtime_1_worker_step_ms": split_ms(&one), "runtime_2_workers_step_ms": split_ms(&two),
             })
         );
@@ -117,6 +125,8 @@ fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: u
             "median_two_vs_one_worker": median(ratios), "median_runtime_overhead_vs_local": median(overheads),
             "median_machine_two_vs_one_ceiling": median(ceilings),
             "median_two_vs_one_over_ceiling": median(efficiencies),
+            "median_lockstep_two_vs_one_ceiling": median(lockstep_ceilings),
+            "median_two_vs_one_over_lockstep_ceiling": median(lockstep_efficiencies),
         })
     );
     Ok(())

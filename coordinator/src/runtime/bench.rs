@@ -118,15 +118,18 @@ fn run_local(
 }
 
 /// Two bare loops at once on two threads of this process (1 libtorch thread each), with no
-/// communication between them: what the machine gives two independent replicas side by side, the
-/// ceiling of the runtime's two-worker scaling. Both loops meet at a barrier after their first
-/// step, so the timed steps overlap (their set-up, data loading included, takes unequal time);
-/// the rate is both loops' examples after that step over the time until the later one finishes.
+/// communication between them: what the machine gives two replicas side by side. Both loops meet
+/// at a barrier after their first step, so the timed steps overlap (their set-up, data loading
+/// included, takes unequal time); the rate is both loops' examples after that step over the time
+/// until the later one finishes. With `lockstep` they also meet after every step, as synchronous
+/// data-parallel ranks must: the ceiling of a runtime whose all-reduce and coordination cost
+/// nothing, but whose ranks still wait for each other's uneven routing and run their phases at once.
 pub fn bench_local_pair(
     cfg: &RunConfig,
     config_file: &str,
     batch: usize,
     steps: u64,
+    lockstep: bool,
 ) -> Result<BenchResult, RuntimeError> {
     use std::sync::Barrier;
     use std::time::Instant;
@@ -142,6 +145,8 @@ pub fn bench_local_pair(
             if line.step == 1 {
                 barrier.wait();
                 started = Some(Instant::now());
+            } else if lockstep && line.step < steps {
+                barrier.wait();
             }
             if line.step == steps {
                 finished = Some(Instant::now());
