@@ -236,22 +236,14 @@ impl RunConfig {
             return bad("branch_loss_weight", "must be zero (off) or positive");
         }
         let controllers = self.model.nodes.iter().filter(|n| n.kind == crate::graph::NodeKind::Control).count();
-        if t.branch_loss_weight > 0.0 && controllers > 1 {
-            return bad(
-                "branch_loss_weight",
-                &format!("needs a graph with at most one controller; this one has {controllers}"),
-            );
+        // Both run the network once per action of its one controller.
+        for (key, on) in [("branch_loss_weight", t.branch_loss_weight > 0.0), ("q_every_action", t.q_every_action)] {
+            if on && controllers > 1 {
+                return bad(key, &format!("needs a graph with at most one controller; this one has {controllers}"));
+            }
         }
-        if t.q_every_action && controllers > 0 {
-            if t.algorithm != Algorithm::QLearning {
-                return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");
-            }
-            if controllers > 1 {
-                return bad(
-                    "q_every_action",
-                    &format!("needs a graph with at most one controller; this one has {controllers}"),
-                );
-            }
+        if t.q_every_action && controllers > 0 && t.algorithm != Algorithm::QLearning {
+            return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");
         }
         if self.checkpoint.keep_last == 0 {
             return Err("key `checkpoint.keep_last`: must be at least 1 (the latest checkpoint is always kept)".into());

@@ -117,21 +117,33 @@ fn branch_loss(model: &D2nn, forced: &[Forward], y: &Tensor) -> Tensor {
     loss
 }
 
-/// The bag rewards of one forward: λ·(accuracy or F-score) + (1−λ)·(−cost) per bag.
-fn rewards_of(fwd: &Forward, cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    let predicted = fwd.output.detach().argmax(1, false);
-    let correct = predicted.eq_tensor(y);
-    let cost_fraction = fwd.cost_fraction(full_flops);
-    let rewards = rl::bag_rewards(
-        cfg.accuracy,
-        &correct.to_kind(Kind::Float),
-        &predicted.eq(1),
-        &y.eq(1),
-        &cost_fraction,
-        cfg.bag_size,
-        cfg.lambda,
-    )?;
-    Ok((rewards, correct, cost_fraction))
+/// What one forward earned per example: its predicted classes, whether each was right, and the
+/// fraction of the full network it executed.
+struct Outcome {
+    predicted: Tensor,
+    correct: Tensor,
+    cost_fraction: Tensor,
+}
+
+impl Outcome {
+    fn of(fwd: &Forward, y: &Tensor, full_flops: f64) -> Outcome {
+        let predicted = fwd.output.detach().argmax(1, false);
+        let correct = predicted.eq_tensor(y);
+        Outcome { predicted, correct, cost_fraction: fwd.cost_fraction(full_flops) }
+    }
+
+    /// λ·(accuracy or F-score) + (1−λ)·(−cost) per bag.
+    fn bag_rewards(&self, cfg: &TrainConfig, y: &Tensor) -> Result<Tensor> {
+        rl::bag_rewards(
+            cfg.accuracy,
+            &self.correct.to_kind(Kind::Float),
+            &self.predicted.eq(1),
+            &y.eq(1),
+            &self.cost_fraction,
+            cfg.bag_size,
+            cfg.lambda,
+        )
+    }
 }
 
 /// `train.q_every_action`'s controller loss (summed over bags): on each forced path, the forced
@@ -139,7 +151,7 @@ fn rewards_of(fwd: &Forward, cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> 
 fn every_action_q_loss(forced: &[Forward], cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> Result<Tensor> {
     let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
     for fwd in forced {
-        let (rewards, _, _) = rewards_of(fwd, cfg, y, full_flops)?;
+        let rewards = Outcome::of(fwd, y, full_flops).bag_rewards(cfg, y)?;
         for d in &fwd.decisions {
             loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &rewards, cfg.bag_size)?;
         }
@@ -184,11 +196,11 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     }
     let task = task / global;
 
-    let (bag_rewards, correct, cost_fraction) = rewards_of(&fwd, cfg, &y, graph.full_flops)?;
+    let sampled = Outcome::of(&fwd, &y, graph.full_flops);
     let mut stats = StepStats {
         examples: local as u64,
-        correct: correct.sum(Kind::Int64).int64_value(&[]) as u64,
-        cost_fraction_sum: cost_fraction.sum(Kind::Double).double_value(&[]),
+        correct: sampled.correct.sum(Kind::Int64).int64_value(&[]) as u64,
+        cost_fraction_sum: sampled.cost_fraction.sum(Kind::Double).double_value(&[]),
         rewards: RewardStats::new(&num_actions),
         actions: num_actions.iter().map(|&k| vec![0; k]).collect(),
         ..Default::default()
@@ -197,6 +209,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     let mut control = Tensor::zeros([], (Kind::Float, device));
     if !fwd.decisions.is_empty() {
         let m = cfg.bag_size;
+        let bag_rewards = sampled.bag_rewards(cfg, &y)?;
         stats.bags = (local / m) as u64;
         stats.reward_sum = bag_rewards.sum(Kind::Double).double_value(&[]);
         let global_bags = global / m as f64;

@@ -195,6 +195,12 @@ fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, 
     (cfg, model, router_bias, batch)
 }
 
+/// Step 0 of one worker on `batch`, with zero baselines for high_low's one controller.
+fn first_step(model: &crate::exec::D2nn, batch: &crate::data::Batch, cfg: &RunConfig) -> StepStats {
+    let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: batch.ids.len(), baselines: &[0.0, 0.0] };
+    train_step(model, batch, &ctx).unwrap()
+}
+
 /// With greedy routing that sends every example to one branch, only that branch learns; with
 /// `branch_loss_weight` the other branch learns from every example too, and the controller's
 /// statistics still count the routed decisions only.
@@ -202,8 +208,7 @@ fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, 
 fn branch_loss_trains_the_branch_no_example_was_routed_to() {
     let (mut cfg, model, _, batch) = routed_to_low([1e3, -1e3]);
     let step = |cfg: &RunConfig| {
-        let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: 64, baselines: &[0.0, 0.0] };
-        let stats = train_step(&model, &batch, &ctx).unwrap();
+        let stats = first_step(&model, &batch, cfg);
         let grad_norm =
             |node: &str| -> f64 {
                 model
@@ -241,8 +246,7 @@ fn branch_loss_trains_the_branch_no_example_was_routed_to() {
 fn q_every_action_regresses_the_action_no_example_took() {
     let (mut cfg, model, router_bias, batch) = routed_to_low([3.0, -3.0]);
     let step = |cfg: &RunConfig| {
-        let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: 64, baselines: &[0.0, 0.0] };
-        let stats = train_step(&model, &batch, &ctx).unwrap();
+        let stats = first_step(&model, &batch, cfg);
         (stats, Vec::<f32>::try_from(router_bias.grad()).unwrap())
     };
     let (taken, bias_grad) = step(&cfg);
