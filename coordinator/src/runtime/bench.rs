@@ -138,20 +138,29 @@ pub fn bench_local_pair(
     cfg.train.log_every = 1;
     let steps = steps.max(2);
     let barrier = Barrier::new(2);
+    // Each loop meets the other after step 1, and in lock-step after every later step but the last.
+    let meetings = if lockstep { steps - 1 } else { 1 };
     let loop_once = || -> Result<(Instant, Instant), RuntimeError> {
         tch::set_num_threads(1);
-        let (mut started, mut finished) = (None, None);
-        run_local(&cfg, config_file, steps, "pair", &mut |line, _| {
+        let (mut started, mut finished, mut met) = (None, None, 0);
+        let run = run_local(&cfg, config_file, steps, "pair", &mut |line, _| {
+            if line.step == 1 || (lockstep && line.step < steps) {
+                barrier.wait();
+                met += 1;
+            }
             if line.step == 1 {
-                barrier.wait();
                 started = Some(Instant::now());
-            } else if lockstep && line.step < steps {
-                barrier.wait();
             }
             if line.step == steps {
                 finished = Some(Instant::now());
             }
-        })?;
+        });
+        // A loop that stopped early still keeps its remaining meetings, so the other is never left
+        // waiting at the barrier.
+        for _ in met..meetings {
+            barrier.wait();
+        }
+        run?;
         started.zip(finished).ok_or_else(|| RuntimeError::Protocol("a benchmark loop stopped early".into()))
     };
     let results: Vec<Result<(Instant, Instant), RuntimeError>> = std::thread::scope(|scope| {
