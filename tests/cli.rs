@@ -125,6 +125,35 @@ fn train_then_eval_agree() {
     let o = d2nn(&["eval", "--run-dir", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("summary.json       matches"), "{}", stdout(&o));
+
+    // The routing report's router is the trained network's argmax routing: same accuracy and cost.
+    let o = d2nn(&["eval", "--run-dir", run.to_str().unwrap(), "--routing"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("random routing at the same rates"), "{}", stdout(&o));
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(f)).unwrap()).unwrap()
+    };
+    let (summary, report) = (json("summary.json"), json("routing.json"));
+    assert_eq!(report["routed_accuracy"], summary["test_accuracy"]);
+    assert_eq!(report["examples"], 300);
+    let (routed, full) =
+        (report["routed_cost_fraction"].as_f64().unwrap(), summary["mean_cost_fraction"].as_f64().unwrap());
+    assert!((routed - full).abs() < 1e-9, "{routed} against {full}");
+}
+
+/// The routing report needs one controller and says so, naming the graph's count.
+#[test]
+fn eval_routing_refuses_a_static_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "--config", "configs/static_high.toml", "--quiet", "--max-steps", "1"];
+    args.extend_from_slice(&["--run-dir", run.to_str().unwrap()]);
+    args.extend_from_slice(TINY_DATA);
+    assert!(d2nn(&args).status.success());
+    let o = d2nn(&["eval", "--run-dir", run.to_str().unwrap(), "--routing"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exactly one controller; this one has 0"), "{}", stderr(&o));
+    assert!(!run.join("routing.json").exists());
 }
 
 /// A sweep writes its points, random routing beside every λ, and the plot; training runs in
@@ -147,6 +176,20 @@ fn sweep_in_parallel_matches_sequential() {
     let sequential = points("1");
     let kinds: Vec<&str> = sequential.iter().map(|p| p["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["d2nn", "random_routing", "d2nn", "random_routing", "static", "static"]);
+    // high_low has one controller: each random point carries the exact expectation of its coin flips,
+    // which is the routing report's (written beside the run) and lies between the two paths' accuracies.
+    for p in sequential.iter().filter(|p| p["kind"] == "random_routing") {
+        let expected = p["expected_accuracy"].as_f64().unwrap();
+        let report_file = Path::new(p["run_dir"].as_str().unwrap()).join("routing.json");
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report_file).unwrap()).unwrap();
+        assert_eq!(report["random_accuracy"].as_f64(), Some(expected));
+        let forced: Vec<f64> =
+            report["forced_accuracy"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+        assert!(expected >= forced[0].min(forced[1]) - 1e-12 && expected <= forced[0].max(forced[1]) + 1e-12);
+    }
+    for p in sequential.iter().filter(|p| p["kind"] != "random_routing") {
+        assert!(p.get("expected_accuracy").is_none(), "{p}");
+    }
     let parallel = points("2");
     for (a, b) in sequential.iter().zip(&parallel) {
         for key in ["label", "accuracy", "mean_cost_fraction"] {

@@ -1,9 +1,10 @@
 //! Training a D2NN: the step as a pure function of (model, batch, step context), which the
 //! distributed runtime runs unchanged in every worker; evaluation; run outputs; and the bare
-//! single-process loop.
+//! single-process loop; and the routing report of a trained one-controller D2NN.
 mod evaluate;
 mod local;
 mod outputs;
+mod routing;
 mod stats;
 mod step;
 
@@ -13,6 +14,7 @@ pub use local::{
     steps_per_epoch, summarize, validation_accuracy, LocalRun,
 };
 pub use outputs::{MetricsLine, RunDir, Summary};
+pub use routing::{routing_report, RightPaths, RoutingReport};
 pub use stats::StepStats;
 pub use step::{apply_update, policy_for_step, representable_targets, train_step, zero_grads, StepContext};
 

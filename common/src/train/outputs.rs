@@ -93,6 +93,8 @@ impl RunDir {
     pub const METRICS: &'static str = "metrics.jsonl";
     pub const SUMMARY: &'static str = "summary.json";
     pub const MODEL: &'static str = "model.safetensors";
+    /// Written by `d2nn eval --routing`.
+    pub const ROUTING: &'static str = "routing.json";
 
     pub fn create(path: &Path) -> Result<RunDir> {
         fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
@@ -157,6 +159,11 @@ impl RunDir {
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {
         let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.file(Self::SUMMARY), text.as_bytes())
+    }
+
+    pub fn write_routing(&self, report: &super::RoutingReport) -> Result<()> {
+        let text = serde_json::to_string_pretty(report).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.file(Self::ROUTING), text.as_bytes())
     }
 
     pub fn read_summary(&self) -> Result<Summary> {

@@ -83,9 +83,15 @@ pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> T
 }
 
 /// The network once per action of its one controller, forced for the whole batch: every path on
-/// every example, for `train.branch_loss_weight` and `train.q_every_action`. Empty for a graph
-/// without controllers, whose one path the sampled forward already ran.
-fn forced_forwards(model: &D2nn, x: &Tensor, ids: &[i64], key: DecisionKey) -> Result<Vec<Forward>> {
+/// every example, for `train.branch_loss_weight`, `train.q_every_action` and the routing report.
+/// Empty for a graph without controllers, whose one path the sampled forward already ran.
+pub(crate) fn forced_forwards(
+    model: &D2nn,
+    x: &Tensor,
+    ids: &[i64],
+    key: DecisionKey,
+    train: bool,
+) -> Result<Vec<Forward>> {
     let actions = match model.graph.num_actions().as_slice() {
         [] => return Ok(Vec::new()),
         [k] => *k as i64,
@@ -101,7 +107,7 @@ fn forced_forwards(model: &D2nn, x: &Tensor, ids: &[i64], key: DecisionKey) -> R
     (0..actions)
         .map(|a| {
             let forced = Policy::Forced(vec![Tensor::full([n], a, (Kind::Int64, x.device()))]);
-            model.forward(x, ids, &forced, key, true)
+            model.forward(x, ids, &forced, key, train)
         })
         .collect()
 }
@@ -187,7 +193,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     }
     let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
     let forced = if cfg.branch_loss_weight > 0.0 || every_action_q {
-        forced_forwards(model, &x, &batch.ids, key)?
+        forced_forwards(model, &x, &batch.ids, key, true)?
     } else {
         Vec::new()
     };

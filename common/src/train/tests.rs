@@ -177,7 +177,9 @@ fn controllers_and_modules_are_clipped_apart() {
 
 /// Greedy high_low whose router's output bias (`[low, high]`) sends every example to `low`,
 /// whatever its features; returns the config, the model, the router's bias and a 64-example batch.
-fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, crate::data::Batch) {
+/// high_low on a small slice, with its router's output bias set to `bias`: with ε = 0 a large gap
+/// routes every example to the larger side.
+fn biased_router(bias: [f32; 2]) -> (RunConfig, crate::data::Dataset, crate::exec::D2nn, tch::Tensor) {
     let mut cfg = small(config("high_low.toml", &[]), 256, 100);
     cfg.train.warmup_steps = 0;
     cfg.train.epsilon.start = 0.0;
@@ -190,6 +192,11 @@ fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, 
         .map(|(_, p)| p)
         .unwrap();
     tch::no_grad(|| router_bias.shallow_clone().copy_(&tch::Tensor::from_slice(&bias)));
+    (cfg, dataset, model, router_bias)
+}
+
+fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, crate::data::Batch) {
+    let (cfg, dataset, model, router_bias) = biased_router(bias);
     let indices: Vec<usize> = (0..64).collect();
     let batch = dataset.train.batch(&indices, Device::Cpu).unwrap();
     (cfg, model, router_bias, batch)
@@ -278,4 +285,35 @@ fn q_every_action_regresses_the_action_no_example_took() {
         "control loss {} against the hand-computed {expected}",
         every.control_loss
     );
+}
+
+/// The routing report's paths are the argmax network's: its routed figures equal `evaluate`'s, each
+/// forced path's accuracy equals `evaluate`'s with the router biased onto that path, and with every
+/// example on one path, random routing and the same-rates oracle can do no better than that path.
+#[test]
+fn routing_report_agrees_with_evaluate() {
+    let key = DecisionKey { seed: 0, step: u64::MAX };
+    let (_, dataset, model, router_bias) = biased_router([1e3, -1e3]);
+    let report = routing_report(&model, &dataset.test, 32, key).unwrap();
+    let on_low = evaluate(&model, &dataset.test, 32, &Policy::Argmax, key, false).unwrap();
+    tch::no_grad(|| router_bias.shallow_clone().copy_(&tch::Tensor::from_slice(&[-1e3f32, 1e3])));
+    let on_high = evaluate(&model, &dataset.test, 32, &Policy::Argmax, key, false).unwrap();
+
+    assert_eq!(report.actions, ["low", "high"]);
+    assert_eq!(report.examples, 100);
+    assert_eq!(report.rates, [1.0, 0.0]);
+    assert_eq!(report.routed_accuracy, on_low.accuracy);
+    assert!((report.routed_cost_fraction - on_low.mean_cost_fraction).abs() < 1e-9);
+    assert_eq!(report.forced_accuracy, [on_low.accuracy, on_high.accuracy]);
+    assert!((report.forced_cost_fraction[1] - on_high.mean_cost_fraction).abs() < 1e-9);
+    assert_eq!(report.random_accuracy, on_low.accuracy);
+    assert_eq!(report.oracle_same_rates_accuracy, Some(on_low.accuracy));
+    assert!(report.cheapest_right_accuracy >= on_low.accuracy.max(on_high.accuracy));
+    assert!(report.cheapest_right_cost_fraction < report.forced_cost_fraction[1]);
+    assert_eq!(report.by_right_paths.iter().map(|g| g.examples).sum::<usize>(), 100);
+
+    let static_cfg = small(config("static_high.toml", &[]), 256, 100);
+    let (static_data, static_model) = build_model(&static_cfg, "static_high.toml", Device::Cpu).unwrap();
+    let err = routing_report(&static_model, &static_data.test, 32, key).unwrap_err().to_string();
+    assert!(err.contains("exactly one controller") && err.contains("has 0"), "{err}");
 }

@@ -266,6 +266,11 @@ pub struct EvalArgs {
     pub checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also run every path of a one-controller D2NN on every test example and print how the router
+    /// compares with random routing at its own rates (exact, not sampled) and with two oracles;
+    /// written to routing.json in the run directory.
+    #[arg(long)]
+    pub routing: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_run, EvalMetrics, LocalRun, Summary};
+use d2nn_common::train::{
+    evaluate, is_binary, load_run, routing_report, EvalMetrics, LocalRun, RoutingReport, RunDir, Summary,
+};
 use d2nn_coordinator::plot::{tradeoff_png, PlotPoint};
 use serde::Serialize;
 
@@ -24,6 +26,10 @@ struct SweepPoint {
     mean_mflops_per_example: f64,
     /// Mean executed FLOPs over the full cost of the *dynamic* network, so every point shares one axis.
     mean_cost_fraction: f64,
+    /// Random routing of a one-controller D2NN: its expected accuracy over the coin flips, exact
+    /// (`d2nn eval --routing`), beside the one draw that `accuracy` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_accuracy: Option<f64>,
     run_dir: String,
 }
 
@@ -43,6 +49,7 @@ fn point(
         f1: s.test_f1,
         mean_mflops_per_example: s.mean_mflops_per_example,
         mean_cost_fraction: s.mean_mflops_per_example / full_mflops,
+        expected_accuracy: None,
         run_dir: dir.display().to_string(),
     }
 }
@@ -73,15 +80,22 @@ struct Job {
     dir: PathBuf,
 }
 
-/// What a finished job adds: its summary, and for a D2NN the random-routing evaluation.
+/// What a finished job adds: its summary, and for a D2NN the random-routing evaluation and, with one
+/// controller, the routing report (written to the run's routing.json).
 struct Done {
     summary: Summary,
     random: Option<EvalMetrics>,
+    routing: Option<RoutingReport>,
 }
 
 /// Random routing: the same trained network, its controllers replaced by coin flips at the rates it
-/// chose. If the D2NN does not beat this, its controllers learned nothing.
-fn random_routing(dir: &Path, summary: &Summary, args: &SweepArgs) -> anyhow::Result<EvalMetrics> {
+/// chose. If the D2NN does not beat this, its controllers learned nothing. With one controller, also
+/// the routing report, whose random figure is the exact expectation of these coin flips.
+fn random_routing(
+    dir: &Path,
+    summary: &Summary,
+    args: &SweepArgs,
+) -> anyhow::Result<(EvalMetrics, Option<RoutingReport>)> {
     let (rcfg, dataset, model) = load_run(dir, parse_device(&args.device)?)?;
     let ordered: Vec<Vec<f64>> = model
         .graph
@@ -90,23 +104,29 @@ fn random_routing(dir: &Path, summary: &Summary, args: &SweepArgs) -> anyhow::Re
         .map(|&c| summary.action_rates.get(&model.graph.nodes[c].name).cloned().unwrap_or_default())
         .collect();
     let key = DecisionKey { seed: rcfg.seed, step: u64::MAX };
-    Ok(evaluate(
-        &model,
-        &dataset.test,
-        rcfg.train.eval_batch_size,
-        &Policy::Random(ordered),
-        key,
-        is_binary(dataset.task),
-    )?)
+    let batch = rcfg.train.eval_batch_size;
+    let random = evaluate(&model, &dataset.test, batch, &Policy::Random(ordered), key, is_binary(dataset.task))?;
+    let routing = match model.graph.controls.len() {
+        1 => {
+            let report = routing_report(&model, &dataset.test, batch, key)?;
+            RunDir::open(dir)?.write_routing(&report)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    Ok((random, routing))
 }
 
 fn run_job(job: &Job, args: &SweepArgs) -> anyhow::Result<Done> {
     let summary = train_one(&job.cfg, &job.config_file, &job.dir, args)?;
-    let random = match job.lambda {
-        Some(_) => Some(random_routing(&job.dir, &summary, args)?),
-        None => None,
+    let (random, routing) = match job.lambda {
+        Some(_) => {
+            let (random, routing) = random_routing(&job.dir, &summary, args)?;
+            (Some(random), routing)
+        }
+        None => (None, None),
     };
-    Ok(Done { summary, random })
+    Ok(Done { summary, random, routing })
 }
 
 /// Runs the jobs on `jobs` threads, each with its share of the cores (libtorch's thread count is a
@@ -198,6 +218,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
                 f1: random.f1,
                 mean_mflops_per_example: random.mean_mflops_per_example,
                 mean_cost_fraction: random.mean_cost_fraction,
+                expected_accuracy: d.routing.as_ref().map(|r| r.random_accuracy),
                 run_dir: job.dir.display().to_string(),
             });
         }
@@ -228,14 +249,15 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     if let Err(e) = &plotted {
         tracing::warn!(path = %png.display(), "no plot: {e:#}");
     }
-    println!("{:<16} {:>8} {:>8} {:>8}", "point", "acc", "F1", "cost");
+    println!("{:<16} {:>8} {:>8} {:>8} {:>10}", "point", "acc", "F1", "cost", "expected");
     for p in &points {
         println!(
-            "{:<16} {:>8.4} {:>8} {:>8.4}",
+            "{:<16} {:>8.4} {:>8} {:>8.4} {:>10}",
             p.label,
             p.accuracy,
             p.f1.map_or("-".into(), |f| format!("{f:.4}")),
-            p.mean_cost_fraction
+            p.mean_cost_fraction,
+            p.expected_accuracy.map_or("-".into(), |e| format!("{e:.4}"))
         );
     }
     match plotted {

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use d2nn_common::checkpoint::{self, CheckpointMeta, CheckpointStore};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, RunDir, Summary};
+use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, routing_report, RunDir, Summary};
 use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun, RuntimeError};
 use tch::Device;
 
@@ -178,14 +178,25 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         "mean cost fraction {:.4}  ({:.3} MFLOPs per example)",
         test.mean_cost_fraction, test.mean_mflops_per_example
     );
-    let Some(run_dir) = run_dir else { return Ok(()) };
-    if let Ok(saved) = RunDir::open(run_dir).and_then(|d| d.read_summary()) {
-        let same = saved.test_accuracy == test.accuracy
-            && saved.mean_cost_fraction == test.mean_cost_fraction
-            && saved.test_f1 == test.f1;
-        println!("summary.json       {}", if same { "matches" } else { "DIFFERS" });
-        if !same {
-            bail!("recomputed metrics differ from {}/summary.json", run_dir.display());
+    if let Some(run_dir) = run_dir {
+        if let Ok(saved) = RunDir::open(run_dir).and_then(|d| d.read_summary()) {
+            let same = saved.test_accuracy == test.accuracy
+                && saved.mean_cost_fraction == test.mean_cost_fraction
+                && saved.test_f1 == test.f1;
+            println!("summary.json       {}", if same { "matches" } else { "DIFFERS" });
+            if !same {
+                bail!("recomputed metrics differ from {}/summary.json", run_dir.display());
+            }
+        }
+    }
+    if args.routing {
+        let report =
+            routing_report(&model, &dataset.test, cfg.train.eval_batch_size, key).context("d2nn eval --routing")?;
+        print!("{}", report.render());
+        if let Some(run_dir) = run_dir {
+            let dir = RunDir::open(run_dir)?;
+            dir.write_routing(&report)?;
+            println!("written            {}", dir.file(RunDir::ROUTING).display());
         }
     }
     Ok(())
