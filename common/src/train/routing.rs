@@ -117,12 +117,12 @@ impl Outcomes {
         let routed_cost: Vec<f64> = self.chosen.iter().enumerate().map(|(i, &a)| self.cost[a][i]).collect();
         let random_accuracy = rates.iter().zip(&forced_accuracy).map(|(r, acc)| r * acc).sum();
 
-        let right_set = |i: usize| (0..k).filter(|&a| self.right[a][i]).collect::<Vec<_>>();
+        let right_sets: Vec<Vec<usize>> = (0..n).map(|i| (0..k).filter(|&a| self.right[a][i]).collect()).collect();
         let oracle_same_rates_accuracy = (k == 2).then(|| {
             // Examples that only one path gets right go there while its share lasts; the rest fill
             // the remaining places, and those every path gets right are right wherever they go.
-            let only = |a: usize| (0..n).filter(|&i| right_set(i) == [a]).count();
-            let both = (0..n).filter(|&i| right_set(i).len() == 2).count();
+            let only = |a: usize| right_sets.iter().filter(|r| r.as_slice() == [a]).count();
+            let both = right_sets.iter().filter(|r| r.len() == 2).count();
             (both + only(0).min(routed_to[0]) + only(1).min(routed_to[1])) as f64 / total
         });
 
@@ -130,7 +130,7 @@ impl Outcomes {
         let mut cheapest_cost = Vec::with_capacity(n);
         for i in 0..n {
             let by_cost = |a: &usize, b: &usize| self.cost[*a][i].total_cmp(&self.cost[*b][i]);
-            let a = match right_set(i).into_iter().min_by(by_cost) {
+            let a = match right_sets[i].iter().copied().min_by(by_cost) {
                 Some(a) => {
                     cheapest_right += 1;
                     a
@@ -141,17 +141,16 @@ impl Outcomes {
         }
 
         let mut groups: Vec<RightPaths> = Vec::new();
-        for i in 0..n {
-            let right = right_set(i);
-            let slot = match groups.iter().position(|g| g.right == right) {
+        for (right, &chosen) in right_sets.iter().zip(&self.chosen) {
+            let slot = match groups.iter().position(|g| &g.right == right) {
                 Some(slot) => slot,
                 None => {
-                    groups.push(RightPaths { right, examples: 0, rates: vec![0.0; k] });
+                    groups.push(RightPaths { right: right.clone(), examples: 0, rates: vec![0.0; k] });
                     groups.len() - 1
                 }
             };
             groups[slot].examples += 1;
-            groups[slot].rates[self.chosen[i]] += 1.0;
+            groups[slot].rates[chosen] += 1.0;
         }
         for g in &mut groups {
             g.rates.iter_mut().for_each(|r| *r /= g.examples as f64);
