@@ -109,14 +109,19 @@ fn inspect_prints_shapes_and_flops() {
 const TINY_DATA: &[&str] =
     &["--set", "data.train_limit=512", "--set", "data.test_limit=300", "--set", "train.batch_size=32"];
 
+/// `d2nn train` of `config` on [`TINY_DATA`] for `steps` global steps, into `run`.
+fn train_tiny(config: &str, run: &Path, steps: &str) -> Output {
+    let mut args =
+        vec!["train", "--config", config, "--quiet", "--max-steps", steps, "--run-dir", run.to_str().unwrap()];
+    args.extend_from_slice(TINY_DATA);
+    d2nn(&args)
+}
+
 #[test]
 fn train_then_eval_agree() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = vec!["train", "--config", "configs/high_low.toml", "--quiet", "--max-steps", "6"];
-    args.extend_from_slice(&["--run-dir", run.to_str().unwrap()]);
-    args.extend_from_slice(TINY_DATA);
-    let o = d2nn(&args);
+    let o = train_tiny("configs/high_low.toml", &run, "6");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test accuracy"));
     for f in ["config.toml", "metrics.jsonl", "summary.json", "model.safetensors"] {
@@ -146,10 +151,7 @@ fn train_then_eval_agree() {
 fn eval_routing_refuses_a_static_network() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = vec!["train", "--config", "configs/static_high.toml", "--quiet", "--max-steps", "1"];
-    args.extend_from_slice(&["--run-dir", run.to_str().unwrap()]);
-    args.extend_from_slice(TINY_DATA);
-    assert!(d2nn(&args).status.success());
+    assert!(train_tiny("configs/static_high.toml", &run, "1").status.success());
     let o = d2nn(&["eval", "--run-dir", run.to_str().unwrap(), "--routing"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("exactly one controller; this one has 0"), "{}", stderr(&o));

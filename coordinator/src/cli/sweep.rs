@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{
-    evaluate, is_binary, load_run, routing_report, EvalMetrics, LocalRun, RoutingReport, RunDir, Summary,
-};
+use d2nn_common::train::{evaluate, is_binary, load_run, routing_report, EvalMetrics, LocalRun, RunDir, Summary};
 use d2nn_coordinator::plot::{tradeoff_png, PlotPoint};
 use serde::Serialize;
 
@@ -81,21 +79,18 @@ struct Job {
 }
 
 /// What a finished job adds: its summary, and for a D2NN the random-routing evaluation and, with one
-/// controller, the routing report (written to the run's routing.json).
+/// controller, the exact expected accuracy of that random routing (from the routing report, which is
+/// written to the run's routing.json).
 struct Done {
     summary: Summary,
     random: Option<EvalMetrics>,
-    routing: Option<RoutingReport>,
+    expected_random_accuracy: Option<f64>,
 }
 
 /// Random routing: the same trained network, its controllers replaced by coin flips at the rates it
 /// chose. If the D2NN does not beat this, its controllers learned nothing. With one controller, also
-/// the routing report, whose random figure is the exact expectation of these coin flips.
-fn random_routing(
-    dir: &Path,
-    summary: &Summary,
-    args: &SweepArgs,
-) -> anyhow::Result<(EvalMetrics, Option<RoutingReport>)> {
+/// the exact expectation of these coin flips, from the routing report.
+fn random_routing(dir: &Path, summary: &Summary, args: &SweepArgs) -> anyhow::Result<(EvalMetrics, Option<f64>)> {
     let (rcfg, dataset, model) = load_run(dir, parse_device(&args.device)?)?;
     let ordered: Vec<Vec<f64>> = model
         .graph
@@ -106,27 +101,27 @@ fn random_routing(
     let key = DecisionKey { seed: rcfg.seed, step: u64::MAX };
     let batch = rcfg.train.eval_batch_size;
     let random = evaluate(&model, &dataset.test, batch, &Policy::Random(ordered), key, is_binary(dataset.task))?;
-    let routing = match model.graph.controls.len() {
+    let expected = match model.graph.controls.len() {
         1 => {
             let report = routing_report(&model, &dataset.test, batch, key)?;
             RunDir::open(dir)?.write_routing(&report)?;
-            Some(report)
+            Some(report.random_accuracy)
         }
         _ => None,
     };
-    Ok((random, routing))
+    Ok((random, expected))
 }
 
 fn run_job(job: &Job, args: &SweepArgs) -> anyhow::Result<Done> {
     let summary = train_one(&job.cfg, &job.config_file, &job.dir, args)?;
-    let (random, routing) = match job.lambda {
+    let (random, expected_random_accuracy) = match job.lambda {
         Some(_) => {
-            let (random, routing) = random_routing(&job.dir, &summary, args)?;
-            (Some(random), routing)
+            let (random, expected) = random_routing(&job.dir, &summary, args)?;
+            (Some(random), expected)
         }
         None => (None, None),
     };
-    Ok(Done { summary, random, routing })
+    Ok(Done { summary, random, expected_random_accuracy })
 }
 
 /// Runs the jobs on `jobs` threads, each with its share of the cores (libtorch's thread count is a
@@ -218,7 +213,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
                 f1: random.f1,
                 mean_mflops_per_example: random.mean_mflops_per_example,
                 mean_cost_fraction: random.mean_cost_fraction,
-                expected_accuracy: d.routing.as_ref().map(|r| r.random_accuracy),
+                expected_accuracy: d.expected_random_accuracy,
                 run_dir: job.dir.display().to_string(),
             });
         }
