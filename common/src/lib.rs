@@ -9,6 +9,7 @@ pub mod optim;
 pub mod protocol;
 pub mod rl;
 pub mod rng;
+pub mod tfevents;
 pub mod train;
 
 pub use error::{Error, Result};
