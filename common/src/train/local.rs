@@ -230,6 +230,7 @@ pub fn metrics_line(
         lr,
         epsilon,
         examples_per_sec: window.examples as f64 / seconds.max(1e-9),
+        action_rates: window.action_rates(),
         compute_seconds: None,
         allreduce_seconds: None,
         wait_seconds: None,

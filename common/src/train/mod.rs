@@ -7,16 +7,20 @@ mod outputs;
 mod routing;
 mod stats;
 mod step;
+mod tensorboard;
 
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
 pub use local::{
     build_model, controller_names, load_checkpoint, load_run, metrics_line, open_resume, resumed_baseline,
     steps_per_epoch, summarize, validation_accuracy, LocalRun,
 };
-pub use outputs::{MetricsLine, RunDir, Summary};
+pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
 pub use routing::{routing_report, RightPaths, RoutingReport};
 pub use stats::StepStats;
 pub use step::{apply_update, policy_for_step, representable_targets, train_step, zero_grads, StepContext};
+pub use tensorboard::{
+    checkpoint_validation, controllers, line_scalars, run_controllers, summary_scalars, ControllerInfo,
+};
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::tensorboard::RunEvents;
 use super::EvalMetrics;
 use crate::checkpoint::write_atomic;
 use crate::config::RunConfig;
@@ -28,6 +29,10 @@ pub struct MetricsLine {
     pub lr: f64,
     pub epsilon: Option<f64>,
     pub examples_per_sec: f64,
+    /// Per controller (graph order), the fraction of the examples it ran on that took each action
+    /// in the logged window. Absent in runs written before it was logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub action_rates: Vec<Vec<f64>>,
     /// Where the logged steps' wall time went, averaged over the workers (the runtime fills these):
     /// forward, backward and the update; reducing the gradients; waiting at the barrier for the
     /// slowest rank (the cost of uneven routing between ranks); and the rest of the step, the
@@ -82,6 +87,13 @@ impl Summary {
     }
 }
 
+/// Where a run's logged lines go: `metrics.jsonl` and the TensorBoard event file.
+#[derive(Debug)]
+pub struct MetricsWriter {
+    file: File,
+    events: RunEvents,
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -95,6 +107,8 @@ impl RunDir {
     pub const MODEL: &'static str = "model.safetensors";
     /// Written by `d2nn eval --routing`.
     pub const ROUTING: &'static str = "routing.json";
+    /// TensorBoard event files: the metrics lines and the end-of-run evaluation (`docs/plots.md`).
+    pub const TENSORBOARD: &'static str = "tb";
 
     pub fn create(path: &Path) -> Result<RunDir> {
         fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
@@ -122,22 +136,24 @@ impl RunDir {
         RunConfig::from_toml(&text, &path.display().to_string())
     }
 
-    /// Starts `metrics.jsonl` afresh (`append` false) or continues it.
-    pub fn metrics_writer(&self, append: bool) -> Result<File> {
+    /// Starts `metrics.jsonl` and the TensorBoard events afresh (`append` false) or continues them.
+    pub fn metrics_writer(&self, append: bool) -> Result<MetricsWriter> {
         let path = self.file(Self::METRICS);
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(append)
             .write(true)
             .truncate(!append)
             .open(&path)
-            .map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::io(&path, e))?;
+        let events = if append { RunEvents::resume(self, None)? } else { RunEvents::start(self)? };
+        Ok(MetricsWriter { file, events })
     }
 
     /// Continues `metrics.jsonl` of a run resumed after `step` global steps. Lines logged after that
     /// step (the run went on past its checkpoint before it stopped) and a torn last line are dropped
-    /// first, so the resumed run's lines follow on without duplicates.
-    pub fn resume_metrics(&self, step: u64) -> Result<File> {
+    /// first, so the resumed run's lines follow on without duplicates; the TensorBoard events too.
+    pub fn resume_metrics(&self, step: u64) -> Result<MetricsWriter> {
         let path = self.file(Self::METRICS);
         if path.is_file() {
             let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -148,17 +164,38 @@ impl RunDir {
                 .collect();
             write_atomic(&path, kept.as_bytes())?;
         }
-        self.metrics_writer(true)
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsWriter { file, events: RunEvents::resume(self, Some(step))? })
     }
 
-    pub fn append_metrics(file: &mut File, line: &MetricsLine) -> Result<()> {
+    /// One line of `metrics.jsonl`, and the same series as TensorBoard scalars.
+    pub fn append_metrics(writer: &mut MetricsWriter, line: &MetricsLine) -> Result<()> {
         let text = serde_json::to_string(line).map_err(|e| Error::Invalid(e.to_string()))?;
-        writeln!(file, "{text}").map_err(|e| Error::Invalid(format!("writing metrics: {e}")))
+        writeln!(writer.file, "{text}").map_err(|e| Error::Invalid(format!("writing metrics: {e}")))?;
+        writer.events.log(line)
     }
 
+    /// Every line of `metrics.jsonl`; a torn last line (a run killed mid-write) is skipped.
+    pub fn read_metrics(&self) -> Result<Vec<MetricsLine>> {
+        let path = self.file(Self::METRICS);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut out = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            match serde_json::from_str::<MetricsLine>(l) {
+                Ok(m) => out.push(m),
+                Err(_) if i + 1 == lines.len() => tracing::warn!(path = %path.display(), "torn last line skipped"),
+                Err(e) => return Err(Error::data(&path, format!("line {}: {e}", i + 1))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `summary.json`, and the evaluation it holds as TensorBoard scalars at its last step.
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {
         let text = serde_json::to_string_pretty(summary).map_err(|e| Error::Invalid(e.to_string()))?;
-        write_atomic(&self.file(Self::SUMMARY), text.as_bytes())
+        write_atomic(&self.file(Self::SUMMARY), text.as_bytes())?;
+        RunEvents::log_evaluation(self, summary)
     }
 
     pub fn write_routing(&self, report: &super::RoutingReport) -> Result<()> {

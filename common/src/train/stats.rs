@@ -63,6 +63,18 @@ impl StepStats {
         self.reward_sum / self.bags.max(1) as f64
     }
 
+    /// Per controller: the fraction of the examples it ran on that took each action (as
+    /// `EvalMetrics::action_rates`); zeros for a controller that ran on none.
+    pub fn action_rates(&self) -> Vec<Vec<f64>> {
+        self.actions
+            .iter()
+            .map(|counts| {
+                let ran: u64 = counts.iter().sum();
+                counts.iter().map(|&k| if ran > 0 { k as f64 / ran as f64 } else { 0.0 }).collect()
+            })
+            .collect()
+    }
+
     pub fn advantage_variance(&self) -> Option<f64> {
         (self.advantage_count > 0).then(|| {
             let n = self.advantage_count as f64;

@@ -1,6 +1,5 @@
 //! The coordinator actor: drives the steps, holds the reward baselines, decides commit or abort,
 //! logs, and ends the run with an evaluation on rank 0's replica.
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +8,9 @@ use d2nn_common::checkpoint::{CheckpointMeta, CheckpointStore, Position, WriteSt
 use d2nn_common::protocol::Remote;
 use d2nn_common::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, StepReport};
 use d2nn_common::rl::{BaselineStore, EmaBaseline};
-use d2nn_common::train::{metrics_line, open_resume, resumed_baseline, steps_per_epoch, RunDir, StepStats, Summary};
+use d2nn_common::train::{
+    metrics_line, open_resume, resumed_baseline, steps_per_epoch, MetricsWriter, RunDir, StepStats, Summary,
+};
 use d2nn_worker::collective::in_process_group;
 use d2nn_worker::{
     EvalRequest, Port, SaveRequest, WorkerActor, WorkerArgs, WorkerInfo, WorkerMsg, WorkerOptions, WorkerSpec,
@@ -49,7 +50,7 @@ pub(super) struct CoordState {
     done: Option<oneshot::Sender<Result<Summary, RuntimeError>>>,
     workers: Vec<ActorRef<WorkerMsg>>,
     run_dir: RunDir,
-    metrics: File,
+    metrics: MetricsWriter,
     baseline: EmaBaseline,
     has_controllers: bool,
     train_examples: usize,
