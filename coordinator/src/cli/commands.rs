@@ -67,6 +67,16 @@ pub enum Command {
     /// Train one D2NN per λ plus the design's static baselines and a random-routing baseline; write
     /// sweep.json and tradeoff.png (accuracy, or F1 for binary tasks, against mean cost).
     Sweep(SweepArgs),
+    /// Draw a sweep's trade-off plot or a run's training curves again, from the files they wrote.
+    ///
+    /// `d2nn train` writes curves.png and `d2nn sweep` writes tradeoff.png by themselves; this
+    /// redraws them (for example after an upgrade) and overlays several sweeps as seeds:
+    ///   d2nn plot sweep runs/sweep_cascade                        # runs/sweep_cascade/tradeoff.png
+    ///   d2nn plot sweep runs/s0/sweep.json runs/s1/sweep.json -o seeds.png   # each seed and their mean
+    ///   d2nn plot curves runs/hl                                  # runs/hl/curves.png
+    /// TensorBoard reads the same series from every run directory: tensorboard --logdir runs
+    #[command(subcommand, verbatim_doc_comment)]
+    Plot(PlotCommand),
     /// Benchmarks (printed as JSON lines).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -254,6 +264,29 @@ pub struct SweepArgs {
     /// Skip the static baselines (e.g. when another sweep of the same design already trained them).
     #[arg(long)]
     pub no_baselines: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlotCommand {
+    /// tradeoff.png from sweep.json files (or sweep directories): the D2NN per λ, random routing
+    /// at its rates, static baselines; several sweeps are drawn as seeds around their mean.
+    Sweep {
+        /// sweep.json files or the sweep directories holding them.
+        #[arg(required = true, value_name = "SWEEP")]
+        sweeps: Vec<PathBuf>,
+        /// The PNG to write [default: tradeoff.png beside a sweep.json, else the first file's name
+        /// with .png].
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Title instead of "<config> — test <metric> against cost".
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// curves.png in a run directory from its metrics.jsonl, checkpoints and summary.json.
+    Curves {
+        /// A run directory written by `d2nn train` (or a point of a sweep).
+        run_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

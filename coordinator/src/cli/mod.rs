@@ -7,6 +7,7 @@ mod data;
 mod doctor;
 mod inspect;
 mod logging;
+mod plot;
 mod signals;
 mod sweep;
 mod train;
@@ -31,6 +32,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Eval(args) => train::eval(args),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
         Command::Sweep(args) => sweep::sweep(args),
+        Command::Plot(cmd) => plot::run(cmd),
         Command::Bench(cmd) => inspect::bench(cmd),
         Command::Doctor(args) => doctor::doctor(args),
     };

@@ -8,11 +8,11 @@ use anyhow::{bail, Context};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
 use d2nn_common::train::{evaluate, is_binary, load_run, routing_report, EvalMetrics, LocalRun, RunDir, Summary};
-use d2nn_coordinator::plot::{tradeoff_png, PlotPoint};
+use d2nn_coordinator::plot::{load_sweeps, tradeoff_png};
 use serde::Serialize;
 
 use super::commands::{ConfigArgs, SweepArgs};
-use super::train::{load_config, parse_device, print_summary};
+use super::train::{load_config, parse_device, print_summary, write_curves};
 
 #[derive(Debug, Serialize)]
 struct SweepPoint {
@@ -66,6 +66,7 @@ fn train_one(cfg: &RunConfig, config_file: &str, run_dir: &Path, args: &SweepArg
     };
     let summary = run.run(&mut |line, total| tracing::debug!(step = line.step, total, loss = line.loss, "step"))?;
     print_summary(&summary, run_dir);
+    write_curves(run_dir);
     Ok(summary)
 }
 
@@ -224,23 +225,10 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     let sweep_json = out.join("sweep.json");
     std::fs::write(&sweep_json, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", sweep_json.display()))?;
-    let plot_points: Vec<PlotPoint> = points
-        .iter()
-        .map(|p| PlotPoint {
-            series: p.kind.replace('_', " "),
-            label: p.label.clone(),
-            cost: p.mean_cost_fraction,
-            metric: if binary { p.f1.unwrap_or(0.0) } else { p.accuracy },
-        })
-        .collect();
     let png = out.join("tradeoff.png");
-    let title = format!(
-        "{} — test {} vs cost",
-        args.config.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        if binary { "F1" } else { "accuracy" }
-    );
     // The numbers are in sweep.json already: a machine without fonts must not lose an hour of runs.
-    let plotted = tradeoff_png(&png, &title, if binary { "test F1" } else { "test accuracy" }, &plot_points);
+    // Drawn from sweep.json itself, as `d2nn plot sweep` redraws it.
+    let plotted = load_sweeps(std::slice::from_ref(&sweep_json)).and_then(|plot| tradeoff_png(&png, &plot));
     if let Err(e) = &plotted {
         tracing::warn!(path = %png.display(), "no plot: {e:#}");
     }
@@ -256,7 +244,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         );
     }
     match plotted {
-        Ok(()) => println!("wrote {} and {}", sweep_json.display(), png.display()),
+        Ok(_) => println!("wrote {} and {}", sweep_json.display(), png.display()),
         Err(_) => println!("wrote {} (no plot, see the warning above)", sweep_json.display()),
     }
     Ok(())

@@ -5,6 +5,7 @@ use d2nn_common::checkpoint::{self, CheckpointMeta, CheckpointStore};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
 use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, routing_report, RunDir, Summary};
+use d2nn_coordinator::plot::write_run_curves;
 use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun, RuntimeError};
 use tch::Device;
 
@@ -54,6 +55,14 @@ pub fn print_summary(summary: &Summary, run_dir: &std::path::Path) {
         summary.steps, summary.workers, summary.examples_per_sec, summary.wall_seconds
     );
     println!("run directory      {}", run_dir.display());
+}
+
+/// Draws the run's `curves.png` from its metrics.jsonl; a run is not failed for want of a picture.
+pub fn write_curves(run_dir: &Path) {
+    match write_run_curves(run_dir) {
+        Ok(path) => println!("training curves    {}", path.display()),
+        Err(e) => tracing::warn!("no curves.png: {e}"),
+    }
 }
 
 /// The config of a `train` command: its file, or with `--resume` and no `--config` the checkpoint's
@@ -127,9 +136,13 @@ pub fn report(
 ) -> anyhow::Result<()> {
     let (config_file, run_dir, workers) = run;
     match result {
-        Ok(summary) => print_summary(&summary, run_dir),
+        Ok(summary) => {
+            print_summary(&summary, run_dir);
+            write_curves(run_dir);
+        }
         Err(RuntimeError::Stopped { step, checkpoint }) => {
             println!("stopped after step {step}; checkpoint {}", checkpoint.display());
+            write_curves(run_dir);
             println!("continue with: {resume_hint} --resume {}", run_dir.display());
         }
         Err(e) => return Err(e).with_context(|| format!("training {config_file} with {workers} workers")),
@@ -188,6 +201,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
                 bail!("recomputed metrics differ from {}/summary.json", run_dir.display());
             }
         }
+    }
+    if let Some(run_dir) = run_dir {
+        write_curves(run_dir);
     }
     if args.routing {
         let report =
