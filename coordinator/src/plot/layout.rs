@@ -43,6 +43,33 @@ impl Rect {
     }
 }
 
+/// A drawn line segment, from one pixel to another.
+pub type Segment = ((f64, f64), (f64, f64));
+
+/// Whether a segment passes through the box (Liang–Barsky clipping).
+pub fn crosses(rect: &Rect, &((x0, y0), (x1, y1)): &Segment) -> bool {
+    let (dx, dy) = (x1 - x0, y1 - y0);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, x0 - rect.x0), (dx, rect.x1 - x0), (-dy, y0 - rect.y0), (dy, rect.y1 - y0)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return false;
+            }
+        } else {
+            let r = q / p;
+            if p < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
+            if t0 > t1 {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// A label to place: the point it names and the size of its text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelRequest {
@@ -81,40 +108,47 @@ const LEADER_FROM: f64 = 20.0;
 const DIRECTIONS: [f64; 16] = [0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5];
 
 /// Places each label greedily, in order, at the nearest free spot around its point: inside `area`,
-/// clear of every marker box and of the labels placed before it. A label with no free spot goes
+/// clear of every marker box and of the labels placed before it, and where possible clear of the
+/// drawn `lines` and of earlier labels' leader lines too. A label with no free spot goes
 /// to the next row of `overflow` (rows of `row_height`), or is dropped when `overflow` is full. Every returned box is inside `area` or `overflow`, and no two
 /// boxes and no box and marker overlap, as long as `overflow` is clear of `area`.
 pub fn place_labels(
     labels: &[LabelRequest],
     markers: &[Rect],
+    lines: &[Segment],
     area: Rect,
     overflow: Rect,
     row_height: f64,
 ) -> Vec<Placement> {
     let mut taken: Vec<Rect> = Vec::new();
+    let mut lines: Vec<Segment> = lines.to_vec();
     let mut next_row = overflow.y0;
     labels
         .iter()
         .map(|l| {
             let (px, py) = l.anchor;
-            let spot = RADII.iter().find_map(|&r| {
-                DIRECTIONS.iter().find_map(|&eighths| {
-                    let theta = eighths * std::f64::consts::FRAC_PI_4;
-                    let (c, s) = (theta.cos(), theta.sin());
-                    // The box's centre sits so that its nearest edge is about `r` from the point.
-                    let cx = px + c * (r + l.width / 2.0);
-                    let cy = py - s * (r + l.height / 2.0);
-                    let rect = Rect::centered(cx, cy, l.width, l.height);
-                    let free = rect.inside(&area)
-                        && !markers.iter().any(|m| m.overlaps(&rect))
-                        && !taken.iter().any(|t| t.overlaps(&rect));
-                    free.then_some((rect, r))
+            let search = |avoid_lines: bool| {
+                RADII.iter().find_map(|&r| {
+                    DIRECTIONS.iter().find_map(|&eighths| {
+                        let theta = eighths * std::f64::consts::FRAC_PI_4;
+                        let (c, s) = (theta.cos(), theta.sin());
+                        // The box's centre sits so that its nearest edge is about `r` from the point.
+                        let cx = px + c * (r + l.width / 2.0);
+                        let cy = py - s * (r + l.height / 2.0);
+                        let rect = Rect::centered(cx, cy, l.width, l.height);
+                        let free = rect.inside(&area)
+                            && !markers.iter().any(|m| m.overlaps(&rect))
+                            && !taken.iter().any(|t| t.overlaps(&rect))
+                            && !(avoid_lines && lines.iter().any(|seg| crosses(&rect, seg)));
+                        free.then_some((rect, r))
+                    })
                 })
-            });
-            match spot {
+            };
+            match search(true).or_else(|| search(false)) {
                 Some((rect, r)) => {
                     taken.push(rect);
                     let leader = (r >= LEADER_FROM).then(|| ((px, py), rect.nearest(px, py)));
+                    lines.extend(leader);
                     Placement::Beside { rect, leader }
                 }
                 None => {

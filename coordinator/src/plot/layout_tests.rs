@@ -33,7 +33,7 @@ fn lone_points_get_their_label_right_beside_them() {
         LabelRequest { anchor: (300.0, 200.0), width: 50.0, height: 14.0, list_width: 50.0 },
     ];
     let markers = [marker(100.0, 100.0), marker(300.0, 200.0)];
-    let placed = place_labels(&labels, &markers, area, overflow, 18.0);
+    let placed = place_labels(&labels, &markers, &[], area, overflow, 18.0);
     check_layout(&placed, &markers, area, overflow);
     for (p, l) in placed.iter().zip(&labels) {
         let Placement::Beside { rect, leader: None } = p else { panic!("{p:?}") };
@@ -47,7 +47,7 @@ fn a_label_at_the_right_edge_goes_inside_the_area() {
     let overflow = Rect::new(450.0, 0.0, 600.0, 300.0);
     let labels = [LabelRequest { anchor: (395.0, 150.0), width: 140.0, height: 14.0, list_width: 140.0 }];
     let markers = [marker(395.0, 150.0)];
-    let placed = place_labels(&labels, &markers, area, overflow, 18.0);
+    let placed = place_labels(&labels, &markers, &[], area, overflow, 18.0);
     check_layout(&placed, &markers, area, overflow);
     assert!(matches!(placed[0], Placement::Beside { .. }), "{placed:?}");
 }
@@ -66,7 +66,7 @@ fn a_crowd_is_placed_without_overlap_and_the_rest_is_listed_then_dropped() {
         })
         .collect();
     let markers: Vec<Rect> = labels.iter().map(|l| marker(l.anchor.0, l.anchor.1)).collect();
-    let placed = place_labels(&labels, &markers, area, overflow, 18.0);
+    let placed = place_labels(&labels, &markers, &[], area, overflow, 18.0);
     check_layout(&placed, &markers, area, overflow);
     let beside = placed.iter().filter(|p| matches!(p, Placement::Beside { .. })).count();
     let listed = placed.iter().filter(|p| matches!(p, Placement::Listed { .. })).count();
@@ -77,4 +77,31 @@ fn a_crowd_is_placed_without_overlap_and_the_rest_is_listed_then_dropped() {
     assert!(dropped > 0);
     // The far ones are tied to their point.
     assert!(placed.iter().any(|p| matches!(p, Placement::Beside { leader: Some(_), .. })));
+}
+
+#[test]
+fn a_label_keeps_off_a_line_through_its_first_spot() {
+    let area = Rect::new(0.0, 0.0, 400.0, 300.0);
+    let overflow = Rect::new(450.0, 0.0, 600.0, 300.0);
+    let labels = [LabelRequest { anchor: (100.0, 100.0), width: 50.0, height: 14.0, list_width: 50.0 }];
+    let markers = [marker(100.0, 100.0)];
+    // A line leaving the point to the right, where the label would go first.
+    let line = ((100.0, 100.0), (300.0, 100.0));
+    let free = place_labels(&labels, &markers, &[], area, overflow, 18.0);
+    assert!(crosses(&free[0].rect().unwrap(), &line), "the test's line must cross the first spot");
+    let placed = place_labels(&labels, &markers, &[line], area, overflow, 18.0);
+    check_layout(&placed, &markers, area, overflow);
+    let rect = placed[0].rect().unwrap();
+    assert!(!crosses(&rect, &line), "{rect:?} lies on the line");
+    assert!(matches!(placed[0], Placement::Beside { .. }));
+}
+
+#[test]
+fn crossing_is_exact_for_segments_near_a_box() {
+    let r = Rect::new(10.0, 10.0, 20.0, 20.0);
+    assert!(crosses(&r, &((0.0, 15.0), (30.0, 15.0))), "through");
+    assert!(crosses(&r, &((15.0, 15.0), (15.0, 16.0))), "inside");
+    assert!(!crosses(&r, &((0.0, 5.0), (30.0, 5.0))), "above");
+    assert!(!crosses(&r, &((0.0, 0.0), (9.0, 30.0))), "left, slanted");
+    assert!(crosses(&r, &((0.0, 0.0), (30.0, 30.0))), "diagonal");
 }

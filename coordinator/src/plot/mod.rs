@@ -9,7 +9,7 @@ mod sweep_file;
 mod tradeoff;
 
 pub use curves::{curves_png, run_curves, write_run_curves, Curves, Mark, Panel, Series, CURVES_FILE};
-pub use layout::{place_labels, LabelRequest, Placement, Rect};
+pub use layout::{crosses, place_labels, LabelRequest, Placement, Rect, Segment};
 pub use sweep_file::{load_sweeps, sweep_json, Kind, PlotPoint, Tradeoff};
 pub use tradeoff::{draw_tradeoff, tradeoff_png, TradeoffLayout};
 

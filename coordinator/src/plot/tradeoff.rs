@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::layout::{place_labels, LabelRequest, Placement, Rect};
+use super::layout::{place_labels, LabelRequest, Placement, Rect, Segment};
 use super::style::{marker, marker_extent, Shape, Style, GREY, PALETTE};
 use super::sweep_file::{Kind, PlotPoint, Tradeoff};
 use super::{axis_range, draw_err, tick_format, PlotError};
@@ -149,6 +149,18 @@ pub fn draw_tradeoff<DB: DrawingBackend>(
         }
     }
     let markers: Vec<Rect> = drawn.iter().map(|&(c, _, size)| marker_box(c, size)).collect();
+    // The lines drawn: labels keep off them where they can.
+    let at = |p: (f64, f64)| {
+        let (x, y) = to_px(p);
+        (f64::from(x), f64::from(y))
+    };
+    let mut lines: Vec<Segment> = d2nn.windows(2).map(|w| (at(w[0].mean), at(w[1].mean))).collect();
+    for g in &groups {
+        lines.extend(g.seeds.iter().filter(|_| g.seeds.len() > 1).map(|&s| (at(g.mean), at(s))));
+        if g.kind == Kind::RandomRouting {
+            lines.extend(twin(g).map(|d| (at(g.mean), at(d))));
+        }
+    }
     let d2nn_centres: Vec<(i32, i32)> = d2nn.iter().map(|g| to_px(g.mean)).collect();
 
     let legend_rows = draw_legend(&panel, plot, seeded)?;
@@ -189,7 +201,7 @@ pub fn draw_tradeoff<DB: DrawingBackend>(
             LabelRequest { anchor: (f64::from(*x), f64::from(*y)), width: w, height: h, list_width: measure(listed).0 }
         })
         .collect();
-    let placements = place_labels(&requests, &markers, area, overflow, ROW);
+    let placements = place_labels(&requests, &markers, &lines, area, overflow, ROW);
 
     // Leader lines under the markers, the markers (the D2NN last, on top), then the text.
     for p in &placements {
