@@ -7,10 +7,20 @@ use super::*;
 use crate::config::{Algorithm, RunConfig};
 use crate::exec::{DecisionKey, Policy};
 
+/// A shipped config (configs/`file`) with `--set`-style overrides, reading the project's data.
 fn config(file: &str, sets: &[&str]) -> RunConfig {
+    load_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file), sets)
+}
+
+/// A test network of common/src/train/testdata/.
+fn test_config(file: &str, sets: &[&str]) -> RunConfig {
+    load_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/train/testdata").join(file), sets)
+}
+
+fn load_config(path: &Path, sets: &[&str]) -> RunConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let overrides: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let mut cfg = RunConfig::load(&root.join("configs").join(file), &[], &overrides).unwrap();
+    let mut cfg = RunConfig::load(path, &[], &overrides).unwrap();
     cfg.data.dir = std::env::var_os("D2NN_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("data"));
     cfg
 }
@@ -47,8 +57,10 @@ fn q_learning_and_reinforce_lift_accuracy_well_above_chance() {
         cfg.train.epochs = 2;
         cfg.train.warmup_steps = 20;
         let (summary, dir) = run(&cfg, None);
-        // Chance is 0.10 on ten balanced classes.
-        assert!(summary.test_accuracy > 0.6, "{algorithm:?}: test accuracy {}", summary.test_accuracy);
+        // Chance is 0.10 on ten balanced classes; every measured run lands at 0.7–0.8 (docs/RESULTS.md,
+        // "Tests on other CPUs"), so 0.5 holds on any CPU and still fails a network that learned nothing.
+        eprintln!("{algorithm:?}: test accuracy {}", summary.test_accuracy);
+        assert!(summary.test_accuracy > 0.5, "{algorithm:?}: test accuracy {}", summary.test_accuracy);
         assert!(summary.mean_cost_fraction > 0.0 && summary.mean_cost_fraction < 1.0);
         assert_eq!(summary.steps, 2 * 3072 / 64);
         let lines = std::fs::read_to_string(dir.path().join(RunDir::METRICS)).unwrap();
@@ -61,10 +73,15 @@ fn q_learning_and_reinforce_lift_accuracy_well_above_chance() {
     }
 }
 
+/// λ = 0 rewards cost alone, λ = 1 accuracy alone: on a network whose expensive branch is far more
+/// accurate than its cheap one, the λ = 0 router sends (nearly) every example to `low` and the λ = 1
+/// router most of them to `high`. On configs/high_low.toml, whose branches are about equally accurate
+/// on this slice, a λ = 1 router lands anywhere from 0 % to 80 % `high` with the seed and the CPU's
+/// kernels (docs/RESULTS.md, "Tests on other CPUs"), so that network cannot show the trade reliably.
 #[test]
 fn lambda_trades_accuracy_for_cost() {
     let high_rate = |lambda: f64| {
-        let mut cfg = small(config("high_low.toml", &[]), 2048, 500);
+        let mut cfg = small(test_config("unequal_branches.toml", &[]), 2048, 500);
         cfg.train.lambda = lambda;
         cfg.train.epochs = 3;
         cfg.train.warmup_steps = 30;
@@ -74,9 +91,12 @@ fn lambda_trades_accuracy_for_cost() {
     };
     let (cheap_rate, cheap_cost) = high_rate(0.0);
     let (rich_rate, rich_cost) = high_rate(1.0);
+    eprintln!("`high` rate and cost fraction: λ=0 {cheap_rate} at {cheap_cost}, λ=1 {rich_rate} at {rich_cost}");
+    // Margins far outside the spread measured over seeds, kernel paths and thread counts.
+    // Measured: λ=0 routes 0 % to `high` (cost 0.17), λ=1 100 % (cost 1.0).
     assert!(cheap_rate < 0.2, "λ=0 sends {cheap_rate} of examples to `high`");
-    assert!(rich_rate > 0.8, "λ=1 sends only {rich_rate} of examples to `high`");
-    assert!(cheap_cost < rich_cost);
+    assert!(rich_rate > 0.7, "λ=1 sends only {rich_rate} of examples to `high`");
+    assert!(rich_cost > cheap_cost + 0.5, "λ=1 costs {rich_cost}, λ=0 {cheap_cost}");
 }
 
 #[test]
