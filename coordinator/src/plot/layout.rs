@@ -136,10 +136,11 @@ pub fn place_labels(
                         let cx = px + c * (r + l.width / 2.0);
                         let cy = py - s * (r + l.height / 2.0);
                         let rect = Rect::centered(cx, cy, l.width, l.height);
+                        let on_a_line = avoid_lines && lines.iter().any(|seg| crosses(&rect, seg));
                         let free = rect.inside(&area)
                             && !markers.iter().any(|m| m.overlaps(&rect))
                             && !taken.iter().any(|t| t.overlaps(&rect))
-                            && !(avoid_lines && lines.iter().any(|seg| crosses(&rect, seg)));
+                            && !on_a_line;
                         free.then_some((rect, r))
                     })
                 })

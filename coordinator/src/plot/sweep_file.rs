@@ -45,9 +45,10 @@ pub struct Tradeoff {
     /// `test F1` or `test accuracy`.
     pub metric_name: String,
     pub points: Vec<PlotPoint>,
-    /// The random-routing points are exact expectations over the coin flips (one-controller
-    /// D2NNs with `d2nn eval --routing` numbers), not one draw.
-    pub random_is_expected: bool,
+    /// How many random-routing points are exact expectations over the coin flips (one-controller
+    /// D2NNs on accuracy, from `expected_accuracy`), and how many random-routing points there are;
+    /// the others are one draw of the coin flips.
+    pub random_expected: (usize, usize),
     /// How many sweeps (seeds) the points come from.
     pub sweeps: usize,
 }
@@ -96,7 +97,7 @@ pub fn load_sweeps(paths: &[PathBuf]) -> Result<Tradeoff, PlotError> {
     };
     let f1 = first.metric == "f1";
     let mut points = Vec::new();
-    let mut random_is_expected = false;
+    let mut random_expected = (0, 0);
     for (path, file) in &files {
         if file.metric != first.metric {
             return Err(PlotError {
@@ -113,7 +114,7 @@ pub fn load_sweeps(paths: &[PathBuf]) -> Result<Tradeoff, PlotError> {
             let metric = match (f1, kind, p.expected_accuracy) {
                 (true, _, _) => p.f1.unwrap_or(f64::NAN),
                 (false, Kind::RandomRouting, Some(expected)) => {
-                    random_is_expected = true;
+                    random_expected.0 += 1;
                     expected
                 }
                 (false, _, _) => p.accuracy,
@@ -123,6 +124,9 @@ pub fn load_sweeps(paths: &[PathBuf]) -> Result<Tradeoff, PlotError> {
                     path: path.display().to_string(),
                     message: format!("point `{}` has no {}", p.label, first.metric),
                 });
+            }
+            if kind == Kind::RandomRouting {
+                random_expected.1 += 1;
             }
             points.push(PlotPoint { kind, name, cost: p.mean_cost_fraction, metric });
         }
@@ -134,7 +138,7 @@ pub fn load_sweeps(paths: &[PathBuf]) -> Result<Tradeoff, PlotError> {
         title: format!("{stem} — test {what} against cost{seeds}"),
         metric_name: format!("test {what}"),
         points,
-        random_is_expected,
+        random_expected,
         sweeps: files.len(),
     })
 }

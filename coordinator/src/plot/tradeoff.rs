@@ -255,10 +255,10 @@ fn draw_legend<DB: DrawingBackend>(
     plot: &Tradeoff,
     seeded: bool,
 ) -> Result<usize, String> {
-    let random = if plot.random_is_expected {
-        "random routing, D2NN's rates (expected)"
-    } else {
-        "random routing at the D2NN's rates"
+    let random = match plot.random_expected {
+        (0, _) => "random routing at the D2NN's rates",
+        (e, n) if e == n => "random routing, D2NN's rates (expected)",
+        _ => "random routing (expected where recorded)",
     };
     let mut rows: Vec<(Option<Style>, String)> = Vec::new();
     let kinds: Vec<Kind> = [Kind::D2nn, Kind::RandomRouting, Kind::Static, Kind::Other]

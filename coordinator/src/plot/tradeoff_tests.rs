@@ -18,6 +18,7 @@ fn crowded() -> Tradeoff {
 fn a_crowded_sweep_keeps_every_label_on_the_canvas_apart_and_the_d2nn_on_top() {
     let plot = crowded();
     assert_eq!((plot.sweeps, plot.points.len()), (2, 50));
+    assert_eq!(plot.random_expected, (0, 22), "F1 sweeps have no expected random accuracy");
     let (w, h) = SIZE;
     let mut pixels = vec![0u8; (w * h * 3) as usize];
     let layout = {
@@ -83,4 +84,29 @@ fn sweeps_of_different_metrics_do_not_mix() {
     std::fs::write(&other, text).unwrap();
     let e = load_sweeps(&[fixture("crowded_seed0.json"), dir.path().to_path_buf()]).unwrap_err();
     assert!(e.to_string().contains("metric `accuracy`"), "{e}");
+}
+
+#[test]
+fn random_routing_uses_the_exact_expectation_where_a_sweep_recorded_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, expected: Option<f64>| {
+        let mut random = serde_json::json!({"kind": "random_routing", "label": "rand λ=0.9", "lambda": 0.9,
+            "accuracy": 0.80, "f1": null, "mean_cost_fraction": 0.5});
+        if let Some(e) = expected {
+            random["expected_accuracy"] = e.into();
+        }
+        let d2nn = serde_json::json!({"kind": "d2nn", "label": "λ=0.9", "lambda": 0.9, "accuracy": 0.9,
+            "f1": null, "mean_cost_fraction": 0.5});
+        let json =
+            serde_json::json!({"config": "configs/high_low.toml", "metric": "accuracy", "points": [d2nn, random]});
+        let path = dir.path().join(name);
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+    let (a, b) = (write("a.json", Some(0.85)), write("b.json", None));
+    let plot = load_sweeps(&[a.clone(), b]).unwrap();
+    assert_eq!(plot.random_expected, (1, 2));
+    let random: Vec<f64> = plot.points.iter().filter(|p| p.kind == Kind::RandomRouting).map(|p| p.metric).collect();
+    assert_eq!(random, [0.85, 0.80]);
+    assert_eq!(load_sweeps(&[a]).unwrap().random_expected, (1, 1));
 }
