@@ -149,6 +149,7 @@ pub fn write_run_curves(run_dir: &Path) -> Result<PathBuf, PlotError> {
     let summary = run.read_summary().ok();
     let cfg = run.read_config().ok();
     let what = match (&summary, &cfg) {
+        (Some(s), _) if s.algorithm == "static" => format!("{}, static network", s.task),
         (Some(s), _) => format!("{} {}, λ = {}", s.task, s.algorithm, s.lambda),
         (None, Some(c)) => format!("λ = {}", c.train.lambda),
         (None, None) => String::new(),
@@ -191,10 +192,15 @@ fn draw_panel<DB: DrawingBackend>(
             .map_err(draw_err)?;
         return Ok(());
     }
-    let xs = axis_range(all().map(|p| p.0), 0.02, 0.5, Some(0.0));
+    // Steps from 0; values padded by 8 % of their span, or 5 % of their size when they barely move.
+    let last = all().map(|p| p.0).fold(0.0f64, f64::max);
+    let xs = 0.0..(last * 1.03).max(1.0);
     let ys = match panel.y_range {
         Some((lo, hi)) => lo..hi,
-        None => axis_range(all().map(|p| p.1), 0.08, 1e-6, None),
+        None => {
+            let size = all().map(|p| p.1.abs()).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+            axis_range(all().map(|p| p.1), 0.08, (size * 0.05).max(1e-3), None)
+        }
     };
     let mut chart = ChartBuilder::on(&chart_area)
         .caption(&panel.title, (FONT, 16))
