@@ -38,7 +38,11 @@ fn latest(run_dir: &Path) -> CheckpointMeta {
 /// half-batch gradients instead of one full-batch gradient (float addition is not associative); the
 /// continuation itself follows the same global batches in the same order. That comparison routes
 /// at random throughout (warm-up): once controllers decide from the parameters, a rounding
-/// difference can flip a decision and the runs drift apart like two runs of different seeds.
+/// difference can flip a decision and the runs drift apart like two runs of different seeds. It is
+/// also short (2 steps, then 2 more): max-pool and ReLU are decisions too, and over 20 + 20 steps a
+/// rounding difference flips enough of them to move weights by 3.2e-3 with libtorch's AVX-512
+/// kernels (under 1e-5 with AVX2 ones; issue #17). After 2 steps the momentum buffers, baselines and
+/// data position are all non-trivial, and losing any of them moves weights by far more than 1e-5.
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_is_bitwise_exact_per_worker_count_and_close_across_counts() {
     let _serial = SERIAL.lock().await;
@@ -60,16 +64,17 @@ async fn resume_is_bitwise_exact_per_worker_count_and_close_across_counts() {
     }
     let mut cfg = cfg;
     cfg.train.warmup_steps = FULL;
+    let (short_half, short_full) = (2, 4);
     let (_h, two_then_one) = tmp();
-    train_to(&cfg, &two_then_one, 2, HALF, None).await;
+    train_to(&cfg, &two_then_one, 2, short_half, None).await;
     let (_c, continued) = tmp();
-    let got = train_to(&cfg, &continued, 1, FULL, Some(&two_then_one)).await;
+    let got = train_to(&cfg, &continued, 1, short_full, Some(&two_then_one)).await;
     let meta = latest(&continued);
-    assert_eq!((meta.position.step, meta.world_size), (FULL, 1));
+    assert_eq!((meta.position.step, meta.world_size), (short_full, 1));
     let (_s, one_dir) = tmp();
-    train_to(&cfg, &one_dir, 1, FULL, None).await;
+    train_to(&cfg, &one_dir, 1, short_full, None).await;
     let diff = max_abs_diff(&params(&one_dir), &params(&continued));
-    eprintln!("2-worker checkpoint at {HALF} continued on 1 worker vs 1 worker throughout, {FULL} steps: max |Δparam| = {diff:e}");
+    eprintln!("2-worker checkpoint at {short_half} continued on 1 worker vs 1 worker throughout, {short_full} steps: max |Δparam| = {diff:e}");
     assert!(diff < 1e-5, "max |Δparam| = {diff:e}");
     assert_ne!(got, latest(&one_dir).params_sha256, "the worker counts left no trace: the test shows nothing");
 }
