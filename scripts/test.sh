@@ -20,7 +20,7 @@ scripts/setup.sh --debug
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # No doc-tests: the crates have none, and an empty run's "0 passed" would close the log.
-cargo_tests() { cargo test --workspace --locked --lib --bins --tests "$@"; }
+cargo_tests() { cargo test --workspace --locked --no-fail-fast --lib --bins --tests "$@"; }
 
 if [ "$PORTABILITY" = 1 ]; then
   # libtorch picks its kernels by CPU (ATEN_CPU_CAPABILITY caps the choice) and splits sums by thread
