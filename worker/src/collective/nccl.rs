@@ -9,6 +9,10 @@
 //! Ordering with libtorch: NCCL's kernels are enqueued on the device's legacy default stream, the
 //! stream libtorch uses unless told otherwise, so they run after the kernels that wrote the
 //! gradients and before the ones that read the sums, with no host synchronisation in between.
+//!
+//! Size (~410 lines): one concern, the communicator thread and its FFI calls, kept together because
+//! every call must run on that thread; issue #21 (deadlines, ncclCommAbort) reworks it and splits the
+//! thread from the FFI wrapper then.
 use std::ffi::c_char;
 use std::sync::mpsc;
 use std::thread::JoinHandle;

@@ -18,6 +18,10 @@
 //! The order differs from [`super::SharedCollective`]'s rank order, so results of the two agree
 //! within float rounding, not bit for bit: per element, |ring − rank order| ≤ 2·(world − 1)·2⁻²⁴·
 //! Σ_r |b_r| (each order's error is at most (world − 1)·u·Σ|b_r|, u = 2⁻²⁴ for f32).
+//!
+//! Size (~420 lines): the ring's connect/accept and its reduce algorithm; the wire format already
+//! lives in tcp_wire.rs. Issue #21 (authenticated handshake, TLS) replaces the connect/accept half,
+//! which then moves to its own file.
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
 use std::time::{Duration, Instant};
