@@ -39,9 +39,9 @@ fn latest(run_dir: &Path) -> CheckpointMeta {
 /// continuation itself follows the same global batches in the same order. That comparison routes
 /// at random throughout (warm-up): once controllers decide from the parameters, a rounding
 /// difference can flip a decision and the runs drift apart like two runs of different seeds. It is
-/// also short (2 steps, then 2 more): max-pool and ReLU are decisions too, and over 20 + 20 steps a
-/// rounding difference flips enough of them to move weights by 3.2e-3 with libtorch's AVX-512
-/// kernels (under 1e-5 with AVX2 ones; issue #17). After 2 steps the momentum buffers, baselines and
+/// also short (2 steps, then 2 more): over 20 + 20 steps the two differed by 3.2e-3 across every
+/// module's weights with libtorch's AVX-512 kernels (under 1e-5 with AVX2 ones; issue #17), most
+/// likely max-pool and ReLU choices that rounding flipped and training compounded. After 2 steps the momentum buffers, baselines and
 /// data position are all non-trivial, and losing any of them moves weights by far more than 1e-5.
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_is_bitwise_exact_per_worker_count_and_close_across_counts() {
