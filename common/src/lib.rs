@@ -6,7 +6,6 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod optim;
-pub mod protocol;
 pub mod rl;
 pub mod rng;
 pub mod tfevents;

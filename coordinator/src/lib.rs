@@ -1,4 +1,4 @@
 //! d2nn-coordinator: the coordinator actor and its in-process runtime, sweep plots, and the pieces
 //! of the `d2nn` command line.
+pub mod coordinator;
 pub mod plot;
-pub mod runtime;

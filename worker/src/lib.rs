@@ -1,19 +1,16 @@
-//! d2nn-worker: the worker actor and the collectives it all-reduces gradients with.
+//! d2nn-worker: everything that runs a replica and everything that crosses a process boundary.
 //!
-//! A worker is two halves: an actor ([`actor::WorkerActor`]) that speaks the control protocol of
-//! `d2nn_common::protocol`, and an engine thread ([`engine`]) that owns the model replica, the
-//! optimizer, the dataset and the collective. libtorch compute and the blocking collective stay off
-//! the async runtime's threads, and a `!Send` communicator (NCCL) can live on the engine thread.
-//! In a worker process of a multi-node run, a [`joiner::Joiner`] speaks for the process and starts
-//! one replica per generation of the cluster ([`node`]).
-pub mod actor;
+//! - [`protocol`]: every message between the coordinator, the replicas and the worker processes,
+//!   and how it is encoded; the coordinator depends on this crate for it.
+//! - [`replica`]: one rank: an actor that speaks the step protocol and an engine thread that owns
+//!   the model replica, optimizer, dataset and collective (libtorch compute and the blocking
+//!   collective stay off the async runtime's threads; a `!Send` NCCL communicator can live there).
+//! - [`collective`]: all-reduce over shared memory, a TCP ring, or NCCL.
+//! - [`cluster`]: a worker process's node and its joiner, which serves generations of replicas.
+pub mod cluster;
 pub mod collective;
-pub mod engine;
 mod error;
-pub mod flat;
-pub mod joiner;
-pub mod node;
+pub mod protocol;
+pub mod replica;
 
-pub use actor::{Port, WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
-pub use engine::{EngineHandle, EvalRequest, SaveRequest, WorkerInfo, WorkerOptions, WorkerSpec};
 pub use error::Error;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::stats::StepSplit;
 use super::tensorboard::RunEvents;
 use super::EvalMetrics;
 use crate::checkpoint::write_atomic;
@@ -33,18 +34,9 @@ pub struct MetricsLine {
     /// in the logged window. Absent in runs written before it was logged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub action_rates: Vec<Vec<f64>>,
-    /// Where the logged steps' wall time went, averaged over the workers (the runtime fills these):
-    /// forward, backward and the update; reducing the gradients; waiting at the barrier for the
-    /// slowest rank (the cost of uneven routing between ranks); and the rest of the step, the
-    /// coordinator's messages and bookkeeping.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compute_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allreduce_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coordination_seconds: Option<f64>,
+    /// Where the logged steps' wall time went (the coordinator fills it; the local loop has none).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<StepSplit>,
 }
 
 /// `summary.json`: the outcome of a run.

@@ -3,6 +3,35 @@ use serde::{Deserialize, Serialize};
 use crate::rl::RewardStats;
 use crate::Result;
 
+/// Where steps' wall time went when they ran on replicas, in seconds, averaged over the workers:
+/// forward, backward and the update; reducing the gradients; waiting at the barrier for the slowest
+/// rank (the cost of uneven routing between ranks); and the rest of the step, the coordinator's
+/// messages and bookkeeping. Named as `metrics.jsonl` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepSplit {
+    #[serde(rename = "compute_seconds")]
+    pub compute: f64,
+    #[serde(rename = "allreduce_seconds")]
+    pub allreduce: f64,
+    #[serde(rename = "wait_seconds")]
+    pub wait: f64,
+    #[serde(rename = "coordination_seconds")]
+    pub coordination: f64,
+}
+
+impl std::ops::Add for StepSplit {
+    type Output = StepSplit;
+
+    fn add(self, o: StepSplit) -> StepSplit {
+        StepSplit {
+            compute: self.compute + o.compute,
+            allreduce: self.allreduce + o.allreduce,
+            wait: self.wait + o.wait,
+            coordination: self.coordination + o.coordination,
+        }
+    }
+}
+
 /// What one step measured on some examples. Sums, so the statistics of several workers merge into
 /// those of the global batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

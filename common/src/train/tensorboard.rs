@@ -106,10 +106,10 @@ pub fn line_scalars(line: &MetricsLine, controllers: &[ControllerInfo]) -> Vec<(
     let optional = [
         ("train/epsilon", line.epsilon),
         ("train/advantage_variance", line.advantage_variance),
-        ("time/compute_seconds", line.compute_seconds),
-        ("time/allreduce_seconds", line.allreduce_seconds),
-        ("time/wait_seconds", line.wait_seconds),
-        ("time/coordination_seconds", line.coordination_seconds),
+        ("time/compute_seconds", line.split.map(|s| s.compute)),
+        ("time/allreduce_seconds", line.split.map(|s| s.allreduce)),
+        ("time/wait_seconds", line.split.map(|s| s.wait)),
+        ("time/coordination_seconds", line.split.map(|s| s.coordination)),
     ];
     out.extend(optional.into_iter().filter_map(|(tag, v)| Some((tag.to_string(), v?))));
     for (i, b) in line.baseline.iter().enumerate() {

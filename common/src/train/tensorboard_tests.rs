@@ -63,10 +63,7 @@ fn line(step: u64, rates: Vec<Vec<f64>>) -> MetricsLine {
         epsilon: Some(0.5),
         examples_per_sec: 1000.0 + step as f64,
         action_rates: rates,
-        compute_seconds: None,
-        allreduce_seconds: None,
-        wait_seconds: None,
-        coordination_seconds: None,
+        split: None,
     }
 }
 

@@ -105,7 +105,7 @@ fn eval_reproduces_the_summary() {
     let (summary, dir) = run(&cfg, Some(12));
     assert_eq!(summary.steps, 12);
     assert!(summary.test_f1.is_some());
-    let (cfg2, dataset, model) = local::load_run(dir.path(), Device::Cpu).unwrap();
+    let (cfg2, dataset, model) = crate::train::load_run(dir.path(), Device::Cpu).unwrap();
     assert_eq!(cfg2, cfg);
     let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
     let test = evaluate(&model, &dataset.test, 500, &Policy::Argmax, key, true).unwrap();

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use d2nn_common::protocol::RingPlan;
 use d2nn_worker::collective::{Collective, TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
+use d2nn_worker::protocol::RingPlan;
 
 #[derive(Debug, Args)]
 pub struct AllreduceArgs {

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use d2nn_common::protocol::cookie::{ClusterCookie, COOKIE_ENV};
-use d2nn_common::protocol::WorkerHello;
-use d2nn_coordinator::runtime::{train_cluster, ClusterOptions, RuntimeError};
-use d2nn_worker::joiner::JoinerOptions;
-use d2nn_worker::node::{host_name, run_worker_node, WorkerNodeOptions};
+use d2nn_coordinator::coordinator::{train_cluster, ClusterOptions, RuntimeError};
+use d2nn_worker::cluster::joiner::JoinerOptions;
+use d2nn_worker::cluster::node::{host_name, run_worker_node, WorkerNodeOptions};
+use d2nn_worker::protocol::cookie::{ClusterCookie, COOKIE_ENV};
+use d2nn_worker::protocol::WorkerHello;
 
 use super::commands::{CoordinatorArgs, WorkerArgs};
 use super::signals;

@@ -70,7 +70,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {
-    use d2nn_coordinator::runtime::{bench_local, bench_local_pair, bench_runtime, BenchResult};
+    use d2nn_coordinator::coordinator::{bench_local, bench_local_pair, bench_runtime, BenchResult};
     let cfg = load_config(&ConfigArgs { config: config.clone(), overrides: vec![] })?;
     let file = config.display().to_string();
     let rt = tokio::runtime::Runtime::new()?;

@@ -5,8 +5,8 @@ use d2nn_common::checkpoint::{self, CheckpointMeta, CheckpointStore};
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
 use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, routing_report, RunDir, Summary};
+use d2nn_coordinator::coordinator::{default_workers, train_embedded, RuntimeError, TrainRun};
 use d2nn_coordinator::plot::write_run_curves;
-use d2nn_coordinator::runtime::{default_workers, train_embedded, EmbeddedRun, RuntimeError};
 use tch::Device;
 
 use super::commands::{ConfigArgs, EvalArgs, RunArgs, TrainArgs};
@@ -89,7 +89,7 @@ fn train_config(args: &RunArgs, resume: Option<&Path>) -> anyhow::Result<(RunCon
 
 /// A run as the command line describes it: config, run directory, resume point, limits. The
 /// workers are the caller's to fill in.
-pub fn prepare_run(args: &RunArgs, workers: usize) -> anyhow::Result<EmbeddedRun> {
+pub fn prepare_run(args: &RunArgs, workers: usize) -> anyhow::Result<TrainRun> {
     let resume = match (&args.resume, &args.run_dir) {
         (Some(path), _) => Some(checkpoint::resolve(path).context("--resume")?),
         // Only a run that never checkpointed starts fresh: a damaged LATEST is an error, never
@@ -120,7 +120,7 @@ pub fn prepare_run(args: &RunArgs, workers: usize) -> anyhow::Result<EmbeddedRun
         }
     };
     tracing::info!(config = %config_file, run_dir = %run_dir.display(), "training");
-    let mut run = EmbeddedRun::new(cfg, config_file, run_dir, workers);
+    let mut run = TrainRun::new(cfg, config_file, run_dir, workers);
     run.max_steps = args.max_steps;
     run.progress = !args.quiet;
     run.resume = resume;

@@ -22,10 +22,7 @@ fn metrics(step: u64, reinforce: bool) -> MetricsLine {
         epsilon: (!reinforce).then_some(1.0 - s / 1000.0),
         examples_per_sec: 1.0,
         action_rates: vec![vec![s / 1000.0, 1.0 - s / 1000.0], vec![0.5, 0.5]],
-        compute_seconds: None,
-        allreduce_seconds: None,
-        wait_seconds: None,
-        coordination_seconds: None,
+        split: None,
     }
 }
 

@@ -26,7 +26,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use d2nn_common::protocol::RingPlan;
+use crate::protocol::RingPlan;
 
 use super::tcp_wire::{f32_bytes, f32_bytes_mut, io_error, Frame, Hello, Link, Op};
 use super::{Collective, CollectiveError, Peer};

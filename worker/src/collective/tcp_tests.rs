@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use d2nn_common::protocol::RingPlan;
+use crate::protocol::RingPlan;
 
 use super::tcp_wire::Hello;
 use super::{Collective, CollectiveError, TcpRing, TcpRingOptions};

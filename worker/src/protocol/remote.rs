@@ -2,11 +2,8 @@
 //! `BytesConvertable`, whose `from_bytes` cannot fail; [`Remote`] carries the outcome of decoding
 //! instead, so a malformed or oversized message from a peer reaches the receiving actor as an
 //! error it logs and drops, never as a panic. Inside one process nothing is encoded.
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::wire::{self, WireError};
 
@@ -63,70 +60,12 @@ where
     }
 }
 
-/// Coordinator → a worker process, before every generation of the cluster: the rank it will
-/// hold, the run it belongs to, and where its replica starts from. The worker binds its ring
-/// listener and answers with the address ([`Prepared`]); the ring itself comes with [`super::RingPlan`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Counts the cluster's membership changes; messages of an older generation are refused.
-    pub generation: u64,
-    pub rank: usize,
-    pub world: usize,
-    /// The resolved run config as TOML (the coordinator's `config.toml`).
-    pub config_toml: String,
-    /// The config's name, for the worker's error messages.
-    pub config_file: String,
-    /// A checkpoint directory every rank loads its state from (shared storage), or none.
-    pub resume: Option<PathBuf>,
-    pub bucket_bytes: usize,
-    /// Bounds the ring's reads and writes once the ranks have met, in seconds.
-    pub collective_timeout_secs: f64,
-}
-
-/// A worker's answer to an [`Assignment`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prepared {
-    pub generation: u64,
-    /// Where its ring listener accepts rank − 1. An unspecified IP (`0.0.0.0`) is replaced by the
-    /// address the coordinator sees the worker's node at.
-    pub ring_addr: SocketAddr,
-    /// A fresh NCCL unique id when the replica lives on a GPU and libnccl loads: the coordinator
-    /// hands rank 0's to every rank when all of them offered one.
-    pub nccl_id: Option<Vec<u8>>,
-}
-
-/// Coordinator → every worker of a generation: how the ranks reduce gradients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StartPlan {
-    pub generation: u64,
-    /// The TCP ring (CPU replicas), always sent: it names the members.
-    pub ring: super::RingPlan,
-    /// NCCL instead of the ring when every rank is on a GPU.
-    pub nccl_id: Option<Vec<u8>>,
-}
-
-/// A worker process introducing itself to the coordinator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerHello {
-    /// Host, process id and device, for logs and errors.
-    pub label: String,
-    /// The rank it asked for (`--rank`, `$RANK`); ranks are assigned in this order, then by arrival.
-    pub preferred_rank: Option<usize>,
-}
-
-/// Coordinator → a worker process: the run is over for it; it exits with this status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finish {
-    pub ok: bool,
-    pub message: String,
-}
-
 #[cfg(test)]
 mod tests {
     use ractor::BytesConvertable;
 
     use super::*;
-    use crate::protocol::StepOrder;
+    use crate::protocol::{StartPlan, StepOrder};
 
     #[test]
     fn remote_payloads_round_trip_and_bad_bytes_become_errors() {

@@ -10,49 +10,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use d2nn_common::config::RunConfig;
-use d2nn_common::protocol::{Assignment, Finish, Prepared, Remote, StartPlan, WorkerHello};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use ractor_cluster::RactorClusterMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tch::Device;
 use tokio::sync::mpsc;
 
-use crate::actor::{Port, WorkerActor, WorkerArgs, WorkerMsg, WorkerReply};
 use crate::collective::{
     nccl_available, Collective, NcclCollective, NcclUniqueId, RingBreaker, TcpRing, TcpRingOptions,
 };
-use crate::engine::{WorkerOptions, WorkerSpec};
+use crate::protocol::{
+    workers_group, Assignment, Finish, JoinerMsg, Port, Prepared, Remote, StartPlan, WorkerHello, WorkerMsg,
+    JOINERS_GROUP,
+};
+use crate::replica::{ReplicaHost, WorkerActor, WorkerArgs};
 use crate::Error;
-
-/// The process group every joiner of a worker process joins.
-pub const JOINERS_GROUP: &str = "d2nn.joiners";
-
-/// The process group of the replicas of one generation.
-pub fn workers_group(generation: u64) -> String {
-    format!("d2nn.workers.g{generation}")
-}
-
-#[derive(RactorClusterMessage)]
-pub enum JoinerMsg {
-    #[rpc]
-    Hello(RpcReplyPort<Remote<WorkerHello>>),
-    /// A heartbeat: the reply echoes the number.
-    #[rpc]
-    Ping(u64, RpcReplyPort<u64>),
-    /// Retires any replica, binds the ring listener, answers where it listens.
-    #[rpc]
-    Prepare(Remote<Assignment>, RpcReplyPort<Remote<WorkerReply<Prepared>>>),
-    /// Joins the collective of the plan and starts the replica; answers once it is built.
-    #[rpc]
-    Start(Remote<StartPlan>, RpcReplyPort<Remote<WorkerReply<()>>>),
-    /// Stops the replica of that generation (it is being replaced).
-    Retire(u64),
-    /// A peer of that generation was lost: break its ring so a replica blocked in a reduction
-    /// returns now, not after the ring's timeouts.
-    Abandon(u64),
-    /// The run is over for this process.
-    Finish(Remote<Finish>),
-}
 
 /// What the worker process decided on its own: its device, data, and how it is known.
 #[derive(Debug, Clone)]
@@ -117,7 +87,7 @@ impl JoinerState {
             _ => None,
         };
         let generation = assignment.generation;
-        tracing::info!(generation, rank = assignment.rank, world = assignment.world, %ring_addr, "assigned");
+        tracing::info!(generation, rank = assignment.replica.rank, world = assignment.replica.world, %ring_addr, "assigned");
         lock(&self.running).generation = Some(generation);
         self.prepared = Some((assignment, listener));
         Ok(Prepared { generation, ring_addr, nccl_id })
@@ -135,20 +105,17 @@ async fn start_replica(
     let Some((assignment, listener)) = prepared else {
         return Err(Error::Protocol(format!("start of generation {} before any assignment", plan.generation)));
     };
-    if assignment.generation != plan.generation
-        || assignment.rank != plan.ring.rank
-        || assignment.world != plan.ring.world
-    {
+    let mut spec = *assignment.replica;
+    if assignment.generation != plan.generation || spec.rank != plan.ring.rank || spec.world != plan.ring.world {
         return Err(Error::Protocol(format!(
             "start of generation {} as rank {} of {}, but the assignment was generation {} rank {} of {}",
-            plan.generation, plan.ring.rank, plan.ring.world, assignment.generation, assignment.rank, assignment.world
+            plan.generation, plan.ring.rank, plan.ring.world, assignment.generation, spec.rank, spec.world
         )));
     }
-    let mut cfg = RunConfig::from_toml(&assignment.config_toml, &assignment.config_file)?;
     if let Some(dir) = &options.data_dir {
-        cfg.data.dir = dir.clone();
+        spec.cfg.data.dir = dir.clone();
     }
-    let timeout = Duration::from_secs_f64(assignment.collective_timeout_secs.max(0.1));
+    let timeout = spec.collective_timeout.max(Duration::from_millis(100));
     let device = options.device;
     let mut breaker = None;
     let collective: Box<dyn Collective> = match (&plan.nccl_id, device) {
@@ -171,20 +138,12 @@ async fn start_replica(
             Box::new(ring)
         }
     };
-    let spec = WorkerSpec {
-        rank: assignment.rank,
-        world: assignment.world,
-        cfg,
-        config_file: assignment.config_file.clone(),
-        device,
-        threads: options.threads,
-        options: WorkerOptions { fail_at_step: None, bucket_bytes: assignment.bucket_bytes },
-        resume: assignment.resume.clone(),
-    };
-    let name = format!("d2nn-replica-g{}-r{}", plan.generation, assignment.rank);
-    let (replica, _) = Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, collective }, joiner.get_cell())
-        .await
-        .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
+    let host = ReplicaHost { device, threads: options.threads, fail_at_step: None };
+    let name = format!("d2nn-replica-g{}-r{}", plan.generation, spec.rank);
+    let (replica, _) =
+        Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, host, collective }, joiner.get_cell())
+            .await
+            .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
     let mut running = lock(&running);
     if running.generation != Some(plan.generation) {
         // Retired (or re-assigned) while it was starting: it must not take part.

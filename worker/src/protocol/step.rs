@@ -1,18 +1,8 @@
-//! The control plane of data-parallel training: what the coordinator and the workers say to each
-//! other. Plain serde structs, so the same messages travel inside one process (ractor, local) and
-//! between processes (ractor_cluster with bincode). Gradients never travel here: they go through a
-//! collective. See `docs/runtime.md` for the state machine.
-use std::net::SocketAddr;
-
+//! The step protocol: orders, reports, commit or abort, acknowledgements (docs/runtime.md has the
+//! state machine). The same structs travel inside one process and between processes.
 use serde::{Deserialize, Serialize};
 
-use crate::train::StepStats;
-
-pub mod cookie;
-pub mod remote;
-pub mod wire;
-
-pub use remote::{Assignment, Finish, Prepared, Remote, StartPlan, WorkerHello};
+use d2nn_common::train::StepStats;
 
 /// Coordinator → every worker: run global step `step`. A worker takes its part of the global batch
 /// from the seeded epoch order itself (`shard::rank_slice(epoch_order(seed, epoch, n),
@@ -93,21 +83,10 @@ pub struct ParamDigest {
     pub sha256: String,
 }
 
-/// Coordinator → every CPU worker of a multi-process run: who is in the TCP ring that all-reduces
-/// the gradients, and where each rank listens. Each worker binds its listen socket first and reports
-/// the address; the coordinator sends every worker the same `addrs` (index = rank) and its own
-/// `rank`. Rank r connects to rank r + 1 and accepts rank r − 1 (mod `world`). A plan comes from
-/// the network: the worker validates it (`TcpRing::connect`) before using it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RingPlan {
-    pub rank: usize,
-    pub world: usize,
-    pub addrs: Vec<SocketAddr>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{wire, RingPlan};
 
     /// Through the codec the cluster uses (bincode 2 with the size limit).
     fn round_trip<T: Serialize + serde::de::DeserializeOwned>(message: &T) -> T {

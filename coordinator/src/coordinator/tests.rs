@@ -31,15 +31,15 @@ fn config() -> RunConfig {
     cfg
 }
 
-fn run(cfg: &RunConfig, dir: &Path, workers: usize) -> EmbeddedRun {
-    let mut r = EmbeddedRun::new(cfg.clone(), "configs/high_low.toml", dir, workers);
+fn run(cfg: &RunConfig, dir: &Path, workers: usize) -> TrainRun {
+    let mut r = TrainRun::new(cfg.clone(), "configs/high_low.toml", dir, workers);
     r.max_steps = Some(STEPS);
     r.threads_per_worker = Some(1);
     r
 }
 
 /// Runs and collects every step record.
-async fn recorded(mut r: EmbeddedRun) -> (Result<Summary, RuntimeError>, Vec<StepRecord>) {
+async fn recorded(mut r: TrainRun) -> (Result<Summary, RuntimeError>, Vec<StepRecord>) {
     let records = Arc::new(Mutex::new(Vec::new()));
     let sink = records.clone();
     r.on_step = Some(Box::new(move |rec| sink.lock().unwrap().push(rec.clone())));

@@ -1,9 +1,15 @@
-//! The in-process data-parallel runtime: one coordinator actor and N worker actors in this process,
-//! reducing gradients through shared memory. The protocol and its state machine are in
-//! `docs/runtime.md`; the multi-node runtime reuses the same messages over ractor_cluster.
+//! The coordinator: one actor that drives data-parallel training on N replicas, spawned in this
+//! process (`train_embedded`, gradients reduced through shared memory or NCCL) or living in worker
+//! processes that joined over the network (`train_cluster`, a TCP ring or NCCL). The protocol and
+//! its state machine are in `docs/runtime.md`; `docs/architecture.md` maps the files.
 mod actor;
 mod bench;
 mod cluster;
+mod elastic;
+mod liveness;
+mod outputs;
+mod replicas;
+mod step;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -11,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use d2nn_common::config::RunConfig;
-use d2nn_common::protocol::ParamDigest;
 use d2nn_common::train::{MetricsLine, StepStats, Summary};
 use d2nn_worker::collective::{Backend, CollectiveError};
+use d2nn_worker::protocol::ParamDigest;
 use ractor::Actor;
 use tch::Device;
 
-pub use bench::{bench_local, bench_local_pair, bench_runtime, BenchResult, StepSplit};
+pub use bench::{bench_local, bench_local_pair, bench_runtime, BenchResult};
 pub use cluster::ClusterOptions;
 
 /// What the run does when a worker's step fails (the step is aborted on every replica either way).
@@ -56,7 +62,7 @@ impl Default for RuntimeOptions {
             digest_every: None,
             fail_at: None,
             step_timeout: None,
-            bucket_bytes: d2nn_worker::flat::DEFAULT_BUCKET_BYTES,
+            bucket_bytes: d2nn_worker::replica::grad_buffer::DEFAULT_BUCKET_BYTES,
             collective: Backend::Auto,
             collective_timeout: Duration::from_secs(120),
         }
@@ -84,8 +90,9 @@ pub struct StepRecord {
 pub type LogFn = Box<dyn FnMut(&MetricsLine, u64) + Send>;
 pub type StepFn = Box<dyn FnMut(&StepRecord) + Send>;
 
-/// One embedded run: `d2nn train --config FILE --workers N`.
-pub struct EmbeddedRun {
+/// One coordinated run: `d2nn train --workers N` (replicas in this process) or `d2nn coordinator`
+/// (replicas in worker processes).
+pub struct TrainRun {
     pub cfg: RunConfig,
     /// The config file's name, for error messages.
     pub config_file: String,
@@ -113,9 +120,9 @@ pub struct EmbeddedRun {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
-impl EmbeddedRun {
+impl TrainRun {
     pub fn new(cfg: RunConfig, config_file: impl Into<String>, run_dir: impl Into<PathBuf>, workers: usize) -> Self {
-        EmbeddedRun {
+        TrainRun {
             cfg,
             config_file: config_file.into(),
             run_dir: run_dir.into(),
@@ -134,7 +141,7 @@ impl EmbeddedRun {
     }
 }
 
-fn describe(failures: &[(usize, String)]) -> String {
+pub(super) fn describe(failures: &[(usize, String)]) -> String {
     failures.iter().map(|(rank, e)| format!("rank {rank}: {e}")).collect::<Vec<_>>().join("; ")
 }
 
@@ -180,7 +187,7 @@ pub fn default_workers() -> usize {
 
 /// Trains with `run.workers` in-process workers and writes the run directory like the local loop
 /// (plus `workers` in summary.json and the step-time split in metrics.jsonl).
-pub async fn train_embedded(run: EmbeddedRun) -> Result<Summary, RuntimeError> {
+pub async fn train_embedded(run: TrainRun) -> Result<Summary, RuntimeError> {
     if run.workers == 0 {
         return Err(RuntimeError::NoWorkers);
     }
@@ -196,7 +203,7 @@ pub async fn train_embedded(run: EmbeddedRun) -> Result<Summary, RuntimeError> {
 /// lost mid-run is dropped and training continues with the rest; one that joins later is taken in
 /// at the next step. The run directory must be visible to rank 0 (checkpoints) and every worker
 /// (replicas load them).
-pub async fn train_cluster(run: EmbeddedRun, options: ClusterOptions) -> Result<Summary, RuntimeError> {
+pub async fn train_cluster(run: TrainRun, options: ClusterOptions) -> Result<Summary, RuntimeError> {
     if run.workers == 0 {
         return Err(RuntimeError::NoWorkers);
     }
@@ -204,7 +211,7 @@ pub async fn train_cluster(run: EmbeddedRun, options: ClusterOptions) -> Result<
     run_coordinator(run, Some(cluster)).await
 }
 
-async fn run_coordinator(run: EmbeddedRun, cluster: Option<cluster::Cluster>) -> Result<Summary, RuntimeError> {
+async fn run_coordinator(run: TrainRun, cluster: Option<cluster::Cluster>) -> Result<Summary, RuntimeError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let args = actor::CoordArgs { run, cluster, done: done_tx };
     let spawned = Actor::spawn(None, actor::Coordinator, args).await;

@@ -1,49 +1,19 @@
-//! The worker actor: the control-plane face of one rank. It owns the engine handle and forwards
+//! The replica actor: the control-plane face of one rank. It owns the engine handle and forwards
 //! each request to the engine thread, replying when the engine does. The same messages reach it
 //! from a coordinator in this process or, through ractor_cluster, from another host.
-use d2nn_common::checkpoint::SavedTensors;
-use d2nn_common::protocol::{Abort, Commit, Committed, Remote, StepOrder, StepReport};
-use d2nn_common::train::Summary;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::engine::EngineHandle;
+use super::ReplicaHost;
 use crate::collective::Collective;
-use crate::engine::{EngineHandle, EvalRequest, SaveRequest, WorkerSpec};
+use crate::protocol::{Port, Remote, ReplicaSpec, WorkerInfo, WorkerMsg};
 use crate::Error;
-
-pub use crate::engine::WorkerInfo;
-
-/// Replies carry a worker's errors as text: they cross process boundaries, and the coordinator
-/// only reports them.
-pub type WorkerReply<T> = Result<T, String>;
-
-/// A reply port as the cluster needs it: the reply is encoded, and a peer's reply that does not
-/// decode arrives as an error instead of a panic.
-pub type Port<T> = RpcReplyPort<Remote<WorkerReply<T>>>;
-
-/// One small enum, request/reply only. `Step` for every rank must be sent before any of them can
-/// finish (they meet in the all-reduce), so the coordinator casts all orders first, then awaits.
-#[derive(RactorClusterMessage)]
-pub enum WorkerMsg {
-    #[rpc]
-    Info(RpcReplyPort<Remote<WorkerReply<WorkerInfo>>>),
-    #[rpc]
-    Step(Remote<StepOrder>, RpcReplyPort<Remote<WorkerReply<StepReport>>>),
-    #[rpc]
-    Commit(Remote<Commit>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
-    #[rpc]
-    Abort(Remote<Abort>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
-    #[rpc]
-    Evaluate(Remote<EvalRequest>, RpcReplyPort<Remote<WorkerReply<Summary>>>),
-    /// Rank 0 writes its tensor files into the coordinator's staging directory (checkpoints).
-    #[rpc]
-    Save(Remote<SaveRequest>, RpcReplyPort<Remote<WorkerReply<SavedTensors>>>),
-}
 
 pub struct WorkerActor;
 
 pub struct WorkerArgs {
-    pub spec: WorkerSpec,
+    pub spec: ReplicaSpec,
+    pub host: ReplicaHost,
     pub collective: Box<dyn Collective>,
 }
 
@@ -94,7 +64,7 @@ impl Actor for WorkerActor {
     type Arguments = WorkerArgs;
 
     async fn pre_start(&self, _me: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerState, ActorProcessingErr> {
-        let (engine, info) = EngineHandle::start(args.spec, args.collective).await?;
+        let (engine, info) = EngineHandle::start(args.spec, args.host, args.collective).await?;
         Ok(WorkerState { engine, info })
     }
 

@@ -79,7 +79,7 @@ mod tests {
         assert!(matches!(encode(&huge), Err(WireError::TooLarge { .. }) | Err(WireError::Malformed(_))));
         // Every byte string of a fixed small length: no panic.
         for seed in 0..2000u64 {
-            let noise: Vec<u8> = (0..24).map(|i| (crate::rng::hash_words(&[seed, i]) & 0xFF) as u8).collect();
+            let noise: Vec<u8> = (0..24).map(|i| (d2nn_common::rng::hash_words(&[seed, i]) & 0xFF) as u8).collect();
             let _ = decode::<StepOrder>(&noise);
         }
     }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use d2nn_common::config::RunConfig;
-use d2nn_common::train::{LocalRun, MetricsLine, RunDir, Summary};
+use d2nn_common::train::{LocalRun, MetricsLine, RunDir, StepSplit, Summary};
 use tch::Device;
 
-use super::{train_embedded, EmbeddedRun, RuntimeError};
+use super::{train_embedded, RuntimeError, TrainRun};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchResult {
@@ -19,28 +19,15 @@ pub struct BenchResult {
     pub split: Option<StepSplit>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct StepSplit {
-    pub compute: f64,
-    pub allreduce: f64,
-    pub wait: f64,
-    pub coordination: f64,
-}
-
-impl StepSplit {
-    /// Sums the split of every line of a run's `metrics.jsonl`.
-    fn of_run(dir: &std::path::Path) -> Option<StepSplit> {
-        let text = std::fs::read_to_string(dir.join(RunDir::METRICS)).ok()?;
-        let mut split = StepSplit::default();
-        for line in text.lines() {
-            let m: MetricsLine = serde_json::from_str(line).ok()?;
-            split.compute += m.compute_seconds?;
-            split.allreduce += m.allreduce_seconds?;
-            split.wait += m.wait_seconds?;
-            split.coordination += m.coordination_seconds?;
-        }
-        Some(split)
+/// Sums the split of every line of a run's `metrics.jsonl`.
+fn split_of_run(dir: &std::path::Path) -> Option<StepSplit> {
+    let text = std::fs::read_to_string(dir.join(RunDir::METRICS)).ok()?;
+    let mut split = StepSplit::default();
+    for line in text.lines() {
+        let m: MetricsLine = serde_json::from_str(line).ok()?;
+        split = split + m.split?;
     }
+    Some(split)
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {
@@ -69,11 +56,11 @@ pub async fn bench_runtime(
     let mut cfg = bench_config(cfg);
     cfg.train.batch_size = per_worker_batch * workers;
     let dir = scratch_dir("runtime");
-    let mut run = EmbeddedRun::new(cfg, config_file, &dir, workers);
+    let mut run = TrainRun::new(cfg, config_file, &dir, workers);
     run.max_steps = Some(steps);
     run.threads_per_worker = Some(threads_per_worker);
     let summary = train_embedded(run).await;
-    let split = StepSplit::of_run(&dir);
+    let split = split_of_run(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let summary = summary?;
     Ok(BenchResult { workers, steps: summary.steps, examples_per_sec: summary.examples_per_sec, split })

@@ -5,14 +5,14 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use d2nn_common::protocol::cookie::ClusterCookie;
-use d2nn_common::protocol::Finish;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
-use crate::joiner::{Joiner, JoinerArgs, JoinerOptions};
+use super::joiner::{Joiner, JoinerArgs, JoinerOptions};
+use crate::protocol::cookie::ClusterCookie;
+use crate::protocol::Finish;
 
 /// Largest cluster frame a node accepts: control messages are at most
 /// `protocol::wire::MAX_MESSAGE_BYTES` (1 MiB) plus framing; a peer announcing more is dropped

@@ -3,25 +3,25 @@
 //! generation: ranks, the ring, and one replica per worker, every replica loading the same
 //! checkpoint. A membership change (a worker lost, a replacement joined) ends the generation; the
 //! coordinator checkpoints the survivors' committed state and forms the next one from it.
-//!
-//! Size (~440 lines): one concern, membership and generations; issue #22 moves the node transport
-//! beside the protocol, which takes most of the excess out, so it waits for that re-cut.
+//! Liveness (session events and heartbeats) is in `liveness.rs`.
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use d2nn_common::protocol::cookie::ClusterCookie;
-use d2nn_common::protocol::{Assignment, Finish, Prepared, Remote, RingPlan, StartPlan, WorkerHello};
-use d2nn_worker::joiner::{workers_group, JoinerMsg, JOINERS_GROUP};
-use d2nn_worker::node::{ClusterNode, NodeEvent, NodeId};
-use d2nn_worker::{WorkerMsg, WorkerReply};
+use d2nn_worker::cluster::node::{ClusterNode, NodeId};
+use d2nn_worker::protocol::cookie::ClusterCookie;
+use d2nn_worker::protocol::{
+    workers_group, Assignment, Finish, JoinerMsg, Prepared, Remote, ReplicaSpec, RingPlan, StartPlan, WorkerHello,
+    WorkerMsg, WorkerReply, JOINERS_GROUP,
+};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use ractor_cluster::NodeServerMessage;
 use tokio::sync::watch;
 
+pub(super) use super::liveness::Liveness;
+use super::liveness::{monitor, View};
 use super::RuntimeError;
 
 /// How a coordinator runs its cluster.
@@ -39,137 +39,8 @@ pub struct ClusterOptions {
     pub min_workers: usize,
 }
 
-/// The cluster as the coordinator sees it: sessions by node, and the nodes it gave up on.
-#[derive(Debug, Default)]
-struct View {
-    /// Address of each ready peer node (the IP its ring listener is reached at).
-    peers: HashMap<NodeId, String>,
-    /// Lost nodes and why: a lost node never comes back in this run.
-    lost: HashMap<NodeId, String>,
-    /// When each node last answered a heartbeat.
-    last_seen: HashMap<NodeId, Instant>,
-}
-
-/// A shared, watched [`View`].
-#[derive(Clone)]
-pub(super) struct Liveness {
-    view: Arc<Mutex<View>>,
-    changed: watch::Receiver<u64>,
-}
-
-impl Liveness {
-    fn with<T>(&self, f: impl FnOnce(&View) -> T) -> T {
-        match self.view.lock() {
-            Ok(v) => f(&v),
-            Err(poisoned) => f(&poisoned.into_inner()),
-        }
-    }
-
-    pub(super) fn lost_reason(&self, node: NodeId) -> Option<String> {
-        self.with(|v| v.lost.get(&node).cloned())
-    }
-
-    /// Resolves when any of `nodes` (index = rank) is lost, with its rank and the reason.
-    pub(super) async fn first_lost(&self, nodes: &[NodeId]) -> (usize, String) {
-        let mut changed = self.changed.clone();
-        loop {
-            if let Some(found) = nodes.iter().enumerate().find_map(|(r, n)| self.lost_reason(*n).map(|why| (r, why))) {
-                return found;
-            }
-            if changed.changed().await.is_err() {
-                // The monitor is gone: nothing will ever be declared lost again.
-                return std::future::pending().await;
-            }
-        }
-    }
-}
-
-fn mark_lost(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, node: NodeId, why: String) {
-    let fresh = match view.lock() {
-        Ok(mut v) => {
-            v.peers.remove(&node);
-            v.lost.insert(node, why.clone()).is_none()
-        }
-        Err(_) => false,
-    };
-    if fresh {
-        tracing::warn!(node, reason = %why, "worker lost");
-        bump.send_modify(|n| *n += 1);
-    }
-}
-
-/// Session events and heartbeats, until the node server stops.
-async fn monitor(
-    mut node_events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
-    view: Arc<Mutex<View>>,
-    bump: watch::Sender<u64>,
-    options: ClusterOptions,
-) {
-    let mut tick = tokio::time::interval(options.heartbeat_interval);
-    let mut beat = 0u64;
-    loop {
-        tokio::select! {
-            event = node_events.recv() => match event {
-                Some(NodeEvent::Opened { peer, .. }) => tracing::debug!(%peer, "connection opened"),
-                Some(NodeEvent::Ready { node, peer }) => {
-                    tracing::info!(node, %peer, "worker node connected");
-                    if let Ok(mut v) = view.lock() {
-                        v.peers.insert(node, peer);
-                        v.last_seen.insert(node, Instant::now());
-                    }
-                    bump.send_modify(|n| *n += 1);
-                }
-                Some(NodeEvent::Disconnected { node, peer, authenticated: true }) => {
-                    mark_lost(&view, &bump, node, format!("its process at {peer} disconnected"));
-                }
-                Some(NodeEvent::Disconnected { peer, authenticated: false, .. }) => {
-                    tracing::warn!(%peer, "rejected a peer that did not authenticate (wrong cluster cookie, or not a d2nn node)");
-                }
-                None => return,
-            },
-            _ = tick.tick() => {
-                beat += 1;
-                heartbeat(&view, &bump, beat, &options).await;
-            }
-        }
-    }
-}
-
-/// Pings every joiner at once; one that has not answered for `heartbeat_timeout` is lost.
-async fn heartbeat(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, beat: u64, options: &ClusterOptions) {
-    let wait = options.heartbeat_interval;
-    let pings: Vec<_> = remote_joiners()
-        .into_iter()
-        .map(|(node, joiner)| {
-            tokio::spawn(async move {
-                let answer = joiner.call(|p| JoinerMsg::Ping(beat, p), Some(wait)).await;
-                (node, matches!(answer, Ok(CallResult::Success(n)) if n == beat))
-            })
-        })
-        .collect();
-    let now = Instant::now();
-    for ping in pings {
-        let Ok((node, answered)) = ping.await else { continue };
-        let overdue = match view.lock() {
-            Ok(mut v) if !v.lost.contains_key(&node) => {
-                let seen = *v.last_seen.entry(node).or_insert(now);
-                if answered {
-                    v.last_seen.insert(node, Instant::now());
-                    None
-                } else {
-                    Some(now.saturating_duration_since(seen)).filter(|d| *d >= options.heartbeat_timeout)
-                }
-            }
-            _ => None,
-        };
-        if let Some(silent) = overdue {
-            mark_lost(view, bump, node, format!("no heartbeat answer for {:.1} s", silent.as_secs_f64()));
-        }
-    }
-}
-
 /// The joiners of remote worker processes, by node.
-fn remote_joiners() -> Vec<(NodeId, ActorRef<JoinerMsg>)> {
+pub(super) fn remote_joiners() -> Vec<(NodeId, ActorRef<JoinerMsg>)> {
     ractor::pg::get_members(&JOINERS_GROUP.to_string())
         .into_iter()
         .filter(|cell| !cell.get_id().is_local())
@@ -183,16 +54,6 @@ pub(super) struct Member {
     pub node: NodeId,
     pub joiner: ActorRef<JoinerMsg>,
     pub hello: WorkerHello,
-}
-
-/// What every replica of a generation is built from.
-pub(super) struct GenerationPlan {
-    pub config_toml: String,
-    pub config_file: String,
-    pub resume: Option<PathBuf>,
-    pub batch_size: usize,
-    pub bucket_bytes: usize,
-    pub collective_timeout: Duration,
 }
 
 /// The coordinator's cluster: node server, liveness, and the current generation.
@@ -296,8 +157,9 @@ impl Cluster {
         }
     }
 
-    /// Forms the next generation and returns its replicas in rank order.
-    pub async fn form(&mut self, plan: &GenerationPlan) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
+    /// Forms the next generation from `template` (every field but the rank and world) and returns
+    /// its replicas in rank order.
+    pub async fn form(&mut self, template: &ReplicaSpec) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
         let first = self.generation == 0;
         let live = self.wait_for_workers(first).await?;
         self.generation += 1;
@@ -316,33 +178,25 @@ impl Cluster {
         }
         candidates.sort_by_key(|m| (m.hello.preferred_rank.unwrap_or(usize::MAX), m.node));
         let most = candidates.len().min(self.target);
-        let world = (1..=most).rev().find(|w| plan.batch_size.is_multiple_of(*w)).unwrap_or(0);
+        let world = (1..=most).rev().find(|w| template.cfg.train.batch_size.is_multiple_of(*w)).unwrap_or(0);
         if world < self.options.min_workers.max(1) {
             return Err(RuntimeError::Cluster(format!(
                 "{} workers available, {} needed (train.batch_size {} must divide among them)",
                 candidates.len(),
                 self.options.min_workers.max(1),
-                plan.batch_size
+                template.cfg.train.batch_size
             )));
         }
         for idle in candidates.drain(world..) {
             tracing::warn!(worker = %idle.hello.label, "left out of this generation (batch size must divide among the workers)");
         }
         self.members = candidates;
-        tracing::info!(generation, world, resume = ?plan.resume, "forming a generation");
-        let timeout = plan.collective_timeout + Duration::from_secs(30);
+        tracing::info!(generation, world, resume = ?template.resume, "forming a generation");
+        let timeout = template.collective_timeout + Duration::from_secs(30);
         let mut prepared: Vec<Prepared> = Vec::with_capacity(world);
         for (rank, m) in self.members.iter().enumerate() {
-            let assignment = Assignment {
-                generation,
-                rank,
-                world,
-                config_toml: plan.config_toml.clone(),
-                config_file: plan.config_file.clone(),
-                resume: plan.resume.clone(),
-                bucket_bytes: plan.bucket_bytes,
-                collective_timeout_secs: plan.collective_timeout.as_secs_f64(),
-            };
+            let assignment =
+                Assignment { generation, replica: Box::new(ReplicaSpec { rank, world, ..template.clone() }) };
             let p = ask(&m.joiner, &m.hello.label, "prepare", timeout, |port| {
                 JoinerMsg::Prepare(Remote::new(assignment), port)
             })

@@ -2,92 +2,31 @@
 //! buffer, collective) and executes the protocol's requests one at a time. The actor talks to it
 //! through a channel and awaits a oneshot reply, so neither libtorch nor the blocking collective
 //! ever runs on the async runtime's threads.
-//!
-//! Size (~420 lines): the engine's request handlers share the replica's state; issue #22 moves its
-//! message types to the one protocol module and its resume logic to the one run driver, which
-//! brings it under 400.
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use d2nn_common::checkpoint::{self, CheckpointMeta, SavedTensors, WriteSteps};
+use d2nn_common::checkpoint::{self, SavedTensors, WriteSteps};
 use d2nn_common::config::RunConfig;
 use d2nn_common::data::{shard, Dataset, EpochOrders};
 use d2nn_common::exec::{param_digest, D2nn};
 use d2nn_common::optim::{self, Optimizer};
-use d2nn_common::protocol::{Abort, Commit, Committed, ParamDigest, StepOrder, StepOutcome, StepReport};
+
 use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{
-    apply_update, build_model, resumed_baseline, steps_per_epoch, summarize, train_step, validation_accuracy,
-    zero_grads, StepContext, StepStats, Summary,
+    apply_update, build_model, restore_replica, summarize, train_step, validation_accuracy, zero_grads, StepContext,
+    StepStats, Summary,
 };
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 use tokio::sync::oneshot;
 
+use super::grad_buffer::FlatGrads;
+use super::ReplicaHost;
 use crate::collective::Collective;
-use crate::flat::{FlatGrads, DEFAULT_BUCKET_BYTES};
+use crate::protocol::{
+    Abort, Commit, Committed, EvalRequest, ParamDigest, ReplicaSpec, SaveRequest, StepOrder, StepOutcome, StepReport,
+    WorkerInfo,
+};
 use crate::Error;
-
-/// Knobs of a worker that are not part of the run's config.
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    /// Fail this rank's step with this global number (tests of the abort path).
-    pub fail_at_step: Option<u64>,
-    pub bucket_bytes: usize,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions { fail_at_step: None, bucket_bytes: DEFAULT_BUCKET_BYTES }
-    }
-}
-
-/// Everything a rank needs to build its replica.
-#[derive(Debug, Clone)]
-pub struct WorkerSpec {
-    pub rank: usize,
-    pub world: usize,
-    pub cfg: RunConfig,
-    pub config_file: String,
-    pub device: Device,
-    /// libtorch intra-op threads of this rank (None: leave libtorch's default).
-    pub threads: Option<usize>,
-    pub options: WorkerOptions,
-    /// A checkpoint directory (resolved) to load the replica's state from: every rank reads the
-    /// same files itself, so no tensor travels in a message.
-    pub resume: Option<PathBuf>,
-}
-
-/// A rank's answer to the start: what the coordinator checks before step 0.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerInfo {
-    pub rank: usize,
-    pub train_examples: usize,
-    pub num_actions: Vec<usize>,
-    /// Digest of the initial parameters: all ranks must agree.
-    pub digest: ParamDigest,
-}
-
-/// The end of a run: save (optionally) and evaluate this replica.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalRequest {
-    pub save_model: Option<PathBuf>,
-    pub steps: u64,
-    pub wall_seconds: f64,
-    pub examples_per_sec: f64,
-    pub workers: usize,
-}
-
-/// Write this replica's tensor files into `dir` (a staging directory of the coordinator's
-/// checkpoint store) after `step` global steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SaveRequest {
-    pub dir: PathBuf,
-    pub step: u64,
-    /// Also evaluate the validation accuracy the checkpoint is ranked by.
-    pub val_metric: bool,
-}
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
@@ -107,13 +46,17 @@ pub struct EngineHandle {
 
 impl EngineHandle {
     /// Starts the engine thread and waits until its replica is built.
-    pub async fn start(spec: WorkerSpec, collective: Box<dyn Collective>) -> Result<(EngineHandle, WorkerInfo), Error> {
+    pub async fn start(
+        spec: ReplicaSpec,
+        host: ReplicaHost,
+        collective: Box<dyn Collective>,
+    ) -> Result<(EngineHandle, WorkerInfo), Error> {
         let rank = spec.rank;
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("d2nn-rank{rank}"))
-            .spawn(move || engine_main(spec, collective, rx, ready_tx))
+            .spawn(move || engine_main(spec, host, collective, rx, ready_tx))
             .map_err(|e| Error::Protocol(format!("rank {rank}: cannot start the engine thread: {e}")))?;
         let info = ready_rx.await.map_err(|_| Error::EngineGone { rank })??;
         Ok((EngineHandle { rank, tx }, info))
@@ -147,16 +90,17 @@ impl EngineHandle {
 }
 
 fn engine_main(
-    spec: WorkerSpec,
+    spec: ReplicaSpec,
+    host: ReplicaHost,
     collective: Box<dyn Collective>,
     rx: mpsc::Receiver<Cmd>,
     ready: oneshot::Sender<Result<WorkerInfo, Error>>,
 ) {
-    if let Some(n) = spec.threads {
+    if let Some(n) = host.threads {
         // Per thread: libtorch's OpenMP thread count is a property of the calling thread.
         tch::set_num_threads(n.max(1) as i32);
     }
-    let mut engine = match Engine::new(spec, collective).and_then(|e| e.info().map(|i| (e, i))) {
+    let mut engine = match Engine::new(spec, host, collective).and_then(|e| e.info().map(|i| (e, i))) {
         Ok((engine, info)) => {
             let _ = ready.send(Ok(info));
             engine
@@ -197,7 +141,8 @@ struct Engine {
     optimizer: Box<dyn Optimizer>,
     collective: Box<dyn Collective>,
     flat: FlatGrads,
-    options: WorkerOptions,
+    /// Fail this rank's step with this global number (tests of the abort path).
+    fail_at_step: Option<u64>,
     next_step: u64,
     pending: Option<Pending>,
     /// The baselines of the last commit: the next order must carry the same (and checkpoints keep them).
@@ -206,7 +151,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(spec: WorkerSpec, collective: Box<dyn Collective>) -> Result<Engine, Error> {
+    fn new(spec: ReplicaSpec, host: ReplicaHost, collective: Box<dyn Collective>) -> Result<Engine, Error> {
         if collective.world() != spec.world || collective.rank() != spec.rank {
             return Err(Error::Protocol(format!(
                 "rank {} of {} was given the collective of rank {} of {}",
@@ -217,40 +162,37 @@ impl Engine {
             )));
         }
         // `D2nn::new` builds one model at a time, so replicas built at once start identical.
-        let (dataset, model) = build_model(&spec.cfg, &spec.config_file, spec.device)?;
+        let (dataset, model) = build_model(&spec.cfg, &spec.config_file, host.device)?;
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
         let mut optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
         let reduce_device = collective.reduce_device();
-        if reduce_device.is_some_and(|d| d != spec.device) {
+        if reduce_device.is_some_and(|d| d != host.device) {
             return Err(Error::Protocol(format!(
                 "rank {}: the collective reduces on {:?}, the replica lives on {:?}",
-                spec.rank, reduce_device, spec.device
+                spec.rank, reduce_device, host.device
             )));
         }
-        let flat = FlatGrads::new(&params, spec.options.bucket_bytes, reduce_device)?;
+        let flat = FlatGrads::new(&params, spec.bucket_bytes, reduce_device)?;
         let mut baselines = vec![0.0; model.graph.num_actions().len()];
         let mut next_step = 0;
         if let Some(dir) = &spec.resume {
-            let meta = CheckpointMeta::read(dir)?;
             let train_n = dataset.train.len();
-            meta.check_data(dir, train_n, steps_per_epoch(&spec.cfg, &spec.config_file, train_n)?)?;
-            baselines = resumed_baseline(dir, &meta, &model.graph.num_actions())?.node_values();
-            checkpoint::load_state(dir, &meta, &model, optimizer.as_mut())?;
-            next_step = meta.position.step;
+            let point = restore_replica(dir, &spec.cfg, &spec.config_file, train_n, &model, optimizer.as_mut())?;
+            (baselines, next_step) = (point.baseline.node_values(), point.step);
         }
         let orders = EpochOrders::new(spec.cfg.seed, dataset.train.len());
         Ok(Engine {
             rank: spec.rank,
             world: spec.world,
             cfg: spec.cfg,
-            device: spec.device,
+            device: host.device,
             dataset,
             model,
             params,
             optimizer,
             collective,
             flat,
-            options: spec.options,
+            fail_at_step: host.fail_at_step,
             next_step,
             pending: None,
             baselines,
@@ -291,7 +233,7 @@ impl Engine {
                 order.step, order.baselines, self.baselines
             )));
         }
-        if self.options.fail_at_step == Some(order.step) {
+        if self.fail_at_step == Some(order.step) {
             return Err(Error::Injected { rank: self.rank, step: order.step });
         }
         let t = &self.cfg.train;

@@ -1,28 +1,14 @@
 //! The cluster half of the coordinator: what happens when the membership changes. A lost worker
 //! ends its generation at the survivors' committed state, which is checkpointed and becomes the
 //! starting point of the next generation; a newcomer is taken in the same way.
-use std::path::PathBuf;
+use d2nn_worker::protocol::{ReplicaSpec, WorkerMsg};
 
-use d2nn_worker::WorkerMsg;
-
-use super::super::cluster::GenerationPlan;
-use super::super::{EmbeddedRun, RuntimeError};
-use super::{check_infos, gather, CoordState};
+use super::actor::CoordState;
+use super::replicas::{check_infos, gather, replica_spec};
+use super::RuntimeError;
 
 /// Tries at forming one generation before the run gives up (a worker may be lost meanwhile).
 const FORM_ATTEMPTS: usize = 3;
-
-/// What every replica of a cluster generation is built from.
-pub(super) fn generation_plan(run: &EmbeddedRun, resume: Option<PathBuf>) -> Result<GenerationPlan, RuntimeError> {
-    Ok(GenerationPlan {
-        config_toml: run.cfg.to_toml()?,
-        config_file: run.config_file.clone(),
-        resume,
-        batch_size: run.cfg.train.batch_size,
-        bucket_bytes: run.options.bucket_bytes,
-        collective_timeout: run.options.collective_timeout,
-    })
-}
 
 impl CoordState {
     /// A failed step in a cluster: if workers were lost, checkpoint the survivors' committed state
@@ -51,15 +37,15 @@ impl CoordState {
         if survivors.is_empty() {
             return Err(RuntimeError::Cluster(format!(
                 "every worker was lost ({cause}); continue with `d2nn coordinator --resume {}`",
-                self.run_dir.path.display()
+                self.ledger.run_dir.path.display()
             )));
         }
-        self.bar.suspend(
-            || tracing::warn!(step = self.step, survivors = survivors.len(), cause = %cause, "re-forming the cluster"),
-        );
-        if let Some(step) = self.committing.take() {
+        let step = self.ledger.step;
+        self.bar
+            .suspend(|| tracing::warn!(step, survivors = survivors.len(), cause = %cause, "re-forming the cluster"));
+        if self.committing.take().is_some() {
             // The commit was sent to every replica before the loss: the survivors applied it.
-            self.step = step + 1;
+            self.ledger.record(None, 0.0, None)?;
         }
         self.workers = survivors.iter().map(|&r| self.workers[r].clone()).collect();
         cluster.abandon();
@@ -73,7 +59,7 @@ impl CoordState {
     /// from it: every replica, old or new, loads the same files.
     pub(super) async fn reform(&mut self) -> Result<(), RuntimeError> {
         let dir = self.checkpoint_unless_saved().await?;
-        let plan = generation_plan(&self.run, Some(dir))?;
+        let plan = replica_spec(&self.run, 0, 0, Some(&dir));
         let mut attempt = 1;
         loop {
             match self.form_from(&plan).await {
@@ -87,11 +73,12 @@ impl CoordState {
             }
         }
         let world = self.workers.len();
-        self.bar.suspend(|| tracing::info!(step = self.step, world, "cluster re-formed; training continues"));
+        let step = self.ledger.step;
+        self.bar.suspend(|| tracing::info!(step, world, "cluster re-formed; training continues"));
         Ok(())
     }
 
-    async fn form_from(&mut self, plan: &GenerationPlan) -> Result<(), RuntimeError> {
+    async fn form_from(&mut self, plan: &ReplicaSpec) -> Result<(), RuntimeError> {
         let Some(cluster) = self.cluster.as_mut() else {
             return Err(RuntimeError::Coordinator("re-forming needs a cluster".into()));
         };

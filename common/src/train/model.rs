@@ -1,0 +1,110 @@
+//! A config's model and a trained run's: building the (untrained) replica, loading a run's or a
+//! checkpoint's parameters, and the test metrics of `summary.json`.
+use std::path::{Path, PathBuf};
+
+use tch::Device;
+
+use super::outputs::{RunDir, Summary};
+use super::step::needs_binary;
+use super::{evaluate, is_binary};
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::data::{self, Dataset};
+use crate::exec::{D2nn, DecisionKey, Policy};
+use crate::graph::Graph;
+use crate::{Error, Result};
+
+/// Loads the dataset and builds the (untrained) model of a config.
+pub fn build_model(cfg: &RunConfig, config_file: &str, device: Device) -> Result<(Dataset, D2nn)> {
+    let dataset = data::load(&cfg.data)?;
+    if needs_binary(&cfg.train) && !is_binary(dataset.task) {
+        return Err(Error::Config {
+            file: config_file.into(),
+            message: format!(
+                "key `train.accuracy`: the F-score needs a binary task, `{}` has {} classes",
+                dataset.task.name(),
+                dataset.num_classes
+            ),
+        });
+    }
+    let graph = Graph::build(&cfg.model, &dataset.input_shape, dataset.num_classes as i64, config_file)?;
+    let mut model = D2nn::new(graph, device, cfg.seed)?;
+    model.detach_control_inputs = !cfg.train.control_grad_to_trunk;
+    Ok((dataset, model))
+}
+
+pub fn controller_names(model: &D2nn) -> Vec<String> {
+    model.graph.controls.iter().map(|&c| model.graph.nodes[c].name.clone()).collect()
+}
+
+/// Test (and validation) metrics of a trained model with argmax decisions, as `summary.json`.
+pub fn summarize(
+    cfg: &RunConfig,
+    dataset: &Dataset,
+    model: &D2nn,
+    steps: u64,
+    wall_seconds: f64,
+    examples_per_sec: f64,
+    workers: usize,
+) -> Result<Summary> {
+    let t = &cfg.train;
+    let binary = is_binary(dataset.task);
+    let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
+    let test = evaluate(model, &dataset.test, t.eval_batch_size, &Policy::Argmax, key, binary)?;
+    let val = validation_accuracy(cfg, dataset, model)?;
+    let mut summary = Summary {
+        task: dataset.task.name().into(),
+        algorithm: if model.graph.controls.is_empty() {
+            "static".into()
+        } else {
+            format!("{:?}", t.algorithm).to_lowercase()
+        },
+        lambda: t.lambda,
+        test_accuracy: 0.0,
+        test_f1: None,
+        test_loss: 0.0,
+        val_accuracy: val,
+        mean_cost_fraction: 0.0,
+        mean_mflops_per_example: 0.0,
+        full_mflops_per_example: model.graph.full_flops / 1e6,
+        action_rates: Default::default(),
+        controller_run_rates: Default::default(),
+        examples_per_sec,
+        steps,
+        epochs: 0,
+        wall_seconds,
+        workers,
+    };
+    summary.fill_test(&test, &controller_names(model));
+    Ok(summary)
+}
+
+/// Accuracy on the validation split with argmax decisions (None when the task has none): the
+/// metric `summary.json` reports and checkpoints are ranked by.
+pub fn validation_accuracy(cfg: &RunConfig, dataset: &Dataset, model: &D2nn) -> Result<Option<f64>> {
+    if dataset.val.is_empty() {
+        return Ok(None);
+    }
+    let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
+    let binary = is_binary(dataset.task);
+    Ok(Some(evaluate(model, &dataset.val, cfg.train.eval_batch_size, &Policy::Argmax, key, binary)?.accuracy))
+}
+
+/// Loads a run directory's config and trained model.
+pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, Dataset, D2nn)> {
+    let dir = RunDir::open(run_dir)?;
+    let cfg = dir.read_config()?;
+    let (dataset, mut model) = build_model(&cfg, &dir.file(RunDir::CONFIG).display().to_string(), device)?;
+    let weights = dir.file(RunDir::MODEL);
+    model.vs.load(&weights).map_err(|e| Error::data(&weights, e.to_string()))?;
+    Ok((cfg, dataset, model))
+}
+
+/// A checkpoint's config and model (parameters only), for evaluation: `path` as `checkpoint::resolve` takes it.
+pub fn load_checkpoint(path: &Path, device: Device) -> Result<(RunConfig, Dataset, D2nn, PathBuf)> {
+    let (dir, meta) = checkpoint::open(path)?;
+    let config_name = dir.join(checkpoint::META_FILE).display().to_string();
+    let (dataset, model) = build_model(&meta.config, &config_name, device)?;
+    checkpoint::load_params(&dir, &meta, &model)?;
+    Ok((meta.config, dataset, model, dir))
+}

@@ -1,0 +1,69 @@
+//! What the coordinator writes, with rank 0's help: checkpoints (rank 0 writes the tensor files,
+//! every replica being identical; the ledger adds the position and the baselines), the metrics
+//! log with the progress bar, and the final evaluation.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use d2nn_common::checkpoint::WriteSteps;
+use d2nn_common::train::{RunDir, Summary};
+use d2nn_worker::protocol::{EvalRequest, SaveRequest, WorkerMsg};
+
+use super::actor::CoordState;
+use super::replicas::gather;
+use super::RuntimeError;
+
+impl CoordState {
+    pub(super) async fn checkpoint_unless_saved(&mut self) -> Result<PathBuf, RuntimeError> {
+        match self.ledger.saved_now() {
+            Some(dir) => Ok(dir.to_path_buf()),
+            None => self.checkpoint().await,
+        }
+    }
+
+    pub(super) async fn checkpoint(&mut self) -> Result<PathBuf, RuntimeError> {
+        let started = Instant::now();
+        let mut writes = WriteSteps::unlimited();
+        let staging = self.ledger.begin_checkpoint(&mut writes)?;
+        let step = self.ledger.step;
+        let req = SaveRequest { dir: staging.clone(), step, val_metric: self.ledger.cfg.checkpoint.keep_best };
+        let saved =
+            gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p)).await?.remove(0);
+        let dir = self.ledger.commit_checkpoint(&staging, saved, self.workers.len(), &mut writes)?;
+        tracing::info!(step, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "checkpoint");
+        Ok(dir)
+    }
+
+    /// Moves the progress bar; when a metrics line is due, writes it and shows it.
+    pub(super) fn log(&mut self) -> Result<(), RuntimeError> {
+        self.bar.set_position(self.ledger.step);
+        let Some(line) = self.ledger.log_if_due()? else { return Ok(()) };
+        self.bar.set_message(format!(
+            "epoch {} loss {:.4} acc {:.3} cost {:.3} {:.0} ex/s",
+            line.epoch + 1,
+            line.loss,
+            line.train_accuracy,
+            line.mean_cost_fraction,
+            line.examples_per_sec
+        ));
+        if let Some(on_log) = self.run.on_log.as_mut() {
+            on_log(&line, self.ledger.last_step);
+        }
+        Ok(())
+    }
+
+    /// The end of a successful run: rank 0 saves its replica and evaluates it.
+    pub(super) async fn finish(&mut self) -> Result<Summary, RuntimeError> {
+        self.bar.finish_and_clear();
+        let req = EvalRequest {
+            save_model: Some(self.ledger.run_dir.file(RunDir::MODEL)),
+            steps: self.ledger.step,
+            wall_seconds: self.ledger.wall_seconds(),
+            examples_per_sec: self.ledger.examples_per_sec(),
+            workers: self.workers.len(),
+        };
+        let summary = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p))
+            .await?
+            .remove(0);
+        Ok(self.ledger.finish(summary)?)
+    }
+}

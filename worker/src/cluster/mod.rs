@@ -1,0 +1,4 @@
+//! A worker process of a multi-process run: its ractor_cluster node ([`node`]) and the joiner
+//! actor that speaks for the process and starts one replica per generation ([`joiner`]).
+pub mod joiner;
+pub mod node;

@@ -1,0 +1,28 @@
+//! One rank's replica: an actor ([`actor::WorkerActor`]) that speaks the step protocol, an engine
+//! thread ([`engine`]) that owns the model, optimizer, dataset and collective, and the flat
+//! gradient buffer the collective reduces ([`grad_buffer`]).
+pub mod actor;
+pub mod engine;
+pub mod grad_buffer;
+
+use tch::Device;
+
+pub use actor::{WorkerActor, WorkerArgs};
+pub use engine::EngineHandle;
+
+/// Where a replica runs: the hosting process's decision, not the coordinator's (a worker process
+/// knows its GPU; the coordinator knows the run). The run's part is `protocol::ReplicaSpec`.
+#[derive(Debug, Clone)]
+pub struct ReplicaHost {
+    pub device: Device,
+    /// libtorch intra-op threads of this rank (None: leave libtorch's default).
+    pub threads: Option<usize>,
+    /// Fail this rank's step with this global number (tests of the abort path).
+    pub fail_at_step: Option<u64>,
+}
+
+impl ReplicaHost {
+    pub fn new(device: Device) -> Self {
+        ReplicaHost { device, threads: None, fail_at_step: None }
+    }
+}
