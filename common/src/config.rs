@@ -210,10 +210,21 @@ impl RunConfig {
         toml::to_string(self).map_err(|e| Error::Invalid(format!("cannot write the config as TOML: {e}")))
     }
 
-    /// Range checks serde cannot express.
+    /// Range checks serde cannot express, of every section: the one place a config is validated
+    /// (loading a file, a saved config, or a peer's), before any data is loaded or any tensor built.
     fn check(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         let bad = |key: &str, why: &str| Err(format!("key `train.{key}`: {why}"));
+        let sections = [
+            ("optimizer", t.optimizer.validate()),
+            ("schedule", t.schedule.validate()),
+            ("epsilon", t.epsilon.validate()),
+        ];
+        for (key, checked) in sections {
+            if let Err(e) = checked {
+                return bad(key, &e.to_string());
+            }
+        }
         if !(0.0..=1.0).contains(&t.lambda) {
             return bad("lambda", "must be in [0, 1]");
         }

@@ -116,3 +116,24 @@ fn resolved_config_round_trips_through_toml() {
     let back = RunConfig::from_toml(&text, "resolved.toml").unwrap();
     assert_eq!(cfg, back);
 }
+
+#[test]
+fn every_section_is_checked_when_the_config_loads() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["train.optimizer.kind=sgd", "train.optimizer.momentum=1.5"],
+            "key `train.optimizer`: optimizer: momentum = 1.5",
+        ),
+        (
+            &["train.schedule.kind=step", "train.schedule.every_steps=0", "train.schedule.gamma=0.5"],
+            "key `train.schedule`: lr schedule: every_steps",
+        ),
+        (&["train.epsilon.start=2"], "key `train.epsilon`: epsilon.start"),
+    ];
+    for (sets, key) in cases {
+        let f = file_with(MINIMAL);
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let err = RunConfig::load(f.path(), &[], &sets).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(&f.path().display().to_string()), "{sets:?}: {err}");
+    }
+}
