@@ -12,8 +12,9 @@ use d2nn_worker::protocol::cookie::{ClusterCookie, COOKIE_ENV};
 use d2nn_worker::protocol::WorkerHello;
 
 use super::commands::{CoordinatorArgs, WorkerArgs};
+use super::config::parse_device;
 use super::signals;
-use super::train::{parse_device, prepare_run, report};
+use super::train::{prepare_run, report};
 
 /// torchrun's default rendezvous port.
 const DEFAULT_MASTER_PORT: u16 = 29500;

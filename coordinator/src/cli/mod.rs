@@ -1,10 +1,13 @@
 //! The command line: argument definitions here, one module per command family.
+mod bench;
 mod bench_allreduce;
 mod checkpoints;
 mod cluster;
 mod commands;
+mod config;
 mod data;
 mod doctor;
+mod eval;
 mod inspect;
 mod logging;
 mod plot;
@@ -24,16 +27,16 @@ pub fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Data(cmd) => data::run(cmd),
-        Command::Config(cmd) => inspect::config(cmd),
+        Command::Config(cmd) => config::config(cmd),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Train(args) => train::train(args),
         Command::Coordinator(args) => cluster::coordinator(args),
         Command::Worker(args) => cluster::worker(args),
-        Command::Eval(args) => train::eval(args),
+        Command::Eval(args) => eval::eval(args),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Plot(cmd) => plot::run(cmd),
-        Command::Bench(cmd) => inspect::bench(cmd),
+        Command::Bench(cmd) => bench::bench(cmd),
         Command::Doctor(args) => doctor::doctor(args),
     };
     match result {

@@ -12,7 +12,8 @@ use d2nn_coordinator::plot::{load_sweeps, tradeoff_png};
 use serde::Serialize;
 
 use super::commands::{ConfigArgs, SweepArgs};
-use super::train::{load_config, parse_device, print_summary, write_curves};
+use super::config::{load_config, parse_device};
+use super::train::{print_summary, write_curves};
 
 #[derive(Debug, Serialize)]
 struct SweepPoint {

@@ -1,41 +1,17 @@
+//! `d2nn train` (in-process workers), and what it shares with `d2nn coordinator`: resolving the
+//! run from its arguments (fresh or resumed), printing the summary, and reporting how a run ended.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use d2nn_common::checkpoint::{self, CheckpointMeta, CheckpointStore};
 use d2nn_common::config::RunConfig;
-use d2nn_common::exec::{DecisionKey, Policy};
-use d2nn_common::train::{evaluate, is_binary, load_checkpoint, load_run, routing_report, RunDir, Summary};
+use d2nn_common::train::Summary;
 use d2nn_coordinator::coordinator::{default_workers, train_embedded, RuntimeError, TrainRun};
 use d2nn_coordinator::plot::write_run_curves;
-use tch::Device;
 
-use super::commands::{ConfigArgs, EvalArgs, RunArgs, TrainArgs};
+use super::commands::{ConfigArgs, RunArgs, TrainArgs};
+use super::config::{load_config, parse_device};
 use super::signals;
-
-pub fn load_config(args: &ConfigArgs) -> anyhow::Result<RunConfig> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    Ok(RunConfig::load(&args.config, &env, &args.overrides)?)
-}
-
-pub fn parse_device(text: &str) -> anyhow::Result<Device> {
-    let device = match text {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::Cuda(n),
-            _ => bail!("--device `{text}`: expected cpu, cuda or cuda:N"),
-        },
-    };
-    if let Device::Cuda(n) = device {
-        if !tch::Cuda::is_available() {
-            bail!("--device {text}: CUDA is not available (build with `scripts/setup.sh --cuda` on a GPU machine)");
-        }
-        if n as i64 >= tch::Cuda::device_count() {
-            bail!("--device {text}: only {} CUDA devices", tch::Cuda::device_count());
-        }
-    }
-    Ok(device)
-}
 
 pub fn print_summary(summary: &Summary, run_dir: &std::path::Path) {
     println!("test accuracy      {:.4}", summary.test_accuracy);
@@ -162,58 +138,4 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     run.stop = Some(stop);
     let (config_file, run_dir) = (run.config_file.clone(), run.run_dir.clone());
     report(rt.block_on(train_embedded(run)), (&config_file, &run_dir, workers), "d2nn train")
-}
-
-pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
-    let (cfg, dataset, model, run_dir) = match (&args.checkpoint, &args.run_dir) {
-        (Some(path), _) => {
-            let (cfg, dataset, model, dir) =
-                load_checkpoint(path, device).with_context(|| format!("loading checkpoint {}", path.display()))?;
-            println!("checkpoint         {}", dir.display());
-            (cfg, dataset, model, None)
-        }
-        (None, Some(run_dir)) => {
-            let (cfg, dataset, model) =
-                load_run(run_dir, device).with_context(|| format!("loading run {}", run_dir.display()))?;
-            (cfg, dataset, model, Some(run_dir))
-        }
-        (None, None) => bail!("give --run-dir or --checkpoint"),
-    };
-    let binary = is_binary(dataset.task);
-    let key = DecisionKey { seed: cfg.seed, step: u64::MAX };
-    let test = evaluate(&model, &dataset.test, cfg.train.eval_batch_size, &Policy::Argmax, key, binary)?;
-    println!("test accuracy      {:.4}", test.accuracy);
-    if let Some(f1) = test.f1 {
-        println!("test F1            {f1:.4}");
-    }
-    println!(
-        "mean cost fraction {:.4}  ({:.3} MFLOPs per example)",
-        test.mean_cost_fraction, test.mean_mflops_per_example
-    );
-    if let Some(run_dir) = run_dir {
-        if let Ok(saved) = RunDir::open(run_dir).and_then(|d| d.read_summary()) {
-            let same = saved.test_accuracy == test.accuracy
-                && saved.mean_cost_fraction == test.mean_cost_fraction
-                && saved.test_f1 == test.f1;
-            println!("summary.json       {}", if same { "matches" } else { "DIFFERS" });
-            if !same {
-                bail!("recomputed metrics differ from {}/summary.json", run_dir.display());
-            }
-        }
-    }
-    if let Some(run_dir) = run_dir {
-        write_curves(run_dir);
-    }
-    if args.routing {
-        let report =
-            routing_report(&model, &dataset.test, cfg.train.eval_batch_size, key).context("d2nn eval --routing")?;
-        print!("{}", report.render());
-        if let Some(run_dir) = run_dir {
-            let dir = RunDir::open(run_dir)?;
-            dir.write_routing(&report)?;
-            println!("written            {}", dir.file(RunDir::ROUTING).display());
-        }
-    }
-    Ok(())
 }
