@@ -1,32 +1,23 @@
 //! `d2nn bench`: the executor's realised speed-up (`exec`), the runtime's scaling (`runtime`), and
-//! the all-reduce (`allreduce`, in bench_allreduce.rs). Results are JSON lines.
-use std::time::Instant;
+//! the all-reduce (`allreduce`, in bench_allreduce.rs), worker processes against in-process workers
+//! (`cluster`, in bench_cluster.rs). Results are JSON lines.
+use std::path::PathBuf;
 
-use anyhow::Context;
-use d2nn_common::exec::{D2nn, DecisionKey, Policy};
-use tch::{Kind, Tensor};
+use anyhow::{bail, Context};
+use d2nn_common::exec::D2nn;
+use d2nn_coordinator::experiments::exec_bench::{self, Design};
 
 use super::commands::{BenchCommand, ConfigArgs};
 use super::config::{build_graph, load_config, parse_device};
 
-fn median_seconds(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
 pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Exec { config, batch, reps, device } => bench_exec(config, batch, reps, device),
+        BenchCommand::Exec { config, static_config, batch, reps, device } => {
+            bench_exec(config, static_config, batch, reps, device)
+        }
         BenchCommand::Runtime { config, steps, batch, rounds } => bench_runtime(config, steps, batch, rounds),
         BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
+        BenchCommand::Cluster(args) => super::bench_cluster::run(args),
     }
 }
 
@@ -98,78 +89,41 @@ fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: u
     Ok(())
 }
 
-fn bench_exec(config: std::path::PathBuf, batch: i64, reps: usize, device: String) -> anyhow::Result<()> {
+fn bench_exec(
+    config: PathBuf,
+    static_config: Option<PathBuf>,
+    batch: i64,
+    reps: usize,
+    device: String,
+) -> anyhow::Result<()> {
     let device = parse_device(&device)?;
-    let _guard = tch::no_grad_guard();
-    let args = ConfigArgs { config: config.clone(), overrides: vec![] };
-    let (cfg, graph) = build_graph(&args)?;
+    let file = config.display().to_string();
+    let (cfg, graph) = build_graph(&ConfigArgs { config: config.clone(), overrides: vec![] })?;
+    let design = Design::of(&graph, &file).map_err(anyhow::Error::msg)?;
+    // The static network to beat: the one given, else the design's most expensive baseline.
+    let candidates: Vec<PathBuf> = match static_config {
+        Some(path) => vec![path],
+        None => cfg.sweep.baselines.iter().map(|b| config.with_file_name(b)).collect(),
+    };
+    let mut statics = Vec::new();
+    for path in &candidates {
+        let (_, g) = build_graph(&ConfigArgs { config: path.clone(), overrides: vec![] })
+            .with_context(|| format!("the static baseline {}", path.display()))?;
+        statics.push((path, g));
+    }
+    let Some((static_path, static_graph)) =
+        statics.into_iter().max_by(|a, b| a.1.full_flops.total_cmp(&b.1.full_flops))
+    else {
+        bail!("{file}: key `sweep.baselines` names no static network; give one with --static");
+    };
+    tracing::info!(static_network = %static_path.display(), "bench exec");
     let dynamic = D2nn::new(graph, device, cfg.seed)?;
-    let static_path = config.with_file_name("static_high.toml");
-    let (_, static_graph) = build_graph(&ConfigArgs { config: static_path.clone(), overrides: vec![] })
-        .with_context(|| format!("the static baseline {}", static_path.display()))?;
-    let static_high = D2nn::new(static_graph, device, cfg.seed)?;
-    let g = &dynamic.graph;
-    let node = |name: &str| g.index_of(name).with_context(|| format!("{} has no node `{name}`", config.display()));
-    let (stem, router, low, high) = (node("stem")?, node("router")?, node("low")?, node("high")?);
-
-    tch::manual_seed(0);
-    let x = Tensor::rand([batch, 1, 28, 28], (Kind::Float, device));
-    let ids: Vec<i64> = (0..batch).collect();
-    let static_flops = static_high.graph.full_flops;
-    for fraction in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        let n_high = (fraction * batch as f64).round() as i64;
-        // High-routed examples at random positions, as a controller would scatter them.
-        let perm = Tensor::randperm(batch, (Kind::Int64, device));
-        let route = Tensor::zeros([batch], (Kind::Int64, device)).index_fill(0, &perm.narrow(0, 0, n_high), 1);
-        let policy = Policy::Forced(vec![route.shallow_clone()]);
-        let fwd = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false)?;
-        let dynamic_flops = fwd.cost.mean(Kind::Double).double_value(&[]);
-        // Static and dynamic timed alternately, so drift on a shared machine hits both alike.
-        let (mut static_times, mut dynamic_times) = (Vec::new(), Vec::new());
-        for _ in 0..reps.max(1) {
-            static_times.push(median_seconds(1, || {
-                let _ = static_high.forward(&x, &ids, &Policy::Argmax, DecisionKey::default(), false);
-            }));
-            dynamic_times.push(median_seconds(1, || {
-                let _ = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false);
-            }));
-        }
-        let (static_time, dynamic_time) = (median(static_times), median(dynamic_times));
-        // The bound: each node run alone on exactly its own sub-batch, nothing else.
-        let stem_out = dynamic.run_node(stem, &x);
-        let high_rows = route.eq(1).nonzero().squeeze_dim(1);
-        let low_rows = route.eq(0).nonzero().squeeze_dim(1);
-        let high_in = stem_out.index_select(0, &high_rows);
-        let low_in = stem_out.index_select(0, &low_rows);
-        let mut bound = median_seconds(reps, || {
-            let _ = dynamic.run_node(stem, &x);
-        });
-        bound += median_seconds(reps, || {
-            let _ = dynamic.run_node(router, &stem_out);
-        });
-        if n_high > 0 {
-            bound += median_seconds(reps, || {
-                let _ = dynamic.run_node(high, &high_in);
-            });
-        }
-        if n_high < batch {
-            bound += median_seconds(reps, || {
-                let _ = dynamic.run_node(low, &low_in);
-            });
-        }
-        let line = serde_json::json!({
-            "high_fraction": fraction,
-            "batch": batch,
-            "flop_speedup": static_flops / dynamic_flops,
-            "realized_speedup": static_time / dynamic_time,
-            "bound_speedup": static_time / bound,
-            "realized_over_bound": bound / dynamic_time,
-            "static_ms": static_time * 1e3,
-            "dynamic_ms": dynamic_time * 1e3,
-            "bound_ms": bound * 1e3,
-            "threads": tch::get_num_threads(),
-            "device": format!("{device:?}"),
-        });
+    let static_net = D2nn::new(static_graph, device, cfg.seed)?;
+    for case in exec_bench::bench_exec(&dynamic, &static_net, &design, batch, reps, device) {
+        let mut line = serde_json::to_value(&case)?;
+        line["static"] = static_path.display().to_string().into();
+        line["threads"] = tch::get_num_threads().into();
+        line["device"] = format!("{device:?}").into();
         println!("{line}");
     }
     Ok(())

@@ -326,10 +326,16 @@ pub enum CheckpointsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Selective execution against the static high network, at forced routing fractions.
+    /// Selective execution of a one-controller design against its most expensive static baseline
+    /// (or --static), with a fraction of the batch forced onto the controller's most expensive
+    /// action and the rest onto its cheapest; and against a bound (each node alone on its rows).
     Exec {
         #[arg(long, default_value = "configs/high_low.toml")]
         config: PathBuf,
+        /// The static network to compare with (default: the config's `sweep.baselines` entry with
+        /// the most FLOPs).
+        #[arg(long = "static")]
+        static_config: Option<PathBuf>,
         #[arg(long, default_value_t = 256)]
         batch: i64,
         /// Timed repetitions per case (the median is reported).
@@ -358,4 +364,7 @@ pub enum BenchCommand {
     },
     /// TCP ring all-reduce between worker processes on loopback: seconds, algbw and busbw per size.
     Allreduce(super::bench_allreduce::AllreduceArgs),
+    /// Training throughput of worker processes (coordinator + workers, TCP ring on loopback) against
+    /// as many in-process workers, same config, steps and threads per worker, in interleaved rounds.
+    Cluster(super::bench_cluster::ClusterBenchArgs),
 }

@@ -1,6 +1,7 @@
 //! The command line: argument definitions here, one module per command family.
 mod bench;
 mod bench_allreduce;
+mod bench_cluster;
 mod checkpoints;
 mod cluster;
 mod commands;

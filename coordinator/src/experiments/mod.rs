@@ -1,0 +1,2 @@
+//! Measurements built on training and execution: benchmarks whose results the CLI prints.
+pub mod exec_bench;
