@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{StepSplit, StepStats};
-use d2nn_worker::protocol::{Abort, Commit, Committed, StepOrder, StepOutcome, StepReport, WorkerMsg};
+use d2nn_worker::protocol::{Abort, Acknowledged, Commit, StepOrder, StepOutcome, StepReport, WorkerMsg};
 
 use super::actor::CoordState;
 use super::replicas::gather;
@@ -32,7 +32,7 @@ fn failures_of(reports: &[StepReport], step: u64) -> Result<Vec<(usize, String)>
 }
 
 /// The ranks' mean compute, all-reduce and barrier wait; the rest of `wall` is coordination.
-fn split_of(reports: &[StepReport], acks: &[Committed], wall: f64) -> StepSplit {
+fn split_of(reports: &[StepReport], acks: &[Acknowledged], wall: f64) -> StepSplit {
     let n = reports.len() as f64;
     let mean = |f: &dyn Fn(&StepReport) -> f64| reports.iter().map(f).sum::<f64>() / n;
     let compute = mean(&|r| r.compute_seconds) + acks.iter().map(|a| a.update_seconds).sum::<f64>() / n;
@@ -60,7 +60,7 @@ impl CoordState {
             gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Step(order.clone().into(), p)).await?;
         let failures = failures_of(&reports, step)?;
         let mut pooled = None;
-        let acks: Vec<Committed> = if failures.is_empty() {
+        let acks: Vec<Acknowledged> = if failures.is_empty() {
             let mut stats = StepStats::default();
             for r in &reports {
                 if let StepOutcome::Ok(s) = &r.outcome {

@@ -42,13 +42,13 @@ pub enum NodeEvent {
 }
 
 /// Forwards a node server's events to a channel (the callbacks are synchronous).
-struct Forward {
+struct EventForwarder {
     tx: mpsc::UnboundedSender<NodeEvent>,
     /// Sessions that authenticated: a disconnect of any other one is a failed handshake.
     authenticated: std::sync::Mutex<HashSet<NodeId>>,
 }
 
-impl NodeEventSubscription for Forward {
+impl NodeEventSubscription for EventForwarder {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
         let _ = self.tx.send(NodeEvent::Opened { node: ses.node_id, peer: ses.peer_addr });
     }
@@ -120,7 +120,7 @@ impl ClusterNode {
             .await
             .map_err(|e| NodeError::Start { message: format!("{listen}:{port}: {e}") })?;
         let (tx, events) = mpsc::unbounded_channel();
-        let forward = Forward { tx, authenticated: Default::default() };
+        let forward = EventForwarder { tx, authenticated: Default::default() };
         server
             .cast(NodeServerMessage::SubscribeToEvents { id: "d2nn".into(), subscription: Box::new(forward) })
             .map_err(|e| NodeError::Start { message: e.to_string() })?;

@@ -20,4 +20,4 @@ pub use membership::{
 };
 pub use remote::Remote;
 pub use replica::{EvalRequest, Port, ReplicaSpec, SaveRequest, WorkerInfo, WorkerMsg, WorkerReply};
-pub use step::{Abort, Commit, Committed, ParamDigest, StepOrder, StepOutcome, StepReport};
+pub use step::{Abort, Acknowledged, Commit, ParamDigest, StepOrder, StepOutcome, StepReport};

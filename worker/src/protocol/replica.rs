@@ -11,7 +11,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use super::step::{Abort, Commit, Committed, ParamDigest, StepOrder, StepReport};
+use super::step::{Abort, Acknowledged, Commit, ParamDigest, StepOrder, StepReport};
 use super::Remote;
 
 /// Everything about one replica that the coordinator decides. Where it runs (device, threads) is
@@ -97,9 +97,9 @@ pub enum WorkerMsg {
     #[rpc]
     Step(Remote<StepOrder>, RpcReplyPort<Remote<WorkerReply<StepReport>>>),
     #[rpc]
-    Commit(Remote<Commit>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
+    Commit(Remote<Commit>, RpcReplyPort<Remote<WorkerReply<Acknowledged>>>),
     #[rpc]
-    Abort(Remote<Abort>, RpcReplyPort<Remote<WorkerReply<Committed>>>),
+    Abort(Remote<Abort>, RpcReplyPort<Remote<WorkerReply<Acknowledged>>>),
     #[rpc]
     Evaluate(Remote<EvalRequest>, RpcReplyPort<Remote<WorkerReply<Summary>>>),
     /// Rank 0 writes its tensor files into the coordinator's staging directory (checkpoints).

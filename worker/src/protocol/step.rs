@@ -66,7 +66,7 @@ pub struct Abort {
 
 /// Worker → coordinator, after a commit or an abort.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Committed {
+pub struct Acknowledged {
     pub rank: usize,
     pub step: u64,
     /// Seconds of the optimizer update (0 on abort).

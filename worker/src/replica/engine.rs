@@ -23,8 +23,8 @@ use super::grad_buffer::FlatGrads;
 use super::ReplicaHost;
 use crate::collective::Collective;
 use crate::protocol::{
-    Abort, Commit, Committed, EvalRequest, ParamDigest, ReplicaSpec, SaveRequest, StepOrder, StepOutcome, StepReport,
-    WorkerInfo,
+    Abort, Acknowledged, Commit, EvalRequest, ParamDigest, ReplicaSpec, SaveRequest, StepOrder, StepOutcome,
+    StepReport, WorkerInfo,
 };
 use crate::Error;
 
@@ -32,8 +32,8 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Cmd {
     Step(StepOrder, Reply<StepReport>),
-    Commit(Commit, Reply<Committed>),
-    Abort(Abort, Reply<Committed>),
+    Commit(Commit, Reply<Acknowledged>),
+    Abort(Abort, Reply<Acknowledged>),
     Evaluate(EvalRequest, Reply<Summary>),
     Save(SaveRequest, Reply<SavedTensors>),
 }
@@ -72,11 +72,11 @@ impl EngineHandle {
         self.request(|r| Cmd::Step(order, r)).await
     }
 
-    pub async fn commit(&self, commit: Commit) -> Result<Committed, Error> {
+    pub async fn commit(&self, commit: Commit) -> Result<Acknowledged, Error> {
         self.request(|r| Cmd::Commit(commit, r)).await
     }
 
-    pub async fn abort(&self, abort: Abort) -> Result<Committed, Error> {
+    pub async fn abort(&self, abort: Abort) -> Result<Acknowledged, Error> {
         self.request(|r| Cmd::Abort(abort, r)).await
     }
 
@@ -293,7 +293,7 @@ impl Engine {
         })
     }
 
-    fn commit(&mut self, commit: Commit) -> Result<Committed, Error> {
+    fn commit(&mut self, commit: Commit) -> Result<Acknowledged, Error> {
         let pending = self.pending.take();
         let lr = match pending {
             Some(Pending { step, lr, ready: true }) if step == commit.step => lr,
@@ -312,10 +312,10 @@ impl Engine {
         self.next_step = commit.step + 1;
         self.baselines = commit.baselines;
         let digest = if commit.want_digest { Some(self.digest()?) } else { None };
-        Ok(Committed { rank: self.rank, step: commit.step, update_seconds, digest })
+        Ok(Acknowledged { rank: self.rank, step: commit.step, update_seconds, digest })
     }
 
-    fn abort(&mut self, abort: Abort) -> Result<Committed, Error> {
+    fn abort(&mut self, abort: Abort) -> Result<Acknowledged, Error> {
         if let Some(p) = self.pending.take() {
             if p.step != abort.step {
                 return Err(Error::Protocol(format!(
@@ -327,7 +327,7 @@ impl Engine {
         zero_grads(&self.model);
         tracing::warn!(rank = self.rank, step = abort.step, reason = %abort.reason, "step aborted");
         self.next_step = abort.step + 1;
-        Ok(Committed { rank: self.rank, step: abort.step, update_seconds: 0.0, digest: Some(self.digest()?) })
+        Ok(Acknowledged { rank: self.rank, step: abort.step, update_seconds: 0.0, digest: Some(self.digest()?) })
     }
 
     fn evaluate(&mut self, req: EvalRequest) -> Result<Summary, Error> {
