@@ -62,6 +62,16 @@ impl Task {
             Task::Lfw => "lfw",
         }
     }
+
+    /// One example's input shape and the number of classes, known without loading the data (the
+    /// graph is checked against them before any file is read).
+    pub fn shape(self) -> ([i64; 3], i64) {
+        match self {
+            Task::FashionMnist | Task::FashionHier => ([1, 28, 28], 10),
+            Task::FashionBinary => ([1, 28, 28], 2),
+            Task::Lfw => ([1, LFW_SHAPE[1] as i64, LFW_SHAPE[2] as i64], 2),
+        }
+    }
 }
 
 impl std::fmt::Display for Task {

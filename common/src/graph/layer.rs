@@ -82,6 +82,18 @@ impl LayerSpec {
         }
     }
 
+    /// Learnable values of this layer on an input of shape `input` (weights and biases), as f64 so
+    /// that any size a config can name is counted without overflow.
+    pub fn parameters(&self, input: &[i64]) -> f64 {
+        let channels = input.first().copied().unwrap_or(0) as f64;
+        match self {
+            LayerSpec::Conv2d { out, kernel, .. } => *out as f64 * (channels * (*kernel * *kernel) as f64 + 1.0),
+            LayerSpec::Linear { out } => *out as f64 * (channels + 1.0),
+            LayerSpec::GroupNorm { .. } => 2.0 * channels,
+            _ => 0.0,
+        }
+    }
+
     /// Output shape and FLOPs per example for an input of shape `input`, or a message saying why the
     /// layer cannot take it.
     pub fn infer(&self, input: &[i64]) -> Result<(Shape, f64), String> {
@@ -108,13 +120,14 @@ impl LayerSpec {
                 if ho <= 0 || wo <= 0 {
                     return Err(format!("conv2d kernel {kernel} does not fit the {h}x{w} input"));
                 }
-                let macs = c * kernel * kernel * out * ho * wo;
-                Ok((vec![*out, ho, wo], 2.0 * macs as f64))
+                // In f64: a config's sizes are unbounded until the graph's size check.
+                let macs = [c, *kernel, *kernel, *out, ho, wo].iter().map(|&v| v as f64).product::<f64>();
+                Ok((vec![*out, ho, wo], 2.0 * macs))
             }
             LayerSpec::Linear { out } => {
                 positive(*out, "linear `out`")?;
                 match input {
-                    [f] => Ok((vec![*out], 2.0 * (*f * *out) as f64)),
+                    [f] => Ok((vec![*out], 2.0 * *f as f64 * *out as f64)),
                     _ => Err(format!("linear needs a flat [F] input, got {input:?} (add a flatten layer)")),
                 }
             }

@@ -6,6 +6,7 @@ mod validate;
 
 pub use layer::{LayerSpec, Shape};
 pub use spec::{GraphSpec, HeadSpec, Merge, NodeKind, NodeSpec, Target, INPUT};
+pub use validate::MAX_TENSOR_BYTES;
 
 /// One node of a validated graph. Indices refer to `Graph::nodes`; node 0 is the input.
 #[derive(Debug, Clone)]

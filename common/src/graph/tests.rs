@@ -194,3 +194,33 @@ fn edge_defaults_keep_a_sum_output_defined() {
     assert!(out.defaults.iter().all(|d| *d == Some(0.0)));
     assert_eq!(g.controls.len(), 1);
 }
+
+/// A size no machine holds is an error naming the node, the layer and the bytes, found before any
+/// tensor exists (it used to reach libtorch, which panicked allocating the weight).
+#[test]
+fn sizes_over_the_cap_are_errors_naming_node_layer_and_bytes() {
+    let huge_linear = format!(
+        "{HEAD}{}",
+        r#"
+[[nodes]]
+name = "fc"
+inputs = ["stem"]
+layers = [{ type = "flatten" }, { type = "linear", out = 100000000000 }, { type = "linear", out = 10 }]
+[[nodes]]
+name = "out"
+kind = "output"
+inputs = ["fc"]
+"#
+    );
+    let e = build_err(&huge_linear);
+    assert!(e.contains("`fc`") && e.contains("layer 1 (linear)") && e.contains("bytes") && e.contains("GiB"), "{e}");
+    // Wide enough that one example's output is over the cap: the overflow-prone product is f64.
+    let huge_conv = HEAD.replace("out = 4, kernel = 3", "out = 9223372036854775807, kernel = 3");
+    let e = build_err(&format!("{huge_conv}[[nodes]]\nname = \"out\"\nkind = \"output\"\ninputs = [\"stem\"]\n"));
+    assert!(e.contains("`stem`") && e.contains("layer 0 (conv2d)") && e.contains("bytes"), "{e}");
+    // Fine per example, over the cap for a batch: refused when the batch is known.
+    let g = graph_of("high_low.toml");
+    assert!(g.check_batch(256, "train.batch_size", "high_low.toml").is_ok());
+    let e = g.check_batch(10_000_000, "train.batch_size", "high_low.toml").unwrap_err().to_string();
+    assert!(e.contains("`train.batch_size`") && e.contains("layer 0 (conv2d)") && e.contains("`stem`"), "{e}");
+}

@@ -16,6 +16,11 @@ use crate::{Error, Result};
 
 /// Loads the dataset and builds the (untrained) model of a config.
 pub fn build_model(cfg: &RunConfig, config_file: &str, device: Device) -> Result<(Dataset, D2nn)> {
+    // The graph and its sizes are checked before any data is read or any tensor allocated.
+    let ([c, h, w], classes) = cfg.data.task.shape();
+    let graph = Graph::build(&cfg.model, &[c, h, w], classes, config_file)?;
+    graph.check_batch(cfg.train.batch_size, "train.batch_size", config_file)?;
+    graph.check_batch(cfg.train.eval_batch_size, "train.eval_batch_size", config_file)?;
     let dataset = data::load(&cfg.data)?;
     if needs_binary(&cfg.train) && !is_binary(dataset.task) {
         return Err(Error::Config {

@@ -38,19 +38,9 @@ pub fn config(cmd: ConfigCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Input shape and class count of a config's task, without loading the data.
-fn task_shape(cfg: &RunConfig) -> (Vec<i64>, i64) {
-    use d2nn_common::data::Task;
-    match cfg.data.task {
-        Task::FashionMnist | Task::FashionHier => (vec![1, 28, 28], 10),
-        Task::FashionBinary => (vec![1, 28, 28], 2),
-        Task::Lfw => (vec![1, 25, 25], 2),
-    }
-}
-
 pub fn build_graph(args: &ConfigArgs) -> anyhow::Result<(RunConfig, Graph)> {
     let cfg = load_config(args)?;
-    let (shape, classes) = task_shape(&cfg);
+    let (shape, classes) = cfg.data.task.shape();
     let graph = Graph::build(&cfg.model, &shape, classes, &args.config.display().to_string())?;
     Ok((cfg, graph))
 }

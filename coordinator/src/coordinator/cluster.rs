@@ -178,17 +178,19 @@ impl Cluster {
         }
         candidates.sort_by_key(|m| (m.hello.preferred_rank.unwrap_or(usize::MAX), m.node));
         let most = candidates.len().min(self.target);
-        let world = (1..=most).rev().find(|w| template.cfg.train.batch_size.is_multiple_of(*w)).unwrap_or(0);
+        let (cfg, file) = (&template.cfg, &template.config_file);
+        let world = (1..=most).rev().find(|&w| super::check_world(cfg, file, w).is_ok()).unwrap_or(0);
         if world < self.options.min_workers.max(1) {
             return Err(RuntimeError::Cluster(format!(
-                "{} workers available, {} needed (train.batch_size {} must divide among them)",
+                "{} workers available, {} needed (train.batch_size {} must divide among them in whole mini-bags of {})",
                 candidates.len(),
                 self.options.min_workers.max(1),
-                template.cfg.train.batch_size
+                cfg.train.batch_size,
+                cfg.train.bag_size
             )));
         }
         for idle in candidates.drain(world..) {
-            tracing::warn!(worker = %idle.hello.label, "left out of this generation (batch size must divide among the workers)");
+            tracing::warn!(worker = %idle.hello.label, "left out of this generation (the batch must divide among the workers in whole mini-bags)");
         }
         self.members = candidates;
         tracing::info!(generation, world, resume = ?template.resume, "forming a generation");
@@ -271,14 +273,14 @@ impl Cluster {
     /// the lost one until its timeouts.
     pub fn abandon(&self) {
         for m in &self.members {
-            let _ = m.joiner.cast(JoinerMsg::Abandon(self.generation));
+            let _ = m.joiner.cast(JoinerMsg::Abandon(Remote::new(self.generation)));
         }
     }
 
     /// Stops the current generation's replicas (their processes stay, for the next one).
     pub fn retire(&self) {
         for m in &self.members {
-            let _ = m.joiner.cast(JoinerMsg::Retire(self.generation));
+            let _ = m.joiner.cast(JoinerMsg::Retire(Remote::new(self.generation)));
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use d2nn_worker::cluster::node::{NodeEvent, NodeId};
-use d2nn_worker::protocol::JoinerMsg;
+use d2nn_worker::protocol::{JoinerMsg, Remote};
 use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
@@ -115,8 +115,8 @@ async fn heartbeat(view: &Arc<Mutex<View>>, bump: &watch::Sender<u64>, beat: u64
         .into_iter()
         .map(|(node, joiner)| {
             tokio::spawn(async move {
-                let answer = joiner.call(|p| JoinerMsg::Ping(beat, p), Some(wait)).await;
-                (node, matches!(answer, Ok(CallResult::Success(n)) if n == beat))
+                let answer = joiner.call(|p| JoinerMsg::Ping(Remote::new(beat), p), Some(wait)).await;
+                (node, matches!(answer, Ok(CallResult::Success(Remote(Ok(n)))) if n == beat))
             })
         })
         .collect();

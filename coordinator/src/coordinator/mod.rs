@@ -151,6 +151,13 @@ pub enum RuntimeError {
     NoWorkers,
     #[error("{file}: key `train.batch_size`: {batch_size} is not divisible by the number of workers ({workers})")]
     BatchNotDivisible { file: String, batch_size: usize, workers: usize },
+    #[error(
+        "{file}: key `train.bag_size`: each of the {workers} workers gets {} of the {batch_size} examples of a \
+         step, which is not a whole number of mini-bags of {bag_size}; use a number of workers that leaves \
+         each a multiple of {bag_size}",
+        batch_size / workers
+    )]
+    BagsNotDivisible { file: String, batch_size: usize, bag_size: usize, workers: usize },
     #[error(transparent)]
     Common(#[from] d2nn_common::Error),
     #[error("worker rank {rank} failed to start: {message}")]
@@ -188,14 +195,24 @@ pub fn default_workers() -> usize {
 /// Trains with `run.workers` in-process workers and writes the run directory like the local loop
 /// (plus `workers` in summary.json and the step-time split in metrics.jsonl).
 pub async fn train_embedded(run: TrainRun) -> Result<Summary, RuntimeError> {
-    if run.workers == 0 {
+    check_world(&run.cfg, &run.config_file, run.workers)?;
+    run_coordinator(run, None).await
+}
+
+/// Whether `workers` replicas can share a step of `cfg`: the global batch splits evenly, and
+/// each share is a whole number of mini-bags (a bag never spans two workers).
+pub(crate) fn check_world(cfg: &RunConfig, file: &str, workers: usize) -> Result<(), RuntimeError> {
+    let (batch_size, bag_size) = (cfg.train.batch_size, cfg.train.bag_size.max(1));
+    if workers == 0 {
         return Err(RuntimeError::NoWorkers);
     }
-    let batch_size = run.cfg.train.batch_size;
-    if !batch_size.is_multiple_of(run.workers) {
-        return Err(RuntimeError::BatchNotDivisible { file: run.config_file, batch_size, workers: run.workers });
+    if !batch_size.is_multiple_of(workers) {
+        return Err(RuntimeError::BatchNotDivisible { file: file.into(), batch_size, workers });
     }
-    run_coordinator(run, None).await
+    if !(batch_size / workers).is_multiple_of(bag_size) {
+        return Err(RuntimeError::BagsNotDivisible { file: file.into(), batch_size, bag_size, workers });
+    }
+    Ok(())
 }
 
 /// Trains with `run.workers` worker processes that join this coordinator over the network
@@ -204,9 +221,7 @@ pub async fn train_embedded(run: TrainRun) -> Result<Summary, RuntimeError> {
 /// at the next step. The run directory must be visible to rank 0 (checkpoints) and every worker
 /// (replicas load them).
 pub async fn train_cluster(run: TrainRun, options: ClusterOptions) -> Result<Summary, RuntimeError> {
-    if run.workers == 0 {
-        return Err(RuntimeError::NoWorkers);
-    }
+    check_world(&run.cfg, &run.config_file, run.workers)?;
     let cluster = cluster::Cluster::start(options, run.workers).await?;
     run_coordinator(run, Some(cluster)).await
 }

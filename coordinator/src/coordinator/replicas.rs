@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use d2nn_worker::collective::in_process_group;
 use d2nn_worker::protocol::{Port, Remote, ReplicaSpec, WorkerInfo, WorkerMsg};
-use d2nn_worker::replica::{ReplicaHost, WorkerActor, WorkerArgs};
+use d2nn_worker::replica::{startup_error, ReplicaHost, WorkerActor, WorkerArgs};
 use ractor::{Actor, ActorRef};
 use tch::Device;
 
@@ -55,7 +55,7 @@ pub(super) async fn spawn_linked(
             Ok((w, _)) => workers.push(w),
             Err(e) => {
                 stop_all(&workers);
-                return Err(RuntimeError::Spawn { rank, message: e.to_string() });
+                return Err(RuntimeError::Spawn { rank, message: startup_error(&e) });
             }
         }
     }

@@ -229,7 +229,13 @@ async fn setup_errors_name_what_is_wrong() {
     cfg.data.dir = dir.join("no-such-data");
     let e = train_embedded(run(&cfg, &dir, 2)).await.unwrap_err();
     assert!(matches!(e, RuntimeError::Spawn { rank: 0, .. }), "{e:?}");
-    assert!(e.to_string().contains("no-such-data"), "{e}");
+    assert!(e.to_string().contains("no-such-data") && !e.to_string().contains("panicked"), "{e}");
+    // 32 examples over 4 workers is 8 each: not whole mini-bags of 16. Refused before any replica.
+    let mut cfg = config();
+    cfg.train.bag_size = 16;
+    let e = train_embedded(run(&cfg, &dir, 4)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::BagsNotDivisible { workers: 4, bag_size: 16, .. }), "{e:?}");
+    assert!(e.to_string().contains("train.bag_size") && e.to_string().contains("configs/high_low.toml"), "{e}");
 }
 
 mod resume;

@@ -21,7 +21,7 @@ use crate::protocol::{
     workers_group, Assignment, Finish, JoinerMsg, Port, Prepared, Remote, StartPlan, WorkerHello, WorkerMsg,
     JOINERS_GROUP,
 };
-use crate::replica::{ReplicaHost, WorkerActor, WorkerArgs};
+use crate::replica::{startup_error, ReplicaHost, WorkerActor, WorkerArgs};
 use crate::Error;
 
 /// What the worker process decided on its own: its device, data, and how it is known.
@@ -143,7 +143,7 @@ async fn start_replica(
     let (replica, _) =
         Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, host, collective }, joiner.get_cell())
             .await
-            .map_err(|e| Error::Protocol(format!("the replica failed to start: {e}")))?;
+            .map_err(|e| Error::Protocol(format!("the replica failed to start: {}", startup_error(&e))))?;
     let mut running = lock(&running);
     if running.generation != Some(plan.generation) {
         // Retired (or re-assigned) while it was starting: it must not take part.
@@ -205,11 +205,13 @@ impl Actor for Joiner {
                 Err(e) => answer(port, Err(Error::Protocol(format!("malformed start plan: {e}")))),
             },
             JoinerMsg::Retire(generation) => {
+                let Ok(generation) = generation.into_inner() else { return Ok(()) };
                 if lock(&state.running).generation == Some(generation) {
                     state.retire("retired by the coordinator");
                 }
             }
             JoinerMsg::Abandon(generation) => {
+                let Ok(generation) = generation.into_inner() else { return Ok(()) };
                 let running = lock(&state.running);
                 if let Some(breaker) = running.breaker.as_ref().filter(|_| running.generation == Some(generation)) {
                     tracing::warn!(generation, "a peer was lost: breaking the ring");

@@ -24,9 +24,10 @@ pub fn workers_group(generation: u64) -> String {
 pub enum JoinerMsg {
     #[rpc]
     Hello(RpcReplyPort<Remote<WorkerHello>>),
-    /// A heartbeat: the reply echoes the number.
+    /// A heartbeat: the reply echoes the number. (Every payload is a `Remote`: ractor's own
+    /// decoder of a bare u64 panics on a short payload from a peer.)
     #[rpc]
-    Ping(u64, RpcReplyPort<u64>),
+    Ping(Remote<u64>, RpcReplyPort<Remote<u64>>),
     /// Retires any replica, binds the ring listener, answers where it listens.
     #[rpc]
     Prepare(Remote<Assignment>, RpcReplyPort<Remote<WorkerReply<Prepared>>>),
@@ -34,12 +35,56 @@ pub enum JoinerMsg {
     #[rpc]
     Start(Remote<StartPlan>, RpcReplyPort<Remote<WorkerReply<()>>>),
     /// Stops the replica of that generation (it is being replaced).
-    Retire(u64),
+    Retire(Remote<u64>),
     /// A peer of that generation was lost: break its ring so a replica blocked in a reduction
     /// returns now, not after the ring's timeouts.
-    Abandon(u64),
+    Abandon(Remote<u64>),
     /// The run is over for this process.
     Finish(Remote<Finish>),
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::message::SerializedMessage;
+    use ractor::Message;
+
+    use super::*;
+
+    /// One argument as the derived encoding frames it: its length (u64, big-endian), then its bytes.
+    fn framed(data: &[u8]) -> Vec<u8> {
+        let mut out = (data.len() as u64).to_be_bytes().to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// What a peer could send: every variant with a payload cut short or padded, framed as the
+    /// derive frames it, or not framed at all. Decoding must give an error or a message, never a
+    /// panic (a bare `u64` argument panicked on a 2-byte payload).
+    #[tokio::test]
+    async fn short_or_long_payloads_of_every_variant_decode_without_panicking() {
+        let payloads = [vec![], vec![1], framed(&[1, 2]), framed(&[0xFF; 40]), framed(&[]), vec![0xFF; 40]];
+        for variant in ["Ping", "Retire", "Abandon", "Prepare", "Start", "Finish", "Hello"] {
+            for args in &payloads {
+                let cast = SerializedMessage::Cast { variant: variant.into(), args: args.clone(), metadata: None };
+                let _ = JoinerMsg::deserialize(cast);
+                let (tx, _rx) = ractor::concurrency::oneshot();
+                let call = SerializedMessage::Call {
+                    variant: variant.into(),
+                    args: args.clone(),
+                    reply: tx.into(),
+                    metadata: None,
+                };
+                let _ = JoinerMsg::deserialize(call);
+            }
+        }
+        // A well-formed message still arrives as itself.
+        let bytes = framed(&ractor::BytesConvertable::into_bytes(Remote::new(7u64)));
+        let cast = SerializedMessage::Cast { variant: "Retire".into(), args: bytes, metadata: None };
+        match JoinerMsg::deserialize(cast) {
+            Ok(JoinerMsg::Retire(g)) => assert_eq!(g.into_inner(), Ok(7)),
+            _ => panic!("a well-formed Retire did not decode"),
+        }
+    }
 }
 
 /// Coordinator → a worker process, before every generation of the cluster: the rank it will

@@ -26,3 +26,13 @@ impl ReplicaHost {
         ReplicaHost { device, threads: None, fail_at_step: None }
     }
 }
+
+/// Why a replica did not start, in its own words: ractor words every failed start as "Actor
+/// panicked during startup", also when `pre_start` returned an error (bad data, a bad config),
+/// which is what a replica does on bad input; it panics on none.
+pub fn startup_error(e: &ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
