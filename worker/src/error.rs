@@ -16,7 +16,7 @@ pub enum Error {
     /// The engine thread ended (it panicked, or was shut down) with requests outstanding.
     #[error("rank {rank}: the engine thread is gone")]
     EngineGone { rank: usize },
-    /// The failure injected by `WorkerOptions::fail_at_step`, for tests of the abort path.
+    /// The failure injected by `replica::Faults::fail_step`, for tests of the abort path.
     #[error("rank {rank}: injected failure at step {step}")]
     Injected { rank: usize, step: u64 },
 }

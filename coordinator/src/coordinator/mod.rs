@@ -20,6 +20,7 @@ use d2nn_common::config::RunConfig;
 use d2nn_common::train::{MetricsLine, StepStats, Summary};
 use d2nn_worker::collective::{Backend, CollectiveError};
 use d2nn_worker::protocol::ParamDigest;
+use d2nn_worker::replica::Faults;
 use ractor::Actor;
 use tch::Device;
 
@@ -43,11 +44,14 @@ pub struct RuntimeOptions {
     /// Ask every replica for a parameter digest after every k-th step and fail the run if they
     /// differ (costs one pass over the parameters per replica). None: never.
     pub digest_every: Option<u64>,
-    /// Inject a failure into rank `.0`'s step number `.1` (tests).
-    pub fail_at: Option<(usize, u64)>,
+    /// Failures injected into rank `.0`'s replica (tests; in-process runs).
+    pub faults: Option<(usize, Faults)>,
     /// A worker that does not answer within this time fails the run (None: wait; a worker that
     /// dies is noticed without a timeout).
     pub step_timeout: Option<Duration>,
+    /// Rank 0 must have written a checkpoint's tensors, or evaluated the model at the end, within
+    /// this time: a replica that is alive but stuck must not hang the run.
+    pub save_timeout: Duration,
     pub bucket_bytes: usize,
     /// How the ranks reduce gradients (NCCL on GPUs by default).
     pub collective: Backend,
@@ -60,8 +64,9 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             on_worker_error: OnWorkerError::Stop,
             digest_every: None,
-            fail_at: None,
+            faults: None,
             step_timeout: None,
+            save_timeout: Duration::from_secs(600),
             bucket_bytes: d2nn_worker::replica::grad_buffer::DEFAULT_BUCKET_BYTES,
             collective: Backend::Auto,
             collective_timeout: Duration::from_secs(120),

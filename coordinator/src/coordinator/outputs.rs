@@ -26,8 +26,10 @@ impl CoordState {
         let staging = self.ledger.begin_checkpoint(&mut writes)?;
         let step = self.ledger.step;
         let req = SaveRequest { dir: staging.clone(), step, val_metric: self.ledger.cfg.checkpoint.keep_best };
-        let saved =
-            gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p)).await?.remove(0);
+        let deadline = Some(self.run.options.save_timeout);
+        let saved = gather(&self.workers[..1], deadline, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p))
+            .await?
+            .remove(0);
         let dir = self.ledger.commit_checkpoint(&staging, saved, self.workers.len(), &mut writes)?;
         tracing::info!(step, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "checkpoint");
         Ok(dir)
@@ -61,9 +63,11 @@ impl CoordState {
             examples_per_sec: self.ledger.examples_per_sec(),
             workers: self.workers.len(),
         };
-        let summary = gather(&self.workers[..1], None, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p))
-            .await?
-            .remove(0);
+        let deadline = Some(self.run.options.save_timeout);
+        let summary =
+            gather(&self.workers[..1], deadline, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p))
+                .await?
+                .remove(0);
         Ok(self.ledger.finish(summary)?)
     }
 }

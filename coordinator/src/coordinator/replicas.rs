@@ -37,8 +37,8 @@ pub(super) fn in_process_replicas(run: &TrainRun, resume: Option<&Path>) -> Resu
             Device::Cuda(first) => Device::Cuda(first + rank),
             d => d,
         };
-        let fail_at_step = run.options.fail_at.filter(|&(r, _)| r == rank).map(|(_, s)| s);
-        let host = ReplicaHost { device, threads: Some(threads), fail_at_step };
+        let faults = run.options.faults.clone().filter(|(r, _)| *r == rank).map(|(_, f)| f).unwrap_or_default();
+        let host = ReplicaHost { device, threads: Some(threads), faults };
         WorkerArgs { spec: replica_spec(run, rank, n, resume), host, collective }
     });
     Ok(args.collect())

@@ -177,7 +177,7 @@ async fn a_failed_step_is_aborted_on_every_replica_and_stops_the_run() {
     let (_d, dir) = tmp();
     let mut r = run(&config(), &dir, 2);
     r.options.digest_every = Some(1);
-    r.options.fail_at = Some((1, 3));
+    r.options.faults = Some((1, Faults { fail_step: Some(3), ..Default::default() }));
     let (result, records) = recorded(r).await;
     let err = result.expect_err("the run must stop");
     let text = err.to_string();
@@ -204,7 +204,7 @@ async fn a_failed_step_can_skip_its_batch_and_continue() {
     let (_d, dir) = tmp();
     let mut r = run(&config(), &dir, 2);
     r.options.digest_every = Some(1);
-    r.options.fail_at = Some((0, 2));
+    r.options.faults = Some((0, Faults { fail_step: Some(2), ..Default::default() }));
     r.options.on_worker_error = OnWorkerError::SkipBatch;
     let (result, records) = recorded(r).await;
     let summary = result.unwrap();
@@ -236,6 +236,29 @@ async fn setup_errors_name_what_is_wrong() {
     let e = train_embedded(run(&cfg, &dir, 4)).await.unwrap_err();
     assert!(matches!(e, RuntimeError::BagsNotDivisible { workers: 4, bag_size: 16, .. }), "{e:?}");
     assert!(e.to_string().contains("train.bag_size") && e.to_string().contains("configs/high_low.toml"), "{e}");
+}
+
+/// A replica that stays alive but does not finish writing a checkpoint ends the run at the save
+/// deadline, with the rank and the wait in the error (it used to wait forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_save_that_does_not_finish_ends_the_run_at_its_deadline() {
+    let _serial = SERIAL.lock().await;
+    let (_d, dir) = tmp();
+    let mut cfg = config();
+    cfg.checkpoint.every_steps = 2;
+    let mut r = run(&cfg, &dir, 2);
+    let stall = std::time::Duration::from_secs(30);
+    r.options.faults = Some((0, Faults { stall_save: Some(stall), ..Default::default() }));
+    r.options.save_timeout = std::time::Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let (result, records) = recorded(r).await;
+    let e = result.unwrap_err();
+    assert!(started.elapsed() < stall / 2, "waited {:?}", started.elapsed());
+    assert!(
+        matches!(&e, RuntimeError::Worker { rank: 0, message } if message.contains("no reply within 1 s")),
+        "{e:?}"
+    );
+    assert_eq!(records.len(), 2, "the run stopped at the first checkpoint, after step 2");
 }
 
 mod resume;

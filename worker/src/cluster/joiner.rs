@@ -138,7 +138,7 @@ async fn start_replica(
             Box::new(ring)
         }
     };
-    let host = ReplicaHost { device, threads: options.threads, fail_at_step: None };
+    let host = ReplicaHost { device, threads: options.threads, faults: Default::default() };
     let name = format!("d2nn-replica-g{}-r{}", plan.generation, spec.rank);
     let (replica, _) =
         Actor::spawn_linked(Some(name), WorkerActor, WorkerArgs { spec, host, collective }, joiner.get_cell())

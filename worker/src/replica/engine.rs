@@ -141,8 +141,7 @@ struct Engine {
     optimizer: Box<dyn Optimizer>,
     collective: Box<dyn Collective>,
     flat: FlatGrads,
-    /// Fail this rank's step with this global number (tests of the abort path).
-    fail_at_step: Option<u64>,
+    faults: super::Faults,
     next_step: u64,
     pending: Option<Pending>,
     /// The baselines of the last commit: the next order must carry the same (and checkpoints keep them).
@@ -192,7 +191,7 @@ impl Engine {
             optimizer,
             collective,
             flat,
-            fail_at_step: host.fail_at_step,
+            faults: host.faults,
             next_step,
             pending: None,
             baselines,
@@ -233,7 +232,7 @@ impl Engine {
                 order.step, order.baselines, self.baselines
             )));
         }
-        if self.fail_at_step == Some(order.step) {
+        if self.faults.fail_step == Some(order.step) {
             return Err(Error::Injected { rank: self.rank, step: order.step });
         }
         let t = &self.cfg.train;
@@ -347,6 +346,9 @@ impl Engine {
 
     /// Writes the tensor files of a checkpoint; only between steps, so they hold committed state.
     fn save(&mut self, req: SaveRequest) -> Result<SavedTensors, Error> {
+        if let Some(stall) = self.faults.stall_save {
+            std::thread::sleep(stall);
+        }
         if self.pending.is_some() || req.step != self.next_step {
             return Err(Error::Protocol(format!(
                 "rank {}: checkpoint of step {} asked at step {} with a step pending: {}",

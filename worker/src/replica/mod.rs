@@ -17,14 +17,24 @@ pub struct ReplicaHost {
     pub device: Device,
     /// libtorch intra-op threads of this rank (None: leave libtorch's default).
     pub threads: Option<usize>,
-    /// Fail this rank's step with this global number (tests of the abort path).
-    pub fail_at_step: Option<u64>,
+    /// Failures to inject (tests); none in a real run.
+    pub faults: Faults,
 }
 
 impl ReplicaHost {
     pub fn new(device: Device) -> Self {
-        ReplicaHost { device, threads: None, fail_at_step: None }
+        ReplicaHost { device, threads: None, faults: Faults::default() }
     }
+}
+
+/// Failures a test injects into one replica, to drive the coordinator's failure paths.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Fail the step with this global number (the abort path).
+    pub fail_step: Option<u64>,
+    /// Take this long over every checkpoint save, while the replica stays alive and answers
+    /// nothing else meanwhile (the coordinator's save deadline).
+    pub stall_save: Option<std::time::Duration>,
 }
 
 /// Why a replica did not start, in its own words: ractor words every failed start as "Actor
