@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -328,7 +329,10 @@ fn a_killed_coordinator_resumes_from_its_last_checkpoint() {
     for (i, w) in workers.iter_mut().enumerate() {
         let status = wait(w, Duration::from_secs(30));
         let why = read(dir, &format!("w{i}.err"));
-        assert!(!status.success() && why.contains("lost the coordinator"), "worker {i}: {why}");
+        // Exit status 1 with the reason: not a signal (workers used to die of SIGSEGV or SIGABRT
+        // after their last line, libtorch's destructors racing with a replica thread).
+        assert_eq!((status.code(), status.signal()), (Some(1), None), "worker {i}: {why}");
+        assert!(why.contains("lost the coordinator"), "worker {i}: {why}");
     }
     // The same command again (a restarted Job): it finds LATEST and continues.
     let mut coord = coordinator(dir, port, 2, &every);
@@ -343,4 +347,40 @@ fn a_killed_coordinator_resumes_from_its_last_checkpoint() {
     let s = summary(&dir.join("run"));
     assert_eq!(s["steps"], 40);
     assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "{s}");
+}
+
+/// `kubectl delete pod` sends SIGTERM: the worker abandons its step, leaves (closing its session
+/// tells the coordinator at once) and exits 143 (documented: not finished, so a Job replaces the
+/// pod); the coordinator re-forms without waiting for the
+/// heartbeat timeout (60 s here) and finishes with the others.
+#[test]
+fn a_worker_stopped_with_sigterm_leaves_and_the_run_goes_on_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let mut coord = coordinator(dir, port, 3, &["--heartbeat-timeout", "60", "--verify-replicas-every", "1"]);
+    let mut workers: Vec<Child> = (0..3).map(|i| worker(dir, port, &format!("w{i}"))).collect();
+    let metrics = dir.join("run/metrics.jsonl");
+    wait_until("logged steps", Duration::from_secs(120), || {
+        std::fs::read_to_string(&metrics).is_ok_and(|m| m.lines().count() >= 2)
+    });
+    let pid = workers[2].id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let signalled = Instant::now();
+    let status = wait(&mut workers[2], Duration::from_secs(30));
+    assert_eq!((status.code(), status.signal()), (Some(143), None), "{}", read(dir, "w2.err"));
+    assert!(read(dir, "w2.out").contains("left the run (SIGTERM)"), "{}", read(dir, "w2.out"));
+    wait_until("the cluster to re-form without it", Duration::from_secs(40), || {
+        read(dir, "coordinator.err").contains("cluster re-formed")
+    });
+    let recovered = signalled.elapsed();
+    let status = wait(&mut coord, Duration::from_secs(300));
+    let log = read(dir, "coordinator.err");
+    assert!(status.success(), "coordinator failed:\n{log}");
+    assert!(recovered < Duration::from_secs(30), "re-formed {recovered:?} after SIGTERM: {log}");
+    for i in [0, 1] {
+        assert!(wait(&mut workers[i], Duration::from_secs(30)).success(), "{}", read(dir, &format!("w{i}.err")));
+    }
+    let s = summary(&dir.join("run"));
+    assert_eq!((s["workers"].as_u64(), s["steps"].as_u64()), (Some(2), Some(40)));
 }

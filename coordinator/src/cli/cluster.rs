@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use d2nn_coordinator::coordinator::{train_cluster, ClusterOptions, RuntimeError};
 use d2nn_worker::cluster::joiner::JoinerOptions;
-use d2nn_worker::cluster::node::{host_name, run_worker_node, WorkerNodeOptions};
+use d2nn_worker::cluster::node::{host_name, run_worker_node, NodeError, WorkerNodeOptions};
 use d2nn_worker::protocol::cookie::{ClusterCookie, COOKIE_ENV};
 use d2nn_worker::protocol::WorkerHello;
 
@@ -100,8 +100,40 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         auth_timeout: Duration::from_secs(10),
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let message =
-        rt.block_on(run_worker_node(options)).with_context(|| format!("worker of the coordinator at {join}"))?;
-    println!("{message}");
-    Ok(())
+    let leave = signals::first_signal(&rt)?;
+    let result = rt.block_on(run_worker_node(options, leave));
+    let code = match result {
+        Ok(message) => {
+            println!("{message}");
+            0
+        }
+        // Not a finished run (so a Job replaces the pod), nor a failure: its documented code.
+        Err(NodeError::Left { why }) => {
+            println!("left the run ({why}); the coordinator goes on without this worker");
+            LEFT_ON_SIGNAL
+        }
+        Err(e) => {
+            eprintln!("error: worker of the coordinator at {join}: {e}");
+            1
+        }
+    };
+    exit_now(code)
+}
+
+/// A worker's exit status after leaving on SIGTERM or SIGINT: 128 + SIGTERM, the shell's code for
+/// "ended by SIGTERM", documented in docs/runtime.md.
+const LEFT_ON_SIGNAL: i32 = 143;
+
+/// Ends a worker process without running libtorch's static destructors. A replica thread that did
+/// not return in time (or one of libtorch's pool threads) may still be inside libtorch, and the
+/// destructors racing with it killed workers with SIGSEGV or SIGABRT after their last line (3 of 6
+/// trials of `kill -9` of the coordinator). Everything this process wrote is flushed first; its
+/// files were written and closed by then (a worker writes checkpoints only through completed
+/// saves).
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit only ends the process; nothing after it runs.
+    unsafe { libc::_exit(code) }
 }

@@ -7,6 +7,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// For a worker process: resolves with the signal's name on the first SIGTERM or SIGINT (the
+/// worker leaves the run; the coordinator goes on without it). Installed at once, on `rt`.
+pub fn first_signal(rt: &tokio::runtime::Runtime) -> anyhow::Result<impl std::future::Future<Output = String>> {
+    let _entered = rt.enter();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM".to_string(),
+            _ = int.recv() => "SIGINT".to_string(),
+        }
+    })
+}
+
 /// Installs the handlers on `rt` before anything slow starts (a signal before installation would
 /// kill the process outright) and returns the flag they set.
 pub fn install(rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<AtomicBool>> {

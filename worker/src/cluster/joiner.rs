@@ -67,14 +67,18 @@ fn lock(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
 }
 
 impl JoinerState {
-    fn retire(&mut self, why: &str) {
+    /// Stops the replica, breaking its ring first so that a reduction it is blocked in returns;
+    /// the stopped replica is returned, to be waited for when the process is about to exit.
+    fn retire(&mut self, why: &str) -> Option<ActorRef<WorkerMsg>> {
         let mut running = lock(&self.running);
-        running.breaker = None;
-        let generation = running.generation.take();
-        if let Some(replica) = running.replica.take() {
-            tracing::info!(generation, why, "retiring the replica");
-            replica.stop(Some(why.to_string()));
+        if let Some(breaker) = running.breaker.take() {
+            breaker.break_ring();
         }
+        let generation = running.generation.take();
+        let replica = running.replica.take()?;
+        tracing::info!(generation, why, "retiring the replica");
+        replica.stop(Some(why.to_string()));
+        Some(replica)
     }
 
     fn prepare(&mut self, assignment: Assignment) -> Result<Prepared, Error> {
@@ -248,8 +252,12 @@ impl Actor for Joiner {
         Ok(())
     }
 
+    /// The process exits after this: wait for the replica (and its engine thread) to end.
     async fn post_stop(&self, _myself: ActorRef<JoinerMsg>, state: &mut JoinerState) -> Result<(), ActorProcessingErr> {
-        state.retire("the worker process is stopping");
+        if let Some(replica) = state.retire("the worker process is stopping") {
+            let wait = crate::replica::actor::ENGINE_EXIT_WAIT + std::time::Duration::from_secs(1);
+            let _ = replica.stop_and_wait(None, Some(wait)).await;
+        }
         Ok(())
     }
 }

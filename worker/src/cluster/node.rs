@@ -147,6 +147,9 @@ pub enum NodeError {
     CoordinatorLost { addr: String, peer: String },
     #[error("the run failed: {message}")]
     RunFailed { message: String },
+    /// Not a failure: the process was asked to stop (a signal) and left the run.
+    #[error("left the run ({why})")]
+    Left { why: String },
 }
 
 /// How a worker process finds its coordinator.
@@ -162,17 +165,26 @@ pub struct WorkerNodeOptions {
     pub auth_timeout: Duration,
 }
 
-/// Runs a worker process until the coordinator ends the run: Ok with its closing message, or why
-/// this worker could not take part.
-pub async fn run_worker_node(options: WorkerNodeOptions) -> Result<String, NodeError> {
+/// Runs a worker process until the coordinator ends the run, or `leave` resolves (a signal: the
+/// worker abandons its step and leaves; closing its session tells the coordinator at once): Ok with
+/// the closing message, or why this worker could not take part.
+pub async fn run_worker_node(
+    options: WorkerNodeOptions,
+    leave: impl std::future::Future<Output = String>,
+) -> Result<String, NodeError> {
     let name = format!("d2nn-worker-{}", std::process::id());
     let mut node = ClusterNode::start(name, IpAddr::from([127, 0, 0, 1]), 0, &options.cookie).await?;
     let (finished_tx, mut finished) = mpsc::unbounded_channel();
     let (joiner, _) = Actor::spawn(None, Joiner, JoinerArgs { options: options.joiner.clone(), finished: finished_tx })
         .await
         .map_err(|e| NodeError::Start { message: format!("joiner: {e}") })?;
-    let result = serve(&mut node, &options, &mut finished).await;
-    joiner.stop(None);
+    let result = tokio::select! {
+        result = serve(&mut node, &options, &mut finished) => result,
+        why = leave => Err(NodeError::Left { why }),
+    };
+    // The joiner stops its replica and waits for its engine thread: the process must not exit
+    // while a replica thread is inside libtorch.
+    let _ = joiner.stop_and_wait(None, Some(Duration::from_secs(20))).await;
     node.stop();
     result
 }

@@ -11,6 +11,10 @@ use crate::Error;
 
 pub struct WorkerActor;
 
+/// How long a stopping replica waits for its engine thread to finish the request in flight (a
+/// step's compute; a blocked reduction returns once its ring is broken or times out).
+pub const ENGINE_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub struct WorkerArgs {
     pub spec: ReplicaSpec,
     pub host: ReplicaHost,
@@ -66,6 +70,13 @@ impl Actor for WorkerActor {
     async fn pre_start(&self, _me: ActorRef<WorkerMsg>, args: WorkerArgs) -> Result<WorkerState, ActorProcessingErr> {
         let (engine, info) = EngineHandle::start(args.spec, args.host, args.collective).await?;
         Ok(WorkerState { engine, info })
+    }
+
+    /// The replica is stopped only once its engine thread has returned (or the wait ran out):
+    /// whoever waits for this actor to stop may then let the process exit.
+    async fn post_stop(&self, _me: ActorRef<WorkerMsg>, state: &mut WorkerState) -> Result<(), ActorProcessingErr> {
+        state.engine.close(ENGINE_EXIT_WAIT).await;
+        Ok(())
     }
 
     async fn handle(

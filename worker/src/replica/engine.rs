@@ -38,10 +38,13 @@ enum Cmd {
     Save(SaveRequest, Reply<SavedTensors>),
 }
 
-/// The actor's side of an engine thread. Dropping it ends the thread after its current request.
+/// The actor's side of an engine thread. Dropping it (or [`EngineHandle::close`]) ends the thread
+/// after its current request.
 pub struct EngineHandle {
     rank: usize,
-    tx: mpsc::Sender<Cmd>,
+    /// None once closed.
+    tx: Option<mpsc::Sender<Cmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EngineHandle {
@@ -54,17 +57,37 @@ impl EngineHandle {
         let rank = spec.rank;
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("d2nn-rank{rank}"))
             .spawn(move || engine_main(spec, host, collective, rx, ready_tx))
             .map_err(|e| Error::Protocol(format!("rank {rank}: cannot start the engine thread: {e}")))?;
         let info = ready_rx.await.map_err(|_| Error::EngineGone { rank })??;
-        Ok((EngineHandle { rank, tx }, info))
+        Ok((EngineHandle { rank, tx: Some(tx), thread: Some(thread) }, info))
+    }
+
+    /// Ends the engine thread: no request after the current one, then waits up to `wait` for it to
+    /// return. A process must not exit while a replica thread is inside libtorch: libtorch's static
+    /// destructors then race with it (workers died of SIGSEGV or SIGABRT on their way out). Returns
+    /// whether the thread ended in time.
+    pub async fn close(&mut self, wait: std::time::Duration) -> bool {
+        self.tx = None;
+        let Some(thread) = self.thread.take() else { return true };
+        let deadline = std::time::Instant::now() + wait;
+        while !thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(rank = self.rank, "the engine thread is still busy; leaving it");
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = thread.join();
+        true
     }
 
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).map_err(|_| Error::EngineGone { rank: self.rank })?;
+        let sender = self.tx.as_ref().ok_or(Error::EngineGone { rank: self.rank })?;
+        sender.send(make(tx)).map_err(|_| Error::EngineGone { rank: self.rank })?;
         rx.await.map_err(|_| Error::EngineGone { rank: self.rank })?
     }
 
