@@ -329,4 +329,12 @@ fn sigterm_checkpoints_and_exits_zero_and_bad_resumes_are_refused() {
         assert!(!e.contains("panicked"), "{e}");
     }
     assert_eq!(std::fs::read(&model).unwrap(), bytes);
+    // The listing verifies every checkpoint: the damaged one is named with why; the exit says so.
+    let o = d2nn(&["checkpoints", "list", run.to_str().unwrap()]);
+    let listing = stdout(&o);
+    let name = latest.file_name().unwrap().to_string_lossy().into_owned();
+    let line = listing.lines().find(|l| l.starts_with(&name)).unwrap_or_default();
+    assert!(line.contains("DAMAGED") && line.contains("model.safetensors"), "{listing}");
+    assert!(listing.lines().filter(|l| l.starts_with("step-") && l != &line).all(|l| l.contains("verified")));
+    assert!(!o.status.success() && stderr(&o).contains(&name), "{}", stderr(&o));
 }

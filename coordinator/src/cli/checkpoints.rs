@@ -25,18 +25,44 @@ fn list(dir: &Path) -> anyhow::Result<()> {
         println!("no checkpoints in {}", store.root().display());
         return Ok(());
     }
-    println!("{:<18} {:>8} {:>6} {:>8} {:>10}  marks", "checkpoint", "step", "epoch", "val", "size");
+    println!("{:<18} {:>8} {:>6} {:>8} {:>10}  {:<8}  marks", "checkpoint", "step", "epoch", "val", "size", "files");
+    let mut damaged = Vec::new();
     for l in &listed {
         let marks: Vec<&str> = [(l.latest, "LATEST"), (l.best, "best")].iter().filter(|m| m.0).map(|m| m.1).collect();
-        match &l.meta {
+        // Every file's checksum, so a listing says which checkpoint a resume could not load, and why.
+        match l
+            .meta
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|m| m.verify_files(&l.dir).map(|()| m).map_err(|e| e.to_string()))
+        {
             Ok(m) => {
                 let val = m.val_metric.map_or("-".into(), |v| format!("{v:.4}"));
                 let p = &m.position;
                 let size = megabytes(l.bytes);
-                println!("{:<18} {:>8} {:>6} {val:>8} {size:>10}  {}", l.name, p.step, p.epoch, marks.join(" "));
+                let name = &l.name;
+                println!(
+                    "{name:<18} {:>8} {:>6} {val:>8} {size:>10}  {:<8}  {}",
+                    p.step,
+                    p.epoch,
+                    "verified",
+                    marks.join(" ")
+                );
             }
-            Err(e) => println!("{:<18} unreadable: {e} {}", l.name, marks.join(" ")),
+            Err(e) => {
+                println!("{:<18} DAMAGED: {e} {}", l.name, marks.join(" "));
+                damaged.push(l.name.clone());
+            }
         }
+    }
+    if !damaged.is_empty() {
+        bail!(
+            "{} of {} checkpoints in {} are damaged: {}",
+            damaged.len(),
+            listed.len(),
+            store.root().display(),
+            damaged.join(", ")
+        );
     }
     Ok(())
 }
