@@ -54,7 +54,7 @@ cargo_tests 2>&1 | tee "$log" || cargo_status=$?
 # next); about 2 minutes. `--portability` runs everything under four such settings.
 echo "=== learned-value tests again with ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 ==="
 on_portable_kernels() { ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 "$@"; }
-on_portable_kernels cargo test --workspace --locked --lib -- train::tests runtime::tests 2>&1 | tee -a "$log" \
+on_portable_kernels cargo test --workspace --locked --lib -- train::tests coordinator::tests 2>&1 | tee -a "$log" \
   || cargo_status=$?
 on_portable_kernels cargo test --workspace --locked --test cluster 2>&1 | tee -a "$log" || cargo_status=$?
 helm_status=0

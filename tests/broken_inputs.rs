@@ -68,6 +68,15 @@ fn broken_configs_overrides_and_arguments_are_one_clear_error() {
     assert!(e.contains("huge.toml") && e.contains("linear"), "{e}");
     refused(&["inspect", "--config", huge], "GiB");
     refused(&["train", "--config", "configs/high_low.toml", "--set", "train.lr=fast"], "train.lr");
+    let epochs = ["--set", "train.epochs=18446744073709551615", "--set", "data.train_limit=960", "--run-dir", run];
+    refused(&[&["train", "--config", "configs/high_low.toml", "--workers", "1"][..], &epochs].concat(), "train.epochs");
+    // Fits the file, but not a step count (epochs × steps per epoch).
+    let epochs = ["--set", "train.epochs=9223372036854775807", "--set", "data.train_limit=960", "--run-dir", run];
+    refused(&[&["train", "--config", "configs/high_low.toml", "--workers", "1"][..], &epochs].concat(), "train.epochs");
+    let padding = ["--config", huge.replace("huge.toml", "padding.toml").as_str()].map(str::to_string);
+    let text = std::fs::read_to_string(root().join("configs/static_low.toml")).unwrap();
+    std::fs::write(&padding[1], text.replacen("padding = 1", "padding = 9223372036854775807", 1)).unwrap();
+    refused(&["inspect", &padding[0], &padding[1]], "conv2d");
     let momentum = ["--set", "train.optimizer.kind=sgd", "--set", "train.optimizer.momentum=2"];
     refused(&[&["config", "show", "--config", "configs/high_low.toml"][..], &momentum].concat(), "train.optimizer");
     // Mini-bags of 32 over 8 workers of a 128-example batch: refused once, up front.

@@ -225,6 +225,18 @@ impl RunConfig {
                 return bad(key, &e.to_string());
             }
         }
+        // The resolved config is saved as TOML, whose integers are signed 64-bit.
+        let counts = [
+            ("seed", self.seed),
+            ("train.epochs", t.epochs),
+            ("train.warmup_steps", t.warmup_steps),
+            ("train.log_every", t.log_every),
+            ("train.epsilon.decay_steps", t.epsilon.decay_steps),
+            ("checkpoint.every_steps", self.checkpoint.every_steps),
+        ];
+        if let Some((key, v)) = counts.iter().find(|(_, v)| *v > i64::MAX as u64) {
+            return Err(format!("key `{key}`: {v} is over {} (TOML integers are signed 64-bit)", i64::MAX));
+        }
         if !(0.0..=1.0).contains(&t.lambda) {
             return bad("lambda", "must be in [0, 1]");
         }

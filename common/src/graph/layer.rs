@@ -62,8 +62,10 @@ fn numel(shape: &[i64]) -> i64 {
     shape.iter().product()
 }
 
+/// Saturating: a config's padding or kernel may be any i64; an absurd result is refused by the
+/// graph's size check, never an overflow.
 fn pooled(size: i64, kernel: i64, stride: i64, padding: i64) -> i64 {
-    (size + 2 * padding - kernel) / stride + 1
+    size.saturating_add(padding.saturating_mul(2)).saturating_sub(kernel) / stride + 1
 }
 
 impl LayerSpec {

@@ -124,7 +124,13 @@ impl Opened {
         } else {
             self.run_dir.metrics_writer(false)?
         };
-        let total_steps = steps_per_epoch * t.epochs;
+        let total_steps = steps_per_epoch.checked_mul(t.epochs).ok_or_else(|| Error::Config {
+            file: self.config_file.clone(),
+            message: format!(
+                "key `train.epochs`: {} epochs of {steps_per_epoch} steps overflow a step count",
+                t.epochs
+            ),
+        })?;
         Ok(RunLedger {
             store: CheckpointStore::of_run(&self.run_dir.path),
             has_controllers: !num_actions.is_empty(),
