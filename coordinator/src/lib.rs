@@ -1,5 +1,6 @@
-//! d2nn-coordinator: the coordinator actor and its in-process runtime, sweep plots, and the pieces
-//! of the `d2nn` command line.
+//! d2nn-coordinator: the coordinator actor, which drives replicas in this process or in worker
+//! processes ([`coordinator`]); measurements built on training (benchmarks, the sweep's parts:
+//! [`experiments`]); plots ([`plot`]). The `d2nn` binary's command line is in `src/cli/`.
 pub mod coordinator;
 pub mod experiments;
 pub mod plot;
