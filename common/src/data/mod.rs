@@ -12,6 +12,7 @@
 //! `fashion-mnist/*-idx?-ubyte.gz` and `lfw/lfw_subset.npy`. A missing or damaged file is an error that
 //! names it; nothing is repaired silently at load time.
 
+mod config;
 pub mod datasets;
 pub mod fetch;
 pub mod idx;

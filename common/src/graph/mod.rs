@@ -1,12 +1,13 @@
 //! A D2NN graph: declared in TOML (`spec`), checked and shape-inferred before any tensor exists
 //! (`validate`), with analytic per-node cost (`layer`).
 pub mod layer;
+mod size;
 pub mod spec;
 mod validate;
 
 pub use layer::{LayerSpec, Shape};
+pub use size::MAX_TENSOR_BYTES;
 pub use spec::{GraphSpec, HeadSpec, Merge, NodeKind, NodeSpec, Target, INPUT};
-pub use validate::MAX_TENSOR_BYTES;
 
 /// One node of a validated graph. Indices refer to `Graph::nodes`; node 0 is the input.
 #[derive(Debug, Clone)]

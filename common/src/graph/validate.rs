@@ -2,32 +2,13 @@
 //! shapes, and that every combination of decisions leaves the output defined.
 use std::collections::HashMap;
 
+use super::size::check_layer;
 use super::spec::{GraphSpec, Merge, NodeKind, INPUT};
 use super::{Graph, Node};
 use crate::{Error, Result};
 
 /// Beyond this many decision combinations the exhaustive output check is refused.
 const MAX_COMBINATIONS: usize = 1 << 16;
-
-/// The cap on one tensor a config can ask for (one layer's parameters, one layer's output for a
-/// batch): 4 GiB of f32. Checked before anything is allocated, so a config value, however large,
-/// is an error naming the node and layer, never a failed allocation inside libtorch.
-pub const MAX_TENSOR_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
-
-fn check_size(values: f64, what: &str) -> std::result::Result<(), String> {
-    let bytes = values * 4.0;
-    if bytes > MAX_TENSOR_BYTES {
-        return Err(format!(
-            "{what} {bytes:.3e} bytes ({values:.3e} f32 values), over the {} GiB cap on one tensor",
-            MAX_TENSOR_BYTES / (1u64 << 30) as f64
-        ));
-    }
-    Ok(())
-}
-
-fn layer_err(n: &Node, li: usize, message: String) -> String {
-    format!("layer {li} ({}): {message}", n.layers[li].name())
-}
 
 pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, file: &str) -> Result<Graph> {
     let err = |node: &str, message: String| Error::Graph { file: file.to_string(), node: node.to_string(), message };
@@ -223,10 +204,7 @@ pub(super) fn build(spec: &GraphSpec, input_shape: &[i64], num_classes: i64, fil
             for (li, layer) in n.layers.iter().enumerate() {
                 let (s, f) =
                     layer.infer(&shape).map_err(|m| err(&n.name, format!("layer {li} ({}): {m}", layer.name())))?;
-                check_size(layer.parameters(&shape), "its parameters take")
-                    .map_err(|m| err(&n.name, layer_err(n, li, m)))?;
-                check_size(s.iter().map(|&d| d as f64).product(), "its output for one example takes")
-                    .map_err(|m| err(&n.name, layer_err(n, li, m)))?;
+                check_layer(n, li, &shape, &s).map_err(|m| err(&n.name, m))?;
                 shape = s;
                 flops.push(f);
             }
@@ -418,24 +396,4 @@ fn check_every_decision(
         }
     }
     Ok(())
-}
-
-impl Graph {
-    /// Refuses a graph whose layers' outputs for a batch of `batch` examples would exceed the cap
-    /// on one tensor ([`MAX_TENSOR_BYTES`]); `key` names the config key that set the batch.
-    pub fn check_batch(&self, batch: usize, key: &str, file: &str) -> Result<()> {
-        for n in &self.nodes {
-            let mut shape = n.in_shape.clone();
-            for (li, layer) in n.layers.iter().enumerate() {
-                // Inference succeeded when the graph was built; a failure here cannot happen.
-                let Ok((out, _)) = layer.infer(&shape) else { break };
-                let values = out.iter().map(|&d| d as f64).product::<f64>() * batch as f64;
-                check_size(values, &format!("its output for a batch of {batch} (`{key}`) takes")).map_err(|m| {
-                    Error::Graph { file: file.to_string(), node: n.name.clone(), message: layer_err(n, li, m) }
-                })?;
-                shape = out;
-            }
-        }
-        Ok(())
-    }
 }

@@ -1,6 +1,7 @@
 //! `d2nn bench`: the executor's realised speed-up (`exec`), the runtime's scaling (`runtime`), and
 //! the all-reduce (`allreduce`, in bench_allreduce.rs), worker processes against in-process workers
 //! (`cluster`, in bench_cluster.rs). Results are JSON lines.
+use d2nn_coordinator::experiments::median;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -19,11 +20,6 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
         BenchCommand::Cluster(args) => super::bench_cluster::run(args),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {

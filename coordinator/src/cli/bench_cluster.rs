@@ -2,6 +2,7 @@
 //! `--workers` × `d2nn worker`, a TCP ring on loopback) against as many in-process workers
 //! (shared memory), same config, steps, batch and threads per worker, in interleaved rounds.
 //! Every process is this binary. One JSON line per round, then one with the medians.
+use d2nn_coordinator::experiments::median;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,11 +49,6 @@ fn finish(child: Child, what: &str) -> anyhow::Result<()> {
 
 fn examples_per_sec(run_dir: &Path) -> anyhow::Result<f64> {
     Ok(RunDir::open(run_dir)?.read_summary()?.examples_per_sec)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {

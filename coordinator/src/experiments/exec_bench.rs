@@ -3,6 +3,7 @@
 //! the rest to its cheapest, at random positions as a trained controller would scatter them. Each
 //! case times the dynamic network against a static network (the design's most expensive static
 //! baseline), and against a bound: every node run alone on exactly its own rows, nothing else.
+use super::median;
 use std::time::Instant;
 
 use d2nn_common::exec::{D2nn, DecisionKey, Policy};
@@ -60,11 +61,6 @@ impl Design {
             _ => Err(format!("{file}: the controller's actions all cost the same; nothing to measure")),
         }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn seconds(f: impl FnOnce()) -> f64 {
