@@ -96,7 +96,12 @@ impl Opened {
 
     /// The checkpoint the replicas load their state from, when resuming.
     pub fn resume_dir(&self) -> Option<&Path> {
-        self.resume.as_ref().map(|(dir, _)| dir.as_path())
+        self.resumed().map(|(dir, _)| dir)
+    }
+
+    /// The opened checkpoint and its metadata, when resuming (read once, here).
+    pub fn resumed(&self) -> Option<(&Path, &CheckpointMeta)> {
+        self.resume.as_ref().map(|(dir, meta)| (dir.as_path(), meta))
     }
 
     pub fn run_dir(&self) -> &RunDir {

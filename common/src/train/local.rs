@@ -42,8 +42,8 @@ impl LocalRun<'_> {
         let params: Vec<tch::Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
         let mut optimizer = optim::try_build(&t.optimizer, &params)?;
         let train_n = dataset.train.len();
-        if let Some(dir) = opened.resume_dir() {
-            restore_replica(dir, cfg, self.config_file, train_n, &model, optimizer.as_mut())?;
+        if let Some((dir, meta)) = opened.resumed() {
+            restore_replica(dir, meta, cfg, self.config_file, train_n, &model, optimizer.as_mut())?;
         }
         let mut ledger = opened.begin(train_n, &model.graph.num_actions(), self.max_steps)?;
         let save = |ledger: &mut super::RunLedger, optimizer: &dyn optim::Optimizer| -> Result<()> {
@@ -93,14 +93,14 @@ impl LocalRun<'_> {
 /// loaded, the resume point checked against its data and graph.
 pub fn restore_replica(
     dir: &Path,
+    meta: &checkpoint::CheckpointMeta,
     cfg: &RunConfig,
     config_file: &str,
     train_examples: usize,
     model: &crate::exec::D2nn,
     optimizer: &mut dyn optim::Optimizer,
 ) -> Result<ResumePoint> {
-    let meta = checkpoint::CheckpointMeta::read(dir)?;
-    let point = ResumePoint::check(dir, &meta, cfg, config_file, train_examples, &model.graph.num_actions())?;
-    checkpoint::load_state(dir, &meta, model, optimizer)?;
+    let point = ResumePoint::check(dir, meta, cfg, config_file, train_examples, &model.graph.num_actions())?;
+    checkpoint::load_state(dir, meta, model, optimizer)?;
     Ok(point)
 }

@@ -199,7 +199,9 @@ impl Engine {
         let mut next_step = 0;
         if let Some(dir) = &spec.resume {
             let train_n = dataset.train.len();
-            let point = restore_replica(dir, &spec.cfg, &spec.config_file, train_n, &model, optimizer.as_mut())?;
+            // Read here: a worker process gets only the directory's path.
+            let meta = checkpoint::CheckpointMeta::read(dir)?;
+            let point = restore_replica(dir, &meta, &spec.cfg, &spec.config_file, train_n, &model, optimizer.as_mut())?;
             (baselines, next_step) = (point.baseline.node_values(), point.step);
         }
         let orders = EpochOrders::new(spec.cfg.seed, dataset.train.len());
