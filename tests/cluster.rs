@@ -227,6 +227,14 @@ fn a_killed_worker_is_dropped_and_a_replacement_joins_in_lockstep() {
     let s = summary(&dir.join("run"));
     assert_eq!(s["workers"], 3, "the replacement trained to the end");
     assert_eq!(s["steps"], 40);
+    // The coordinator's record: each epoch committed every training example exactly once across the loss
+    // and the join (the batch in flight at the kill was handed out again, to the survivors).
+    let coverage = s["coverage"].as_array().expect("summary.json has coverage");
+    assert_eq!(coverage.len(), 2, "{s}");
+    for c in coverage {
+        assert_eq!((c["examples_in_epoch"].as_u64(), c["examples_committed"].as_u64()), (Some(960), Some(960)), "{c}");
+        assert_eq!((c["duplicates"].as_u64(), c["examples_skipped"].as_u64()), (Some(0), Some(0)), "{c}");
+    }
     // Lock-step is proven by the digests above; the accuracy shows the re-formed run still learned. A run
     // disturbed by a loss is another trajectory, as far from the undisturbed one as another seed (0.67–0.73
     // over seeds 0–2 on this slice), so it is held to the same bound as every cluster run, not to the

@@ -48,6 +48,19 @@ pub enum Algorithm {
     Reinforce,
 }
 
+/// How the coordinator sizes each worker's share of a global batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Every worker trains on the same number of examples per step.
+    #[default]
+    Equal,
+    /// In proportion to each worker's measured examples per second (in whole mini-bags, at least
+    /// one each), so a slow worker does not set the pace. The update equals the equal-share one up
+    /// to float summation order, but the shares, and so a run's bits, depend on timing.
+    Throughput,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -94,6 +107,9 @@ pub struct TrainConfig {
     /// does nothing.
     pub q_every_action: bool,
     pub log_every: u64,
+    /// Workers' shares of each global batch (`equal` or `throughput`); one worker or the local loop
+    /// ignores it.
+    pub balance: Balance,
     /// Examples per evaluation forward pass. Kept small enough that activations stay under glibc's
     /// largest mmap threshold (32 MiB): at 1000, high_low's widest activation (50 MB) was mapped and
     /// page-faulted afresh every batch, and a test-set evaluation spent 7.6 s in the kernel.
@@ -122,6 +138,7 @@ impl Default for TrainConfig {
             branch_loss_weight: 0.0,
             q_every_action: false,
             log_every: 20,
+            balance: Balance::Equal,
             eval_batch_size: 256,
         }
     }

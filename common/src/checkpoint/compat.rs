@@ -14,7 +14,8 @@ use crate::config::RunConfig;
 use crate::{Error, Result};
 
 /// Prefixes of keys that never matter to a resume.
-const FREE: &[&str] = &["data.dir", "train.log_every", "train.eval_batch_size", "checkpoint.", "sweep."];
+const FREE: &[&str] =
+    &["data.dir", "data.source", "train.log_every", "train.eval_batch_size", "train.balance", "checkpoint.", "sweep."];
 /// Prefixes of keys `--allow-config-change` accepts.
 const SAFE: &[&str] = &["train.epochs", "train.lr", "train.schedule", "data.test_limit"];
 

@@ -9,13 +9,18 @@ use serde::{Deserialize, Serialize};
 use super::files::{sha256_file, WriteSteps};
 use super::{META_FILE, MODEL_FILE, OPTIMIZER_FILE};
 use crate::config::{Algorithm, RunConfig};
+use crate::data::SamplerState;
 use crate::rl::EmaBaseline;
 use crate::{Error, Result};
 
 /// `format` of every d2nn checkpoint's `meta.json`.
 pub const FORMAT: &str = "d2nn-checkpoint";
-/// Bumped on any change a reader of the previous version would misread; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any change a reader of the previous version would misread; readers refuse newer
+/// versions. Version 2 added `sampler` (the run's sample order and each epoch's coverage); a version 1
+/// checkpoint is read, its sample order derived from its step (`data::Sampler::from_step`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Where a run stands. Positions are global (the same for any number of workers): a step takes the
 /// next global batch of the epoch's seeded order, and each rank its slice of it.
@@ -109,6 +114,10 @@ pub struct CheckpointMeta {
     pub files: BTreeMap<String, FileEntry>,
     /// The resolved config of the run.
     pub config: RunConfig,
+    /// The sample order: epoch, how far its order was handed out, batches to retry, and every
+    /// epoch's coverage. None in a version 1 checkpoint.
+    #[serde(default)]
+    pub sampler: Option<SamplerState>,
 }
 
 impl CheckpointMeta {
@@ -118,6 +127,7 @@ impl CheckpointMeta {
         baseline: &EmaBaseline,
         world_size: usize,
         saved: SavedTensors,
+        sampler: SamplerState,
     ) -> CheckpointMeta {
         let t = &cfg.train;
         let total_steps = position.steps_per_epoch * t.epochs;
@@ -149,6 +159,7 @@ impl CheckpointMeta {
             params_sha256: saved.params_sha256,
             files: saved.files,
             config: cfg.clone(),
+            sampler: Some(sampler),
         }
     }
 
@@ -173,10 +184,10 @@ impl CheckpointMeta {
             return Err(bad(format!("not a d2nn checkpoint: `format` is not \"{FORMAT}\"")));
         }
         match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            Some(v) if (u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v) => {}
             Some(v) => {
                 return Err(bad(format!(
-                    "checkpoint format version {v}; this d2nn ({}) reads version {FORMAT_VERSION}",
+                    "checkpoint format version {v}; this d2nn ({}) reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
                     env!("CARGO_PKG_VERSION")
                 )))
             }

@@ -51,7 +51,8 @@ fn save(
 ) -> crate::Result<PathBuf> {
     let staging = store.begin(step, writes)?;
     let saved = write_tensors(&staging, &replica.0, replica.1.as_ref(), val_metric, writes)?;
-    let meta = CheckpointMeta::new(cfg, Position::at(step, 10, 100), &replica.2, 2, saved);
+    let sampler = crate::data::Sampler::from_step(cfg.seed, 100, 10, cfg.train.epochs, step)?.state();
+    let meta = CheckpointMeta::new(cfg, Position::at(step, 10, 100), &replica.2, 2, saved, sampler);
     store.commit(&staging, &meta, keep, writes)
 }
 
@@ -211,8 +212,8 @@ fn checkpoint_damage_is_an_error_naming_the_file() {
         fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
     });
     assert!(e.contains(OPTIMIZER_FILE) && e.contains("truncated"), "{e}");
-    let (_r, e) = damaged(&dir, edit_meta(|t| t.replace("\"format_version\": 1", "\"format_version\": 99")));
-    assert!(e.contains(META_FILE) && e.contains("format version 99") && e.contains("reads version 1"), "{e}");
+    let (_r, e) = damaged(&dir, edit_meta(|t| t.replace("\"format_version\": 2", "\"format_version\": 99")));
+    assert!(e.contains(META_FILE) && e.contains("format version 99") && e.contains("reads versions 1 to 2"), "{e}");
     let (_r, e) = damaged(&dir, edit_meta(|t| t[..t.len() / 2].to_string()));
     assert!(e.contains(META_FILE) && e.contains("not valid JSON"), "{e}");
     let (_r, e) = damaged(&dir, |d| fs::remove_file(d.join(MODEL_FILE)).unwrap());
@@ -317,6 +318,16 @@ fn checkpoint_local_resume_is_bitwise_exact() {
         let got = local(&cfg, split.path(), 40, true);
         assert_ne!(half, want);
         assert_eq!(got, want, "{algorithm:?}: resumed run differs from the straight one");
+        // A checkpoint of format version 1 (before the sampler was recorded) resumes the same way.
+        let old = tempfile::tempdir().unwrap();
+        local(&cfg, old.path(), 20, false);
+        let meta_path = resolve(old.path()).unwrap().join(META_FILE);
+        let mut meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(&meta_path).unwrap()).unwrap();
+        let fields = meta.as_object_mut().unwrap();
+        assert!(fields.remove("sampler").is_some());
+        fields.insert("format_version".into(), 1.into());
+        fs::write(&meta_path, serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+        assert_eq!(local(&cfg, old.path(), 40, true), want, "{algorithm:?}: a version 1 checkpoint resumed elsewhere");
         let lines: Vec<MetricsLine> = fs::read_to_string(split.path().join(RunDir::METRICS))
             .unwrap()
             .lines()

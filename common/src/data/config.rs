@@ -70,6 +70,20 @@ pub struct DataConfig {
     /// Keep only the first N test examples; it caps validation too, since both are evaluation sets
     /// whose cost a short run wants to bound.
     pub test_limit: Option<usize>,
+    /// Where workers get their training examples: `local` (each worker reads its host's copy of the
+    /// data directory, as on shared storage) or `coordinator` (the coordinator sends each worker
+    /// its examples' bytes with every step's order, and evaluates the saved model itself, so a
+    /// worker needs no data directory).
+    pub source: DataSource,
+}
+
+/// See [`DataConfig::source`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    #[default]
+    Local,
+    Coordinator,
 }
 
 impl Default for DataConfig {
@@ -80,6 +94,7 @@ impl Default for DataConfig {
             positive_class: 8,
             train_limit: None,
             test_limit: None,
+            source: DataSource::Local,
         }
     }
 }

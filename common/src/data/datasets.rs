@@ -97,6 +97,12 @@ impl Split {
         count(&self.coarse, num_coarse)
     }
 
+    /// Gathers the examples a sample order names (`sampler::Sampler`) into a batch on `device`.
+    pub fn batch_of(&self, ids: &[u32], device: Device) -> Result<Batch> {
+        let indices: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        self.batch(&indices, device)
+    }
+
     /// Gathers `indices` (split-level) into a batch on `device`.
     pub fn batch(&self, indices: &[usize], device: Device) -> Result<Batch> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
@@ -107,15 +113,29 @@ impl Split {
         }
         let ids: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         let rows = self.images.f_index_select(0, &Tensor::f_from_slice(&ids)?)?;
+        let pick = |v: &[i64]| -> Vec<i64> { indices.iter().map(|&i| v[i]).collect() };
+        Batch::from_rows(rows, &pick(&self.labels), &pick(&self.coarse), ids, device)
+    }
+}
+
+impl Batch {
+    /// A batch of the stored rows of some examples (u8 pixels are scaled to [0, 1]): one conversion
+    /// for examples read here and examples streamed by the coordinator, so both train on the same
+    /// bits.
+    pub(crate) fn from_rows(
+        rows: Tensor,
+        labels: &[i64],
+        coarse: &[i64],
+        ids: Vec<i64>,
+        device: Device,
+    ) -> Result<Batch> {
         let x = match rows.kind() {
             Kind::Uint8 => rows.f_to_device(device)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?,
             _ => rows.f_to_device(device)?.f_to_kind(Kind::Float)?,
         };
-        let gather = |v: &[i64]| -> Result<Tensor> {
-            let picked: Vec<i64> = indices.iter().map(|&i| v[i]).collect();
-            Ok(Tensor::f_from_slice(&picked)?.f_to_device(device)?)
-        };
-        Ok(Batch { x, y: gather(&self.labels)?, coarse: gather(&self.coarse)?, ids })
+        let y = Tensor::f_from_slice(labels)?.f_to_device(device)?;
+        let coarse = Tensor::f_from_slice(coarse)?.f_to_device(device)?;
+        Ok(Batch { x, y, coarse, ids })
     }
 }
 

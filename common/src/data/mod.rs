@@ -5,7 +5,10 @@
 //! - [`npy`]: NPY `<f8` arrays (the LFW face/non-face subset) with an md5 check.
 //! - [`datasets`]: the tasks (`fashion-mnist`, `fashion-binary`, `fashion-hier`, `lfw`), their fixed
 //!   splits, [`Split::batch`].
-//! - [`shard`]: the epoch order every world size shares, and each rank's part of it.
+//! - [`shard`]: the seeded epoch order every world size shares.
+//! - [`sampler`]: the run's sample order: each step's batch, retries of aborted steps, each epoch's
+//!   coverage, each rank's share.
+//! - [`stream`]: training examples as bytes, for `data.source = "coordinator"`.
 //! - [`fetch`](mod@fetch): `d2nn data fetch`, from Debian and PyPI packages only.
 //!
 //! Files live under the data directory (`data/` at the workspace root, git-ignored):
@@ -17,11 +20,16 @@ pub mod datasets;
 pub mod fetch;
 pub mod idx;
 pub mod npy;
+pub mod sampler;
 pub mod shard;
+pub mod stream;
 
+pub use config::DataSource;
 pub use datasets::{coarse_group, load, Batch, DataConfig, Dataset, Split, Task, COARSE_NAMES, FASHION_CLASSES};
 pub use fetch::{fetch, FetchReport};
-pub use shard::{epoch_order, rank_slice, shard, steps_per_epoch, EpochOrders};
+pub use sampler::{shares, split, EpochCoverage, Sampler, SamplerState, MAX_ATTEMPTS};
+pub use shard::{epoch_order, steps_per_epoch};
+pub use stream::{Examples, Pixels};
 
 /// Examples per class and split, with totals (`d2nn data info`). `fashion-hier` also gets its coarse
 /// groups.

@@ -10,7 +10,7 @@ use super::outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
 use super::stats::{StepSplit, StepStats};
 use crate::checkpoint::{self, CheckpointMeta, CheckpointStore, Position, SavedTensors, WriteSteps};
 use crate::config::{Algorithm, RunConfig};
-use crate::data::shard;
+use crate::data::{shard, Sampler};
 use crate::rl::{BaselineStore, EmaBaseline};
 use crate::{Error, Result};
 
@@ -30,6 +30,17 @@ pub struct Opened {
 pub struct ResumePoint {
     pub step: u64,
     pub baseline: EmaBaseline,
+}
+
+/// The run's sample order at a checkpoint: its recorded state, or, for a checkpoint of the format
+/// before the sampler existed, the state its step implies.
+fn sampler_of(dir: &Path, meta: &CheckpointMeta, cfg: &RunConfig, train_examples: usize) -> Result<Sampler> {
+    let (seed, batch, epochs) = (cfg.seed, cfg.train.batch_size, cfg.train.epochs);
+    let sampler = match &meta.sampler {
+        Some(state) => Sampler::restore(seed, train_examples, batch, epochs, state),
+        None => Sampler::from_step(seed, train_examples, batch, epochs, meta.position.step),
+    };
+    sampler.map_err(|e| Error::data(dir.join(checkpoint::META_FILE), format!("key `sampler`: {e}")))
 }
 
 impl ResumePoint {
@@ -117,9 +128,11 @@ impl Opened {
         let mut baseline = EmaBaseline::new(num_actions, t.baseline_decay);
         let mut step = 0;
         let mut last_checkpoint = None;
+        let mut sampler = Sampler::new(self.cfg.seed, train_examples, t.batch_size, t.epochs)?;
         if let Some((dir, meta)) = &self.resume {
             let point = ResumePoint::check(dir, meta, &self.cfg, &self.config_file, train_examples, num_actions)?;
             (step, baseline) = (point.step, point.baseline);
+            sampler = sampler_of(dir, meta, &self.cfg, train_examples)?;
             // The state at a resumed step is already saved: no second checkpoint of it.
             last_checkpoint = Some((step, dir.clone()));
             tracing::info!(checkpoint = %dir.display(), step, "resumed");
@@ -140,6 +153,8 @@ impl Opened {
             store: CheckpointStore::of_run(&self.run_dir.path),
             has_controllers: !num_actions.is_empty(),
             last_step: max_steps.map_or(total_steps, |m| m.min(total_steps)),
+            max_steps,
+            sampler,
             cfg: self.cfg,
             run_dir: self.run_dir,
             metrics,
@@ -159,13 +174,26 @@ impl Opened {
     }
 }
 
-/// Where the next step sits in the schedule.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The next step: its number, examples, place in the epoch and learning rate.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepPlace {
     pub step: u64,
     pub epoch: u64,
     pub step_in_epoch: u64,
     pub lr: f64,
+    /// The training examples of the global batch, in the order the ranks take their shares.
+    pub examples: Vec<u32>,
+}
+
+/// How a step ended, for the ledger's books.
+#[derive(Debug, Clone, Copy)]
+pub enum StepEnd<'a> {
+    /// The update was applied; its pooled statistics.
+    Committed(&'a StepStats),
+    /// The update was applied but its statistics are lost (the cluster broke after the commit).
+    CommittedUnseen,
+    /// Nothing was applied; the batch is handed out again.
+    Aborted,
 }
 
 /// The bookkeeping of a run once its replicas are built (see the module docs).
@@ -180,8 +208,12 @@ pub struct RunLedger {
     train_examples: usize,
     pub steps_per_epoch: u64,
     total_steps: u64,
-    /// The step the run stops after (`max_steps` or the configured epochs).
+    /// The step the run is planned to stop after (`max_steps` or the configured epochs); aborted
+    /// steps that are retried add to it.
     pub last_step: u64,
+    max_steps: Option<u64>,
+    /// Which examples each step trains on, and each epoch's coverage.
+    sampler: Sampler,
     /// The next step to run (= steps done).
     pub step: u64,
     /// The step this process started at (the resumed one): throughput counts only steps run here.
@@ -196,28 +228,40 @@ pub struct RunLedger {
 }
 
 impl RunLedger {
+    /// Every epoch's examples committed, or `max_steps` reached.
     pub fn done(&self) -> bool {
-        self.step >= self.last_step
+        self.sampler.finished() || self.max_steps.is_some_and(|m| self.step >= m)
     }
 
-    /// The next step's epoch, position in it and learning rate.
-    pub fn place(&self) -> StepPlace {
+    /// The next step: its examples come from the sampler (the same batch again while a step that
+    /// was neither committed nor aborted is re-run), its learning rate from the step number.
+    pub fn place(&mut self) -> Result<StepPlace> {
         let t = &self.cfg.train;
-        StepPlace {
-            step: self.step,
-            epoch: self.step / self.steps_per_epoch,
-            step_in_epoch: self.step % self.steps_per_epoch,
-            lr: t.schedule.lr_at(t.lr, self.step, self.total_steps),
-        }
+        let (epoch, step_in_epoch) = self.sampler.place();
+        let lr = t.schedule.lr_at(t.lr, self.step, self.total_steps);
+        let examples = self.sampler.next_batch().ok_or_else(|| Error::Invalid("no step left to place".into()))?;
+        Ok(StepPlace { step: self.step, epoch, step_in_epoch, lr, examples: examples.to_vec() })
     }
 
-    /// Books a finished step (`stats`: None when it was aborted) that took `seconds`, and where
-    /// that time went when the step ran on replicas. The baselines are not touched: the driver
-    /// folds the step's rewards in when it commits (the coordinator must send the new values with
-    /// the commit).
-    pub fn record(&mut self, stats: Option<&StepStats>, seconds: f64, split: Option<StepSplit>) -> Result<()> {
-        if let Some(stats) = stats {
-            self.window.merge(stats)?;
+    /// Each epoch's coverage so far (the current one last).
+    pub fn coverage(&self) -> &[crate::data::EpochCoverage] {
+        self.sampler.coverage()
+    }
+
+    /// Books the placed step's end, which took `seconds` (and where that time went when the step
+    /// ran on replicas). The baselines are not touched: the driver folds the step's rewards in when
+    /// it commits (the coordinator must send the new values with the commit).
+    pub fn record(&mut self, end: StepEnd<'_>, seconds: f64, split: Option<StepSplit>) -> Result<()> {
+        match end {
+            StepEnd::Committed(stats) => {
+                self.window.merge(stats)?;
+                self.sampler.commit()?;
+            }
+            StepEnd::CommittedUnseen => self.sampler.commit()?,
+            StepEnd::Aborted => {
+                self.sampler.abort()?;
+                self.last_step += 1;
+            }
         }
         if let Some(split) = split {
             self.window_split = Some(self.window_split.unwrap_or_default() + split);
@@ -231,7 +275,7 @@ impl RunLedger {
     /// last) and starts a new window.
     pub fn log_if_due(&mut self) -> Result<Option<MetricsLine>> {
         let step = self.step;
-        if !(step.is_multiple_of(self.cfg.train.log_every.max(1)) || step == self.last_step) {
+        if !(step.is_multiple_of(self.cfg.train.log_every.max(1)) || self.done()) {
             return Ok(None);
         }
         let line = self.metrics_line();
@@ -258,7 +302,7 @@ impl RunLedger {
         let done = step.saturating_sub(1);
         MetricsLine {
             step,
-            epoch: done / self.steps_per_epoch,
+            epoch: self.sampler.epochs_begun().saturating_sub(1),
             loss: window.loss / steps,
             task_loss: window.task_loss / steps,
             control_loss: window.control_loss / steps,
@@ -298,8 +342,15 @@ impl RunLedger {
         world: usize,
         writes: &mut WriteSteps,
     ) -> Result<PathBuf> {
-        let position = Position::at(self.step, self.steps_per_epoch, self.train_examples);
-        let meta = CheckpointMeta::new(&self.cfg, position, &self.baseline, world, saved);
+        let (epoch, step_in_epoch) = self.sampler.place();
+        let position = Position {
+            step: self.step,
+            epoch,
+            step_in_epoch,
+            steps_per_epoch: self.steps_per_epoch,
+            train_examples: self.train_examples,
+        };
+        let meta = CheckpointMeta::new(&self.cfg, position, &self.baseline, world, saved, self.sampler.state());
         let dir = self.store.commit(staging, &meta, &self.cfg.checkpoint, writes)?;
         self.last_checkpoint = Some((self.step, dir.clone()));
         Ok(dir)
@@ -316,7 +367,8 @@ impl RunLedger {
 
     /// Completes a replica's evaluation into the run's `summary.json`.
     pub fn finish(&self, mut summary: Summary) -> Result<Summary> {
-        summary.epochs = self.step.div_ceil(self.steps_per_epoch);
+        summary.epochs = self.sampler.epochs_begun();
+        summary.coverage = self.sampler.coverage().to_vec();
         self.run_dir.write_summary(&summary)?;
         Ok(summary)
     }

@@ -5,13 +5,12 @@ use std::time::Instant;
 
 use tch::Device;
 
-use super::ledger::{Opened, ResumePoint};
+use super::ledger::{Opened, ResumePoint, StepEnd};
 use super::model::{build_model, summarize, validation_accuracy};
 use super::outputs::{MetricsLine, Summary};
 use super::step::{apply_update, train_step, StepContext};
 use crate::checkpoint::{self, WriteSteps};
 use crate::config::RunConfig;
-use crate::data::{shard, EpochOrders};
 use crate::optim;
 use crate::rl::BaselineStore;
 use crate::Result;
@@ -53,13 +52,10 @@ impl LocalRun<'_> {
             let saved = checkpoint::write_tensors(&staging, &model, optimizer, val, &mut writes)?;
             ledger.commit_checkpoint(&staging, saved, 1, &mut writes).map(drop)
         };
-        let mut orders = EpochOrders::new(cfg.seed, train_n);
         while !ledger.done() {
-            let place = ledger.place();
+            let place = ledger.place()?;
             let step_started = Instant::now();
-            let order = orders.get(place.epoch);
-            let indices = shard::rank_slice(order, place.step_in_epoch as usize, t.batch_size, 0, 1)?;
-            let batch = dataset.train.batch(indices, self.device)?;
+            let batch = dataset.train.batch_of(&place.examples, self.device)?;
             let baselines = ledger.baseline.node_values();
             let ctx = StepContext {
                 cfg: t,
@@ -71,7 +67,7 @@ impl LocalRun<'_> {
             let stats = train_step(&model, &batch, &ctx)?;
             apply_update(&model, optimizer.as_mut(), t, place.lr)?;
             ledger.baseline.update(&stats.rewards);
-            ledger.record(Some(&stats), step_started.elapsed().as_secs_f64(), None)?;
+            ledger.record(StepEnd::Committed(&stats), step_started.elapsed().as_secs_f64(), None)?;
             if let Some(line) = ledger.log_if_due()? {
                 on_log(&line, ledger.last_step);
             }

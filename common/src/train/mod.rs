@@ -13,7 +13,7 @@ mod step;
 mod tensorboard;
 
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
-pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepPlace};
+pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepEnd, StepPlace};
 pub use local::{restore_replica, LocalRun};
 pub use model::{build_model, controller_names, load_checkpoint, load_run, summarize, validation_accuracy};
 pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};

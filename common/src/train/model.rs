@@ -79,6 +79,7 @@ pub fn summarize(
         epochs: 0,
         wall_seconds,
         workers,
+        coverage: Vec::new(),
     };
     summary.fill_test(&test, &controller_names(model));
     Ok(summary)

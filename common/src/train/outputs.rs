@@ -60,6 +60,9 @@ pub struct Summary {
     pub epochs: u64,
     pub wall_seconds: f64,
     pub workers: usize,
+    /// Per epoch: examples in it, committed, committed twice, retried, skipped (`data::sampler`).
+    #[serde(default)]
+    pub coverage: Vec<crate::data::EpochCoverage>,
 }
 
 impl Summary {

@@ -86,6 +86,7 @@ fn summary(steps: u64) -> Summary {
         epochs: 1,
         wall_seconds: 1.0,
         workers: 1,
+        coverage: Vec::new(),
     }
 }
 

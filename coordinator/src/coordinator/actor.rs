@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
+use super::balance::Balancer;
 use super::cluster::{Cluster, Liveness};
 use super::replicas::{check_infos, gather, in_process_replicas, replica_spec, spawn_linked, stop_all};
 use super::{RuntimeError, TrainRun};
@@ -44,6 +45,8 @@ pub(super) struct CoordState {
     pub(super) cluster: Option<Cluster>,
     /// The step whose commit is being sent: if a worker is lost now, the survivors have applied it.
     pub(super) committing: Option<u64>,
+    /// The ranks' shares of each global batch.
+    pub(super) balance: Balancer,
 }
 
 impl CoordState {
@@ -92,7 +95,7 @@ impl CoordState {
             }
         };
         let guard = cluster.as_ref().map(|c| (&c.liveness, c.member_nodes()));
-        let infos = gather(workers, run.options.step_timeout, guard, WorkerMsg::Info).await?;
+        let infos = gather(workers, run.options.step_timeout, guard, |_, p| WorkerMsg::Info(p)).await?;
         check_infos(&infos)?;
         let ledger = opened.begin(infos[0].train_examples, &infos[0].num_actions, run.max_steps)?;
         let bar = if run.progress { ProgressBar::new(ledger.last_step) } else { ProgressBar::hidden() };
@@ -100,7 +103,17 @@ impl CoordState {
             bar.set_style(style);
         }
         bar.set_position(ledger.step);
-        Ok(CoordState { run, done: None, workers: workers.clone(), ledger, bar, cluster: None, committing: None })
+        let balance = Balancer::new(run.cfg.train.balance, workers.len());
+        Ok(CoordState {
+            run,
+            done: None,
+            workers: workers.clone(),
+            ledger,
+            bar,
+            cluster: None,
+            committing: None,
+            balance,
+        })
     }
 
     /// The liveness of the current generation's members, when the workers are remote.

@@ -1,6 +1,7 @@
 //! The cluster half of the coordinator: what happens when the membership changes. A lost worker
 //! ends its generation at the survivors' committed state, which is checkpointed and becomes the
 //! starting point of the next generation; a newcomer is taken in the same way.
+use d2nn_common::train::StepEnd;
 use d2nn_worker::protocol::{ReplicaSpec, WorkerMsg};
 
 use super::actor::CoordState;
@@ -45,7 +46,7 @@ impl CoordState {
             .suspend(|| tracing::warn!(step, survivors = survivors.len(), cause = %cause, "re-forming the cluster"));
         if self.committing.take().is_some() {
             // The commit was sent to every replica before the loss: the survivors applied it.
-            self.ledger.record(None, 0.0, None)?;
+            self.ledger.record(StepEnd::CommittedUnseen, 0.0, None)?;
         }
         self.workers = survivors.iter().map(|&r| self.workers[r].clone()).collect();
         cluster.abandon();
@@ -73,6 +74,7 @@ impl CoordState {
             }
         }
         let world = self.workers.len();
+        self.balance.reset(world);
         let step = self.ledger.step;
         self.bar.suspend(|| tracing::info!(step, world, "cluster re-formed; training continues"));
         Ok(())
@@ -84,7 +86,8 @@ impl CoordState {
         };
         cluster.retire();
         self.workers = cluster.form(plan).await?;
-        let infos = gather(&self.workers, self.run.options.step_timeout, self.guard(), WorkerMsg::Info).await?;
+        let infos =
+            gather(&self.workers, self.run.options.step_timeout, self.guard(), |_, p| WorkerMsg::Info(p)).await?;
         check_infos(&infos)
     }
 

@@ -3,6 +3,7 @@
 //! processes that joined over the network (`train_cluster`, a TCP ring or NCCL). The protocol and
 //! its state machine are in `docs/runtime.md`; `docs/architecture.md` maps the files.
 mod actor;
+mod balance;
 mod bench;
 mod cluster;
 mod elastic;
@@ -33,7 +34,8 @@ pub enum OnWorkerError {
     /// End the run with the error.
     #[default]
     Stop,
-    /// Skip that batch and go on with the next step.
+    /// Go on: the aborted batch is handed out again at the next step (skipped for the epoch after
+    /// `data::MAX_ATTEMPTS` aborts, and counted in the summary's coverage).
     SkipBatch,
 }
 
@@ -78,6 +80,8 @@ impl Default for RuntimeOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRecord {
     pub step: u64,
+    /// Per rank, the training examples it was ordered to train on.
+    pub examples: Vec<Vec<u32>>,
     pub committed: bool,
     /// All ranks' statistics merged in rank order (None when aborted).
     pub pooled: Option<StepStats>,

@@ -27,7 +27,7 @@ impl CoordState {
         let step = self.ledger.step;
         let req = SaveRequest { dir: staging.clone(), step, val_metric: self.ledger.cfg.checkpoint.keep_best };
         let deadline = Some(self.run.options.save_timeout);
-        let saved = gather(&self.workers[..1], deadline, self.guard(), |p| WorkerMsg::Save(req.clone().into(), p))
+        let saved = gather(&self.workers[..1], deadline, self.guard(), |_, p| WorkerMsg::Save(req.clone().into(), p))
             .await?
             .remove(0);
         let dir = self.ledger.commit_checkpoint(&staging, saved, self.workers.len(), &mut writes)?;
@@ -65,7 +65,7 @@ impl CoordState {
         };
         let deadline = Some(self.run.options.save_timeout);
         let summary =
-            gather(&self.workers[..1], deadline, self.guard(), |p| WorkerMsg::Evaluate(req.clone().into(), p))
+            gather(&self.workers[..1], deadline, self.guard(), |_, p| WorkerMsg::Evaluate(req.clone().into(), p))
                 .await?
                 .remove(0);
         Ok(self.ledger.finish(summary)?)

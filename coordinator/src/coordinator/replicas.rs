@@ -75,7 +75,7 @@ pub(super) async fn gather<T>(
     workers: &[ActorRef<WorkerMsg>],
     timeout: Option<Duration>,
     guard: Option<(&Liveness, Vec<u64>)>,
-    make: impl Fn(Port<T>) -> WorkerMsg,
+    make: impl Fn(usize, Port<T>) -> WorkerMsg,
 ) -> Result<Vec<T>, RuntimeError>
 where
     T: Send + 'static,
@@ -83,7 +83,7 @@ where
     let mut pending = Vec::with_capacity(workers.len());
     for (rank, w) in workers.iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        w.cast(make(tx.into())).map_err(|e| RuntimeError::WorkerDied { rank, reason: e.to_string() })?;
+        w.cast(make(rank, tx.into())).map_err(|e| RuntimeError::WorkerDied { rank, reason: e.to_string() })?;
         pending.push(rx);
     }
     let lost = async {

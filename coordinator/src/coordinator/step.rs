@@ -2,8 +2,9 @@
 //! updated baselines) or abort → acknowledgements; then the step is booked in the run ledger.
 use std::time::Instant;
 
+use d2nn_common::data::split;
 use d2nn_common::rl::BaselineStore;
-use d2nn_common::train::{StepSplit, StepStats};
+use d2nn_common::train::{StepEnd, StepSplit, StepStats};
 use d2nn_worker::protocol::{Abort, Acknowledged, Commit, StepOrder, StepOutcome, StepReport, WorkerMsg};
 
 use super::actor::CoordState;
@@ -44,21 +45,29 @@ fn split_of(reports: &[StepReport], acks: &[Acknowledged], wall: f64) -> StepSpl
 impl CoordState {
     /// Runs the ledger's next step on every replica and books it.
     pub(super) async fn run_step(&mut self) -> Result<(), RuntimeError> {
-        let place = self.ledger.place();
+        let place = self.ledger.place()?;
         let step = place.step;
         let timeout = self.run.options.step_timeout;
         let baselines_used = self.ledger.baseline.node_values();
-        let order = StepOrder {
-            step,
-            epoch: place.epoch,
-            step_in_epoch: place.step_in_epoch,
-            lr: place.lr,
-            baselines: baselines_used.clone(),
-        };
+        let t = &self.ledger.cfg.train;
+        let shares = self.balance.shares(t.batch_size, t.bag_size)?;
+        let orders: Vec<StepOrder> = split(&place.examples, &shares)
+            .into_iter()
+            .map(|examples| StepOrder {
+                step,
+                epoch: place.epoch,
+                step_in_epoch: place.step_in_epoch,
+                examples: examples.to_vec(),
+                lr: place.lr,
+                baselines: baselines_used.clone(),
+            })
+            .collect();
         let started = Instant::now();
         let reports: Vec<StepReport> =
-            gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Step(order.clone().into(), p)).await?;
+            gather(&self.workers, timeout, self.guard(), |rank, p| WorkerMsg::Step(orders[rank].clone().into(), p))
+                .await?;
         let failures = failures_of(&reports, step)?;
+        self.balance.observe(&reports, &shares);
         let mut pooled = None;
         let acks: Vec<Acknowledged> = if failures.is_empty() {
             let mut stats = StepStats::default();
@@ -78,19 +87,21 @@ impl CoordState {
             let want_digest = self.run.options.digest_every.is_some_and(|k| (step + 1).is_multiple_of(k.max(1)));
             let commit = Commit { step, baselines: self.ledger.baseline.node_values(), want_digest };
             self.committing = Some(step);
-            let acks =
-                gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Commit(commit.clone().into(), p)).await?;
+            let acks = gather(&self.workers, timeout, self.guard(), |_, p| WorkerMsg::Commit(commit.clone().into(), p))
+                .await?;
             self.committing = None;
             pooled = Some(stats);
             acks
         } else {
             let abort = Abort { step, reason: describe(&failures) };
-            gather(&self.workers, timeout, self.guard(), |p| WorkerMsg::Abort(abort.clone().into(), p)).await?
+            gather(&self.workers, timeout, self.guard(), |_, p| WorkerMsg::Abort(abort.clone().into(), p)).await?
         };
         let wall = started.elapsed().as_secs_f64();
-        self.ledger.record(pooled.as_ref(), wall, Some(split_of(&reports, &acks, wall)))?;
+        let end = pooled.as_ref().map_or(StepEnd::Aborted, StepEnd::Committed);
+        self.ledger.record(end, wall, Some(split_of(&reports, &acks, wall)))?;
         let record = StepRecord {
             step,
+            examples: orders.into_iter().map(|o| o.examples).collect(),
             committed: failures.is_empty(),
             pooled,
             baselines_used,
@@ -109,7 +120,7 @@ impl CoordState {
             match self.run.options.on_worker_error {
                 OnWorkerError::Stop => return Err(RuntimeError::StepFailed { step, failures: record.failures }),
                 OnWorkerError::SkipBatch => {
-                    tracing::warn!(step, failures = %describe(&record.failures), "step aborted; batch skipped")
+                    tracing::warn!(step, failures = %describe(&record.failures), "step aborted; its batch is retried")
                 }
             }
         }

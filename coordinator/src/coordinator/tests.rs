@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use d2nn_common::config::{Algorithm, RunConfig};
+use d2nn_common::config::{Algorithm, Balance, RunConfig};
 use d2nn_common::rl::RewardStats;
 use d2nn_common::train::{LocalRun, RunDir};
 use tch::{Device, Tensor};
@@ -202,21 +202,67 @@ async fn a_failed_step_is_aborted_on_every_replica_and_stops_the_run() {
 async fn a_failed_step_can_skip_its_batch_and_continue() {
     let _serial = SERIAL.lock().await;
     let (_d, dir) = tmp();
-    let mut r = run(&config(), &dir, 2);
+    // One whole epoch of STEPS batches, no step cap: the run ends when the epoch is covered.
+    let mut cfg = config();
+    cfg.data.train_limit = Some(STEPS as usize * cfg.train.batch_size);
+    let mut r = run(&cfg, &dir, 2);
+    r.max_steps = None;
     r.options.digest_every = Some(1);
     r.options.faults = Some((0, Faults { fail_step: Some(2), ..Default::default() }));
     r.options.on_worker_error = OnWorkerError::SkipBatch;
     let (result, records) = recorded(r).await;
     let summary = result.unwrap();
-    assert_eq!(summary.steps, STEPS);
+    // The aborted batch is handed out again at the next step: one step more, every example once.
+    assert_eq!(summary.steps, STEPS + 1);
     let committed: Vec<bool> = records.iter().map(|r| r.committed).collect();
-    assert_eq!(committed, vec![true, true, false, true, true, true]);
+    assert_eq!(committed, vec![true, true, false, true, true, true, true]);
+    assert_eq!(records[3].examples, records[2].examples, "the retry trains on the aborted step's examples");
     for d in &records[2].digests {
         assert_eq!(d.sha256, records[1].digests[0].sha256, "rank {}", d.rank);
     }
     assert!(records[2].failures[0].1.contains("injected failure at step 2"));
     assert_eq!(records[3].baselines_used, records[1].baselines_after);
     assert!(records[3..].iter().all(|r| r.digests[0].sha256 == r.digests[1].sha256));
+    let c = &summary.coverage;
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(c[0].exactly_once() && c[0].examples_retried == 32, "{c:?}");
+}
+
+/// A rank slowed to a fraction of the other's speed gets a smaller share once its rate is measured;
+/// shares stay whole mini-bags, the epoch is still covered exactly once, and the model matches the
+/// equal-share run up to float order.
+#[tokio::test(flavor = "multi_thread")]
+async fn throughput_balance_gives_a_slow_rank_less_and_trains_the_same_model() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = config();
+    cfg.train.bag_size = 4;
+    cfg.data.train_limit = Some(STEPS as usize * cfg.train.batch_size);
+    let (_d, equal_dir) = tmp();
+    let mut equal = run(&cfg, &equal_dir, 2);
+    equal.max_steps = None;
+    let (equal_result, equal_records) = recorded(equal).await;
+    equal_result.unwrap();
+    assert!(equal_records.iter().all(|r| r.examples.iter().all(|e| e.len() == 16)));
+
+    cfg.train.balance = Balance::Throughput;
+    let (_d, dir) = tmp();
+    let mut r = run(&cfg, &dir, 2);
+    r.max_steps = None;
+    let slow = std::time::Duration::from_millis(10);
+    r.options.faults = Some((1, Faults { slow_per_example: Some(slow), ..Default::default() }));
+    let (result, records) = recorded(r).await;
+    let summary = result.unwrap();
+    let shares: Vec<Vec<usize>> = records.iter().map(|r| r.examples.iter().map(Vec::len).collect()).collect();
+    assert_eq!(shares[0], vec![16, 16], "equal until every rate is measured");
+    for s in &shares {
+        assert!(s.iter().sum::<usize>() == 32 && s.iter().all(|&k| k >= 4 && k % 4 == 0), "{shares:?}");
+    }
+    let last = shares.last().unwrap();
+    assert!(last[1] <= 8 && last[0] >= 24, "the slow rank still takes a large share: {shares:?}");
+    assert!(summary.coverage[0].exactly_once(), "{:?}", summary.coverage);
+    // The same global batches and sums, in another order of addition.
+    let diff = max_abs_diff(&params(&equal_dir), &params(&dir));
+    assert!(diff < 1e-3, "balanced and equal shares trained different models: max |Δ| = {diff}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,14 +4,17 @@ use serde::{Deserialize, Serialize};
 
 use d2nn_common::train::StepStats;
 
-/// Coordinator → every worker: run global step `step`. A worker takes its part of the global batch
-/// from the seeded epoch order itself (`shard::rank_slice(epoch_order(seed, epoch, n),
-/// step_in_epoch, batch_size, rank, world)`), so no index lists travel.
+/// Coordinator → each worker: run global step `step` on these training examples. The coordinator
+/// owns the sample order (`data::Sampler`): it cuts each global batch into the ranks' shares, so it
+/// decides, and records, who trains on what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepOrder {
     pub step: u64,
     pub epoch: u64,
     pub step_in_epoch: u64,
+    /// This rank's examples (training-split indices), whole mini-bags; the global batch is
+    /// `train.batch_size` over all ranks.
+    pub examples: Vec<u32>,
     /// Learning rate of this step's update, applied only on [`Commit`].
     pub lr: f64,
     /// Reward baseline per controller for this step's loss: the coordinator's EMA of the pooled
@@ -95,7 +98,14 @@ mod tests {
 
     #[test]
     fn messages_round_trip_through_bincode() {
-        let order = StepOrder { step: 7, epoch: 1, step_in_epoch: 3, lr: 0.05, baselines: vec![0.25, -1.0] };
+        let order = StepOrder {
+            step: 7,
+            epoch: 1,
+            step_in_epoch: 3,
+            examples: vec![5, 0, 59_999],
+            lr: 0.05,
+            baselines: vec![0.25, -1.0],
+        };
         assert_eq!(round_trip(&order), order);
         let report = StepReport {
             rank: 1,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use d2nn_common::checkpoint::{self, SavedTensors, WriteSteps};
 use d2nn_common::config::RunConfig;
-use d2nn_common::data::{shard, Dataset, EpochOrders};
+use d2nn_common::data::Dataset;
 use d2nn_common::exec::{param_digest, D2nn};
 use d2nn_common::optim::{self, Optimizer};
 
@@ -169,7 +169,6 @@ struct Engine {
     pending: Option<Pending>,
     /// The baselines of the last commit: the next order must carry the same (and checkpoints keep them).
     baselines: Vec<f64>,
-    orders: EpochOrders,
 }
 
 impl Engine {
@@ -204,7 +203,6 @@ impl Engine {
             let point = restore_replica(dir, &meta, &spec.cfg, &spec.config_file, train_n, &model, optimizer.as_mut())?;
             (baselines, next_step) = (point.baseline.node_values(), point.step);
         }
-        let orders = EpochOrders::new(spec.cfg.seed, dataset.train.len());
         Ok(Engine {
             rank: spec.rank,
             world: spec.world,
@@ -220,7 +218,6 @@ impl Engine {
             next_step,
             pending: None,
             baselines,
-            orders,
         })
     }
 
@@ -262,10 +259,17 @@ impl Engine {
         }
         let t = &self.cfg.train;
         let seed = self.cfg.seed;
-        let epoch_order = self.orders.get(order.epoch);
-        let indices =
-            shard::rank_slice(epoch_order, order.step_in_epoch as usize, t.batch_size, self.rank, self.world)?;
-        let batch = self.dataset.train.batch(indices, self.device)?;
+        let share = order.examples.len();
+        if share == 0 || !share.is_multiple_of(t.bag_size.max(1)) || share > t.batch_size {
+            return Err(Error::Protocol(format!(
+                "step {}: a share of {share} examples is not whole mini-bags of {} within the global batch of {}",
+                order.step, t.bag_size, t.batch_size
+            )));
+        }
+        if let Some(per_example) = self.faults.slow_per_example {
+            std::thread::sleep(per_example * share as u32);
+        }
+        let batch = self.dataset.train.batch_of(&order.examples, self.device)?;
         let ctx =
             StepContext { cfg: t, seed, step: order.step, global_batch: t.batch_size, baselines: &order.baselines };
         let stats = train_step(&self.model, &batch, &ctx)?;

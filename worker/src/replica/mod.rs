@@ -35,6 +35,9 @@ pub struct Faults {
     /// Take this long over every checkpoint save, while the replica stays alive and answers
     /// nothing else meanwhile (the coordinator's save deadline).
     pub stall_save: Option<std::time::Duration>,
+    /// Spend this long per example of every step's share on top of the work (a slow host, for the
+    /// coordinator's throughput balance).
+    pub slow_per_example: Option<std::time::Duration>,
 }
 
 /// Why a replica did not start, in its own words: ractor words every failed start as "Actor
