@@ -180,6 +180,14 @@ render inline "inline config + gang minAvailable" default '{
   "coord_args": {"config": "/etc/d2nn/config/config.toml"}
 }' --set-file run.config=configs/chain.toml --set gang.enabled=true,gang.minAvailable=3,worker.replicas=4
 
+render streamed "data.source=coordinator: workers without the data claim" default '{
+  "coord_args": {"set": "data.source=coordinator"}, "coord_data_mount": true, "worker_data_mount": false
+}' --set data.source=coordinator,data.existingClaim=datasets
+render datalocal "a data claim read by every pod (data.source=local)" default '{
+  "coord_args": {"set": null}, "coord_data_mount": true, "worker_data_mount": true
+}' --set data.existingClaim=datasets
+reject "an unknown data.source" "/data/source" "local" -- --set data.source=s3
+
 # The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
 K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{
   "restart_policy": "Never", "kinds": ["Job", "Job", "PersistentVolumeClaim", "Secret", "Service"]

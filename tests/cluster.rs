@@ -242,6 +242,40 @@ fn a_killed_worker_is_dropped_and_a_replacement_joins_in_lockstep() {
     assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "{s}");
 }
 
+/// `data.source = "coordinator"`: the workers run where there is no data directory, train on the
+/// examples each step's order carries, and the coordinator evaluates the final parameters itself.
+#[test]
+fn workers_without_a_dataset_train_on_the_examples_the_coordinator_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let bare = dir.join("worker-cwd");
+    std::fs::create_dir(&bare).unwrap();
+    let port = free_port();
+    let mut coord = coordinator(dir, port, 2, &["--set", "data.source=coordinator"]);
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| {
+            let mut cmd = d2nn();
+            // `data.dir` is the relative `data`: it does not exist here.
+            cmd.current_dir(&bare).args(["worker", "--join", &format!("127.0.0.1:{port}"), "--threads", "1"]);
+            spawn_logged(cmd, dir, &format!("w{i}"))
+        })
+        .collect();
+    let status = wait(&mut coord, Duration::from_secs(300));
+    assert!(status.success(), "coordinator failed:\n{}", read(dir, "coordinator.err"));
+    for (i, w) in workers.iter_mut().enumerate() {
+        let status = wait(w, Duration::from_secs(30));
+        assert!(status.success(), "worker {i} failed:\n{}", read(dir, &format!("w{i}.err")));
+    }
+    assert_eq!(std::fs::read_dir(&bare).unwrap().count(), 0, "a worker fetched or wrote data");
+    let s = summary(&dir.join("run"));
+    assert_eq!((s["workers"].as_u64(), s["steps"].as_u64()), (Some(2), Some(40)), "{s}");
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.5, "{s}");
+    for c in s["coverage"].as_array().unwrap() {
+        assert_eq!((c["examples_committed"].as_u64(), c["duplicates"].as_u64()), (Some(960), Some(0)), "{c}");
+    }
+    assert!(dir.join("run/model.safetensors").is_file());
+}
+
 #[test]
 fn bad_cluster_settings_are_clear_errors() {
     let o = d2nn()

@@ -206,6 +206,7 @@ def check_expectations(view, expect, problems):
     worker_node_selector / coord_node_selector: {}   exactly (absent = {})
     worker_tolerations / coord_tolerations: []       exactly (absent = [])
     coord_args: {flag: value}   e.g. {"max-steps": "500", "auto-resume": true}; value null: absent
+    worker_data_mount / coord_data_mount: bool   whether the pod mounts the data claim at /opt/d2nn/data
     """
     def eq(name, got, want):
         problems.check(got == want, f"{name}: got {got!r}, want {want!r}")
@@ -253,6 +254,10 @@ def check_expectations(view, expect, problems):
         eq(f"{who} tolerations", pod.get("tolerations", []), expect.get(f"{who}_tolerations", []))
     for flag, value in expect.get("coord_args", {}).items():
         eq(f"coordinator --{flag}", view["cargs"].get(flag), value)
+    for who, container in (("worker", view["worker"]), ("coord", view["coord"])):
+        if f"{who}_data_mount" in expect:
+            mounted = any(m["mountPath"] == "/opt/d2nn/data" for m in container.get("volumeMounts", []))
+            eq(f"{who} mounts the data claim", mounted, expect[f"{who}_data_mount"])
 
 
 def main():

@@ -15,7 +15,9 @@ mod tensorboard;
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
 pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepEnd, StepPlace};
 pub use local::{restore_replica, LocalRun};
-pub use model::{build_model, controller_names, load_checkpoint, load_run, summarize, validation_accuracy};
+pub use model::{
+    build_model, build_model_without_data, controller_names, load_checkpoint, load_run, summarize, validation_accuracy,
+};
 pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
 pub use routing::{routing_report, RightPaths, RoutingReport};
 pub use stats::{StepSplit, StepStats};

@@ -17,25 +17,49 @@ use crate::{Error, Result};
 /// Loads the dataset and builds the (untrained) model of a config.
 pub fn build_model(cfg: &RunConfig, config_file: &str, device: Device) -> Result<(Dataset, D2nn)> {
     // The graph and its sizes are checked before any data is read or any tensor allocated.
+    let graph = checked_graph(cfg, config_file)?;
+    let dataset = data::load(&cfg.data)?;
+    if (dataset.input_shape, dataset.num_classes as i64) != cfg.data.task.shape() {
+        return Err(Error::Invalid(format!(
+            "task `{}` loaded examples of shape {:?} in {} classes, not the {:?} its graph was built for",
+            dataset.task.name(),
+            dataset.input_shape,
+            dataset.num_classes,
+            cfg.data.task.shape()
+        )));
+    }
+    Ok((dataset, new_model(cfg, graph, device)?))
+}
+
+/// Builds the (untrained) model of a config without reading any data: a worker whose examples the
+/// coordinator sends (`data.source = "coordinator"`). The same parameters as [`build_model`]'s.
+pub fn build_model_without_data(cfg: &RunConfig, config_file: &str, device: Device) -> Result<D2nn> {
+    new_model(cfg, checked_graph(cfg, config_file)?, device)
+}
+
+/// The config's graph on its task's input shape and classes, its batch sizes bounded, and an
+/// F-score reward only on a binary task.
+fn checked_graph(cfg: &RunConfig, config_file: &str) -> Result<Graph> {
     let ([c, h, w], classes) = cfg.data.task.shape();
     let graph = Graph::build(&cfg.model, &[c, h, w], classes, config_file)?;
     graph.check_batch(cfg.train.batch_size, "train.batch_size", config_file)?;
     graph.check_batch(cfg.train.eval_batch_size, "train.eval_batch_size", config_file)?;
-    let dataset = data::load(&cfg.data)?;
-    if needs_binary(&cfg.train) && !is_binary(dataset.task) {
+    if needs_binary(&cfg.train) && !is_binary(cfg.data.task) {
         return Err(Error::Config {
             file: config_file.into(),
             message: format!(
-                "key `train.accuracy`: the F-score needs a binary task, `{}` has {} classes",
-                dataset.task.name(),
-                dataset.num_classes
+                "key `train.accuracy`: the F-score needs a binary task, `{}` has {classes} classes",
+                cfg.data.task.name(),
             ),
         });
     }
-    let graph = Graph::build(&cfg.model, &dataset.input_shape, dataset.num_classes as i64, config_file)?;
+    Ok(graph)
+}
+
+fn new_model(cfg: &RunConfig, graph: Graph, device: Device) -> Result<D2nn> {
     let mut model = D2nn::new(graph, device, cfg.seed)?;
     model.detach_control_inputs = !cfg.train.control_grad_to_trunk;
-    Ok((dataset, model))
+    Ok(model)
 }
 
 pub fn controller_names(model: &D2nn) -> Vec<String> {

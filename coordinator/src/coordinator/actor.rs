@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::balance::Balancer;
 use super::cluster::{Cluster, Liveness};
+use super::own_data::OwnData;
 use super::replicas::{check_infos, gather, in_process_replicas, replica_spec, spawn_linked, stop_all};
 use super::{RuntimeError, TrainRun};
 use d2nn_common::train::Opened;
@@ -47,6 +48,8 @@ pub(super) struct CoordState {
     pub(super) committing: Option<u64>,
     /// The ranks' shares of each global batch.
     pub(super) balance: Balancer,
+    /// The data, when the coordinator sends the examples (`data.source = "coordinator"`).
+    pub(super) own_data: Option<OwnData>,
 }
 
 impl CoordState {
@@ -84,13 +87,15 @@ impl CoordState {
         let opened =
             Opened::open(&run.cfg, &run.config_file, &run.run_dir, run.resume.as_deref(), run.allow_config_change)?;
         let resume = opened.resume_dir();
+        let own_data = OwnData::load(&run)?;
+        let streamed = own_data.as_ref().map(OwnData::train_examples);
         *workers = match cluster.as_mut() {
             Some(c) => {
-                let template = replica_spec(&run, 0, 0, resume);
+                let template = replica_spec(&run, (0, 0), resume, streamed);
                 c.form(&template).await?
             }
             None => {
-                let replicas = in_process_replicas(&run, resume)?;
+                let replicas = in_process_replicas(&run, resume, streamed)?;
                 spawn_linked(myself, replicas).await?
             }
         };
@@ -113,6 +118,7 @@ impl CoordState {
             cluster: None,
             committing: None,
             balance,
+            own_data,
         })
     }
 

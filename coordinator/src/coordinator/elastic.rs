@@ -60,7 +60,8 @@ impl CoordState {
     /// from it: every replica, old or new, loads the same files.
     pub(super) async fn reform(&mut self) -> Result<(), RuntimeError> {
         let dir = self.checkpoint_unless_saved().await?;
-        let plan = replica_spec(&self.run, 0, 0, Some(&dir));
+        let streamed = self.own_data.as_ref().map(|d| d.train_examples());
+        let plan = replica_spec(&self.run, (0, 0), Some(&dir), streamed);
         let mut attempt = 1;
         loop {
             match self.form_from(&plan).await {

@@ -9,6 +9,7 @@ mod cluster;
 mod elastic;
 mod liveness;
 mod outputs;
+mod own_data;
 mod replicas;
 mod step;
 

@@ -14,7 +14,13 @@ use super::cluster::Liveness;
 use super::{RuntimeError, TrainRun};
 
 /// What rank `rank` of `world` is built from: the one spec for in-process and remote replicas.
-pub(super) fn replica_spec(run: &TrainRun, rank: usize, world: usize, resume: Option<&Path>) -> ReplicaSpec {
+/// `streamed`: the coordinator's training split size when it sends the examples.
+pub(super) fn replica_spec(
+    run: &TrainRun,
+    (rank, world): (usize, usize),
+    resume: Option<&Path>,
+    streamed: Option<usize>,
+) -> ReplicaSpec {
     ReplicaSpec {
         rank,
         world,
@@ -23,12 +29,17 @@ pub(super) fn replica_spec(run: &TrainRun, rank: usize, world: usize, resume: Op
         resume: resume.map(Path::to_path_buf),
         bucket_bytes: run.options.bucket_bytes,
         collective_timeout: run.options.collective_timeout,
+        streamed_train_examples: streamed,
     }
 }
 
 /// The arguments of `run.workers` replicas in this process, reducing through an in-process
 /// collective. (Built before any await: the run's callbacks need not be `Sync`.)
-pub(super) fn in_process_replicas(run: &TrainRun, resume: Option<&Path>) -> Result<Vec<WorkerArgs>, RuntimeError> {
+pub(super) fn in_process_replicas(
+    run: &TrainRun,
+    resume: Option<&Path>,
+    streamed: Option<usize>,
+) -> Result<Vec<WorkerArgs>, RuntimeError> {
     let n = run.workers;
     let threads = run.threads_per_worker.unwrap_or_else(|| (super::default_workers() / n).max(1));
     let collectives = in_process_group(run.options.collective, n, run.device, run.options.collective_timeout)?;
@@ -39,7 +50,7 @@ pub(super) fn in_process_replicas(run: &TrainRun, resume: Option<&Path>) -> Resu
         };
         let faults = run.options.faults.clone().filter(|(r, _)| *r == rank).map(|(_, f)| f).unwrap_or_default();
         let host = ReplicaHost { device, threads: Some(threads), faults };
-        WorkerArgs { spec: replica_spec(run, rank, n, resume), host, collective }
+        WorkerArgs { spec: replica_spec(run, (rank, n), resume, streamed), host, collective }
     });
     Ok(args.collect())
 }

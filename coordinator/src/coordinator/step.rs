@@ -51,17 +51,19 @@ impl CoordState {
         let baselines_used = self.ledger.baseline.node_values();
         let t = &self.ledger.cfg.train;
         let shares = self.balance.shares(t.batch_size, t.bag_size)?;
-        let orders: Vec<StepOrder> = split(&place.examples, &shares)
-            .into_iter()
-            .map(|examples| StepOrder {
+        let mut orders = Vec::with_capacity(shares.len());
+        for examples in split(&place.examples, &shares) {
+            let data = self.own_data.as_ref().map(|d| d.examples(examples)).transpose()?;
+            orders.push(StepOrder {
                 step,
                 epoch: place.epoch,
                 step_in_epoch: place.step_in_epoch,
                 examples: examples.to_vec(),
+                data,
                 lr: place.lr,
                 baselines: baselines_used.clone(),
-            })
-            .collect();
+            });
+        }
         let started = Instant::now();
         let reports: Vec<StepReport> =
             gather(&self.workers, timeout, self.guard(), |rank, p| WorkerMsg::Step(orders[rank].clone().into(), p))

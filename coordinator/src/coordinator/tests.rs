@@ -265,6 +265,34 @@ async fn throughput_balance_gives_a_slow_rank_less_and_trains_the_same_model() {
     assert!(diff < 1e-3, "balanced and equal shares trained different models: max |Δ| = {diff}");
 }
 
+/// `data.source = "coordinator"`: the replicas build no dataset and train on the examples the
+/// orders carry; same parameters, bit for bit, and the same evaluation as reading locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_sent_by_the_coordinator_train_the_same_model_as_local_reading() {
+    let _serial = SERIAL.lock().await;
+    let mut cfg = config();
+    cfg.checkpoint.keep_best = true;
+    let (_d, local_dir) = tmp();
+    let local = train_embedded(run(&cfg, &local_dir, 2)).await.unwrap();
+    cfg.data.source = d2nn_common::data::DataSource::Coordinator;
+    let (_d, sent_dir) = tmp();
+    let (result, records) = recorded(run(&cfg, &sent_dir, 2)).await;
+    let sent = result.unwrap();
+    assert_eq!(max_abs_diff(&params(&local_dir), &params(&sent_dir)), 0.0);
+    assert_eq!(sent.test_accuracy, local.test_accuracy);
+    assert_eq!((sent.val_accuracy, sent.mean_cost_fraction), (local.val_accuracy, local.mean_cost_fraction));
+    assert_eq!(records.len() as u64, STEPS);
+    // Ranking checkpoints by validation accuracy works without the workers' data too.
+    let meta = d2nn_common::checkpoint::CheckpointMeta::read(&d2nn_common::checkpoint::resolve(&sent_dir).unwrap());
+    assert_eq!(meta.unwrap().val_metric, local.val_accuracy);
+    // A global batch that does not fit one order is refused up front, naming the key.
+    cfg.train.batch_size = 2048;
+    cfg.data.train_limit = Some(4096);
+    let (_d, dir) = tmp();
+    let e = train_embedded(run(&cfg, &dir, 2)).await.unwrap_err().to_string();
+    assert!(e.contains("data.source") && e.contains("train.batch_size") && e.contains("2048"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_errors_name_what_is_wrong() {
     let _serial = SERIAL.lock().await;

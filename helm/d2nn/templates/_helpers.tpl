@@ -120,8 +120,12 @@ every template, so `helm template` and `helm install` both stop on them.
 {{- end }}
 {{- end -}}
 
-{{/* Volumes both pods mount: the run directory, the cookie, and optionally the data claim. */}}
+{{/* Volumes both pods mount: the run directory, the cookie, and the data claim (if any) where the pod reads
+data: always the coordinator, the workers unless data.source is "coordinator". Call with (dict "root" $ "part"
+"coordinator"|"worker"). */}}
 {{- define "d2nn.commonVolumes" -}}
+{{- $readsData := or (eq .part "coordinator") (ne (.root.Values.data.source | default "local") "coordinator") }}
+{{- with .root }}
 - name: run-dir
   persistentVolumeClaim:
     claimName: {{ include "d2nn.claimName" . }}
@@ -132,24 +136,28 @@ every template, so `helm template` and `helm install` both stop on them.
     items:
       - key: {{ include "d2nn.cookieSecretKey" . }}
         path: cookie
-{{- if .Values.data.existingClaim }}
+{{- if and .Values.data.existingClaim $readsData }}
 - name: data
   persistentVolumeClaim:
     claimName: {{ .Values.data.existingClaim }}
     readOnly: true
 {{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "d2nn.commonMounts" -}}
+{{- $readsData := or (eq .part "coordinator") (ne (.root.Values.data.source | default "local") "coordinator") }}
+{{- with .root }}
 - name: run-dir
   mountPath: {{ .Values.runDir.mountPath }}
 - name: cookie
   mountPath: /etc/d2nn/cookie
   readOnly: true
-{{- if .Values.data.existingClaim }}
+{{- if and .Values.data.existingClaim $readsData }}
 - name: data
   mountPath: /opt/d2nn/data
   readOnly: true
+{{- end }}
 {{- end }}
 {{- end -}}
 

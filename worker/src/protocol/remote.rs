@@ -69,8 +69,15 @@ mod tests {
 
     #[test]
     fn remote_payloads_round_trip_and_bad_bytes_become_errors() {
-        let order =
-            StepOrder { step: 2, epoch: 0, step_in_epoch: 2, examples: vec![1, 2], lr: 0.1, baselines: vec![0.5] };
+        let order = StepOrder {
+            step: 2,
+            epoch: 0,
+            step_in_epoch: 2,
+            examples: vec![1, 2],
+            data: None,
+            lr: 0.1,
+            baselines: vec![0.5],
+        };
         let bytes = Remote::new(order.clone()).into_bytes();
         assert_eq!(Remote::<StepOrder>::from_bytes(bytes.clone()).into_inner(), Ok(order));
         let mut truncated = bytes;

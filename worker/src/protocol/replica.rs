@@ -33,6 +33,9 @@ pub struct ReplicaSpec {
     pub bucket_bytes: usize,
     /// Bounds the collective's waits once the ranks have met.
     pub collective_timeout: Duration,
+    /// With `data.source = "coordinator"`: the size of the coordinator's training split, whose
+    /// examples arrive with each step's order (the replica reads no data). None: it reads its own.
+    pub streamed_train_examples: Option<usize>,
 }
 
 mod config_as_toml {

@@ -2,6 +2,7 @@
 //! state machine). The same structs travel inside one process and between processes.
 use serde::{Deserialize, Serialize};
 
+use d2nn_common::data::Examples;
 use d2nn_common::train::StepStats;
 
 /// Coordinator → each worker: run global step `step` on these training examples. The coordinator
@@ -15,6 +16,9 @@ pub struct StepOrder {
     /// This rank's examples (training-split indices), whole mini-bags; the global batch is
     /// `train.batch_size` over all ranks.
     pub examples: Vec<u32>,
+    /// Those examples' bytes, with `data.source = "coordinator"` (None: the worker reads them from
+    /// its own copy of the data).
+    pub data: Option<Examples>,
     /// Learning rate of this step's update, applied only on [`Commit`].
     pub lr: f64,
     /// Reward baseline per controller for this step's loss: the coordinator's EMA of the pooled
@@ -103,6 +107,7 @@ mod tests {
             epoch: 1,
             step_in_epoch: 3,
             examples: vec![5, 0, 59_999],
+            data: None,
             lr: 0.05,
             baselines: vec![0.25, -1.0],
         };

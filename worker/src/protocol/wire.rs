@@ -50,7 +50,15 @@ mod tests {
     use crate::protocol::{Commit, StepOrder};
 
     fn order() -> StepOrder {
-        StepOrder { step: 3, epoch: 0, step_in_epoch: 3, examples: vec![3, 4], lr: 0.1, baselines: vec![0.5, 0.25] }
+        StepOrder {
+            step: 3,
+            epoch: 0,
+            step_in_epoch: 3,
+            examples: vec![3, 4],
+            data: None,
+            lr: 0.1,
+            baselines: vec![0.5, 0.25],
+        }
     }
 
     #[test]

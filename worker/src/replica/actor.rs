@@ -3,7 +3,7 @@
 //! from a coordinator in this process or, through ractor_cluster, from another host.
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::engine::EngineHandle;
+use super::handle::EngineHandle;
 use super::ReplicaHost;
 use crate::collective::Collective;
 use crate::protocol::{Port, Remote, ReplicaSpec, WorkerInfo, WorkerMsg};

@@ -1,8 +1,5 @@
-//! The engine: one OS thread per rank that owns the replica (model, optimizer, dataset, gradient
-//! buffer, collective) and executes the protocol's requests one at a time. The actor talks to it
-//! through a channel and awaits a oneshot reply, so neither libtorch nor the blocking collective
-//! ever runs on the async runtime's threads.
-use std::sync::mpsc;
+//! The engine: the replica (model, optimizer, data, gradient buffer, collective) that one OS thread
+//! per rank owns (`handle.rs`), executing the protocol's requests one at a time.
 use std::time::Instant;
 
 use d2nn_common::checkpoint::{self, SavedTensors, WriteSteps};
@@ -11,13 +8,13 @@ use d2nn_common::data::Dataset;
 use d2nn_common::exec::{param_digest, D2nn};
 use d2nn_common::optim::{self, Optimizer};
 
+use d2nn_common::data::DataSource;
 use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{
-    apply_update, build_model, restore_replica, summarize, train_step, validation_accuracy, zero_grads, StepContext,
-    StepStats, Summary,
+    apply_update, build_model, build_model_without_data, restore_replica, summarize, train_step, validation_accuracy,
+    zero_grads, StepContext, StepStats, Summary,
 };
 use tch::{Device, Tensor};
-use tokio::sync::oneshot;
 
 use super::grad_buffer::FlatGrads;
 use super::ReplicaHost;
@@ -28,123 +25,6 @@ use crate::protocol::{
 };
 use crate::Error;
 
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-enum Cmd {
-    Step(StepOrder, Reply<StepReport>),
-    Commit(Commit, Reply<Acknowledged>),
-    Abort(Abort, Reply<Acknowledged>),
-    Evaluate(EvalRequest, Reply<Summary>),
-    Save(SaveRequest, Reply<SavedTensors>),
-}
-
-/// The actor's side of an engine thread. Dropping it (or [`EngineHandle::close`]) ends the thread
-/// after its current request.
-pub struct EngineHandle {
-    rank: usize,
-    /// None once closed.
-    tx: Option<mpsc::Sender<Cmd>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EngineHandle {
-    /// Starts the engine thread and waits until its replica is built.
-    pub async fn start(
-        spec: ReplicaSpec,
-        host: ReplicaHost,
-        collective: Box<dyn Collective>,
-    ) -> Result<(EngineHandle, WorkerInfo), Error> {
-        let rank = spec.rank;
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("d2nn-rank{rank}"))
-            .spawn(move || engine_main(spec, host, collective, rx, ready_tx))
-            .map_err(|e| Error::Protocol(format!("rank {rank}: cannot start the engine thread: {e}")))?;
-        let info = ready_rx.await.map_err(|_| Error::EngineGone { rank })??;
-        Ok((EngineHandle { rank, tx: Some(tx), thread: Some(thread) }, info))
-    }
-
-    /// Ends the engine thread: no request after the current one, then waits up to `wait` for it to
-    /// return. A process must not exit while a replica thread is inside libtorch: libtorch's static
-    /// destructors then race with it (workers died of SIGSEGV or SIGABRT on their way out). Returns
-    /// whether the thread ended in time.
-    pub async fn close(&mut self, wait: std::time::Duration) -> bool {
-        self.tx = None;
-        let Some(thread) = self.thread.take() else { return true };
-        let deadline = std::time::Instant::now() + wait;
-        while !thread.is_finished() {
-            if std::time::Instant::now() >= deadline {
-                tracing::warn!(rank = self.rank, "the engine thread is still busy; leaving it");
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let _ = thread.join();
-        true
-    }
-
-    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        let sender = self.tx.as_ref().ok_or(Error::EngineGone { rank: self.rank })?;
-        sender.send(make(tx)).map_err(|_| Error::EngineGone { rank: self.rank })?;
-        rx.await.map_err(|_| Error::EngineGone { rank: self.rank })?
-    }
-
-    pub async fn step(&self, order: StepOrder) -> Result<StepReport, Error> {
-        self.request(|r| Cmd::Step(order, r)).await
-    }
-
-    pub async fn commit(&self, commit: Commit) -> Result<Acknowledged, Error> {
-        self.request(|r| Cmd::Commit(commit, r)).await
-    }
-
-    pub async fn abort(&self, abort: Abort) -> Result<Acknowledged, Error> {
-        self.request(|r| Cmd::Abort(abort, r)).await
-    }
-
-    pub async fn evaluate(&self, req: EvalRequest) -> Result<Summary, Error> {
-        self.request(|r| Cmd::Evaluate(req, r)).await
-    }
-
-    pub async fn save(&self, req: SaveRequest) -> Result<SavedTensors, Error> {
-        self.request(|r| Cmd::Save(req, r)).await
-    }
-}
-
-fn engine_main(
-    spec: ReplicaSpec,
-    host: ReplicaHost,
-    collective: Box<dyn Collective>,
-    rx: mpsc::Receiver<Cmd>,
-    ready: oneshot::Sender<Result<WorkerInfo, Error>>,
-) {
-    if let Some(n) = host.threads {
-        // Per thread: libtorch's OpenMP thread count is a property of the calling thread.
-        tch::set_num_threads(n.max(1) as i32);
-    }
-    let mut engine = match Engine::new(spec, host, collective).and_then(|e| e.info().map(|i| (e, i))) {
-        Ok((engine, info)) => {
-            let _ = ready.send(Ok(info));
-            engine
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    // A dropped reply means the asker gave up (its actor stopped): nothing to tell it.
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Cmd::Step(order, reply) => drop(reply.send(engine.step(order))),
-            Cmd::Commit(commit, reply) => drop(reply.send(engine.commit(commit))),
-            Cmd::Abort(abort, reply) => drop(reply.send(engine.abort(abort))),
-            Cmd::Evaluate(req, reply) => drop(reply.send(engine.evaluate(req))),
-            Cmd::Save(req, reply) => drop(reply.send(engine.save(req))),
-        }
-    }
-}
-
 /// The gradients of step `step` are in `.grad()`, waiting for a commit or an abort.
 struct Pending {
     step: u64,
@@ -153,12 +33,14 @@ struct Pending {
     ready: bool,
 }
 
-struct Engine {
+pub(super) struct Engine {
     rank: usize,
     world: usize,
     cfg: RunConfig,
     device: Device,
-    dataset: Dataset,
+    /// None when the coordinator sends the examples (`data.source = "coordinator"`).
+    dataset: Option<Dataset>,
+    train_examples: usize,
     model: D2nn,
     params: Vec<Tensor>,
     optimizer: Box<dyn Optimizer>,
@@ -172,7 +54,7 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(spec: ReplicaSpec, host: ReplicaHost, collective: Box<dyn Collective>) -> Result<Engine, Error> {
+    pub(super) fn new(spec: ReplicaSpec, host: ReplicaHost, collective: Box<dyn Collective>) -> Result<Engine, Error> {
         if collective.world() != spec.world || collective.rank() != spec.rank {
             return Err(Error::Protocol(format!(
                 "rank {} of {} was given the collective of rank {} of {}",
@@ -183,7 +65,22 @@ impl Engine {
             )));
         }
         // `D2nn::new` builds one model at a time, so replicas built at once start identical.
-        let (dataset, model) = build_model(&spec.cfg, &spec.config_file, host.device)?;
+        let (dataset, model, train_examples) = match (spec.cfg.data.source, spec.streamed_train_examples) {
+            (DataSource::Local, _) => {
+                let (dataset, model) = build_model(&spec.cfg, &spec.config_file, host.device)?;
+                let n = dataset.train.len();
+                (Some(dataset), model, n)
+            }
+            (DataSource::Coordinator, Some(n)) => {
+                (None, build_model_without_data(&spec.cfg, &spec.config_file, host.device)?, n)
+            }
+            (DataSource::Coordinator, None) => {
+                return Err(Error::Protocol(format!(
+                    "rank {}: data.source = \"coordinator\" but the coordinator sent no training split size",
+                    spec.rank
+                )))
+            }
+        };
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
         let mut optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
         let reduce_device = collective.reduce_device();
@@ -197,7 +94,7 @@ impl Engine {
         let mut baselines = vec![0.0; model.graph.num_actions().len()];
         let mut next_step = 0;
         if let Some(dir) = &spec.resume {
-            let train_n = dataset.train.len();
+            let train_n = train_examples;
             // Read here: a worker process gets only the directory's path.
             let meta = checkpoint::CheckpointMeta::read(dir)?;
             let point = restore_replica(dir, &meta, &spec.cfg, &spec.config_file, train_n, &model, optimizer.as_mut())?;
@@ -209,6 +106,7 @@ impl Engine {
             cfg: spec.cfg,
             device: host.device,
             dataset,
+            train_examples,
             model,
             params,
             optimizer,
@@ -221,14 +119,24 @@ impl Engine {
         })
     }
 
+    /// This worker's own copy of the data, for what only it can do with it.
+    fn local_data(&self, what: &str) -> Result<&Dataset, Error> {
+        self.dataset.as_ref().ok_or_else(|| {
+            Error::Protocol(format!(
+                "rank {}: asked to {what}, but it has no data (data.source = \"coordinator\": the coordinator does that)",
+                self.rank
+            ))
+        })
+    }
+
     fn digest(&self) -> Result<ParamDigest, Error> {
         Ok(ParamDigest { rank: self.rank, step: self.next_step, sha256: param_digest(&self.model)? })
     }
 
-    fn info(&self) -> Result<WorkerInfo, Error> {
+    pub(super) fn info(&self) -> Result<WorkerInfo, Error> {
         Ok(WorkerInfo {
             rank: self.rank,
-            train_examples: self.dataset.train.len(),
+            train_examples: self.train_examples,
             num_actions: self.model.graph.num_actions(),
             digest: self.digest()?,
         })
@@ -269,7 +177,22 @@ impl Engine {
         if let Some(per_example) = self.faults.slow_per_example {
             std::thread::sleep(per_example * share as u32);
         }
-        let batch = self.dataset.train.batch_of(&order.examples, self.device)?;
+        let batch = match (&order.data, &self.dataset) {
+            (Some(sent), _) if sent.ids == order.examples => {
+                let (shape, classes) = self.cfg.data.task.shape();
+                sent.batch(shape, classes as usize, self.device)?
+            }
+            (Some(_), _) => {
+                return Err(Error::Protocol(format!("step {}: the examples sent are not the ones ordered", order.step)))
+            }
+            (None, Some(dataset)) => dataset.train.batch_of(&order.examples, self.device)?,
+            (None, None) => {
+                return Err(Error::Protocol(format!(
+                    "step {}: no examples sent, and this worker has no dataset (data.source = \"coordinator\")",
+                    order.step
+                )))
+            }
+        };
         let ctx =
             StepContext { cfg: t, seed, step: order.step, global_batch: t.batch_size, baselines: &order.baselines };
         let stats = train_step(&self.model, &batch, &ctx)?;
@@ -279,7 +202,7 @@ impl Engine {
 
     /// A rank whose local step fails still takes part in the all-reduce (zeros, status 0), so the
     /// others never wait for it; only a failing collective is an `Err` here.
-    fn step(&mut self, order: StepOrder) -> Result<StepReport, Error> {
+    pub(super) fn step(&mut self, order: StepOrder) -> Result<StepReport, Error> {
         let started = Instant::now();
         let local = self.compute(&order);
         if local.is_err() {
@@ -321,7 +244,7 @@ impl Engine {
         })
     }
 
-    fn commit(&mut self, commit: Commit) -> Result<Acknowledged, Error> {
+    pub(super) fn commit(&mut self, commit: Commit) -> Result<Acknowledged, Error> {
         let pending = self.pending.take();
         let lr = match pending {
             Some(Pending { step, lr, ready: true }) if step == commit.step => lr,
@@ -343,7 +266,7 @@ impl Engine {
         Ok(Acknowledged { rank: self.rank, step: commit.step, update_seconds, digest })
     }
 
-    fn abort(&mut self, abort: Abort) -> Result<Acknowledged, Error> {
+    pub(super) fn abort(&mut self, abort: Abort) -> Result<Acknowledged, Error> {
         if let Some(p) = self.pending.take() {
             if p.step != abort.step {
                 return Err(Error::Protocol(format!(
@@ -358,23 +281,16 @@ impl Engine {
         Ok(Acknowledged { rank: self.rank, step: abort.step, update_seconds: 0.0, digest: Some(self.digest()?) })
     }
 
-    fn evaluate(&mut self, req: EvalRequest) -> Result<Summary, Error> {
+    pub(super) fn evaluate(&mut self, req: EvalRequest) -> Result<Summary, Error> {
         if let Some(path) = &req.save_model {
             self.model.vs.save(path)?;
         }
-        Ok(summarize(
-            &self.cfg,
-            &self.dataset,
-            &self.model,
-            req.steps,
-            req.wall_seconds,
-            req.examples_per_sec,
-            req.workers,
-        )?)
+        let dataset = self.local_data("evaluate")?;
+        Ok(summarize(&self.cfg, dataset, &self.model, req.steps, req.wall_seconds, req.examples_per_sec, req.workers)?)
     }
 
     /// Writes the tensor files of a checkpoint; only between steps, so they hold committed state.
-    fn save(&mut self, req: SaveRequest) -> Result<SavedTensors, Error> {
+    pub(super) fn save(&mut self, req: SaveRequest) -> Result<SavedTensors, Error> {
         if let Some(stall) = self.faults.stall_save {
             std::thread::sleep(stall);
         }
@@ -387,7 +303,10 @@ impl Engine {
                 self.pending.is_some()
             )));
         }
-        let val = if req.val_metric { validation_accuracy(&self.cfg, &self.dataset, &self.model)? } else { None };
+        let val = match req.val_metric {
+            true => validation_accuracy(&self.cfg, self.local_data("rank checkpoints")?, &self.model)?,
+            false => None,
+        };
         Ok(checkpoint::write_tensors(
             &req.dir,
             &self.model,

@@ -1,14 +1,15 @@
 //! One rank's replica: an actor ([`actor::WorkerActor`]) that speaks the step protocol, an engine
-//! thread ([`engine`]) that owns the model, optimizer, dataset and collective, and the flat
+//! thread ([`handle`], [`engine`]) that owns the model, optimizer, dataset and collective, and the flat
 //! gradient buffer the collective reduces ([`grad_buffer`]).
 pub mod actor;
 pub mod engine;
 pub mod grad_buffer;
+pub mod handle;
 
 use tch::Device;
 
 pub use actor::{WorkerActor, WorkerArgs};
-pub use engine::EngineHandle;
+pub use handle::EngineHandle;
 
 /// Where a replica runs: the hosting process's decision, not the coordinator's (a worker process
 /// knows its GPU; the coordinator knows the run). The run's part is `protocol::ReplicaSpec`.
