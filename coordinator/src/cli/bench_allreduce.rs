@@ -9,8 +9,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use d2nn_worker::collective::new_session;
 use d2nn_worker::collective::{Collective, TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
 use d2nn_worker::protocol::RingPlan;
+
+/// How the parent hands its children the ring's one-off secret (never a command-line argument).
+const BENCH_SECRET_ENV: &str = "D2NN_BENCH_RING_SECRET";
 
 #[derive(Debug, Args)]
 pub struct AllreduceArgs {
@@ -59,8 +63,10 @@ fn parent(args: &AllreduceArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the d2nn binary")?;
     let sizes = args.sizes_mb.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let mut children = Children(Vec::new());
+    let (secret, session) = (new_session(), new_session());
     for rank in 0..args.world {
         let child = Command::new(&exe)
+            .env(BENCH_SECRET_ENV, &secret)
             .args(["bench", "allreduce", "--world", &args.world.to_string(), "--sizes-mb", &sizes])
             .args(["--reps", &args.reps.to_string(), "--chunk-bytes", &args.chunk_bytes.to_string()])
             .args(["--rank", &rank.to_string()])
@@ -80,7 +86,7 @@ fn parent(args: &AllreduceArgs) -> anyhow::Result<()> {
         outputs.push(out);
     }
     for (rank, child) in children.0.iter_mut().enumerate() {
-        let plan = RingPlan { rank, world: args.world, addrs: addrs.clone() };
+        let plan = RingPlan { rank, world: args.world, addrs: addrs.clone(), session: session.clone() };
         let mut stdin = child.stdin.take().context("child stdin")?;
         writeln!(stdin, "{}", serde_json::to_string(&plan)?)
             .with_context(|| format!("sending rank {rank} its plan"))?;
@@ -109,7 +115,9 @@ fn child(args: &AllreduceArgs, rank: usize) -> anyhow::Result<()> {
         bail!("rank {rank} was sent the plan of rank {}", plan.rank);
     }
     let options = TcpRingOptions { chunk_bytes: args.chunk_bytes, ..TcpRingOptions::default() };
-    let mut ring = TcpRing::connect(&listener, &plan, options)?;
+    // The parent hands its children a one-off secret through their environment.
+    let secret = std::env::var(BENCH_SECRET_ENV).context("no ring secret from the parent")?;
+    let mut ring = TcpRing::connect(&listener, &plan, options, secret.as_bytes())?;
     let world = args.world as f64;
     for &size_mb in &args.sizes_mb {
         let bytes = size_mb << 20;

@@ -67,6 +67,9 @@ pub(super) struct Cluster {
     pub generation: u64,
     pub members: Vec<Member>,
     monitor: tokio::task::JoinHandle<()>,
+    /// Random per coordinator process: with the generation it names each ring, so a ring handshake
+    /// recorded in one run or generation is worthless in another.
+    session: String,
 }
 
 /// Awaits an RPC's encoded reply: a worker's error, a lost worker, or a reply that did not decode
@@ -105,6 +108,7 @@ impl Cluster {
             generation: 0,
             members: Vec::new(),
             monitor,
+            session: d2nn_worker::collective::new_session(),
         })
     }
 
@@ -216,7 +220,12 @@ impl Cluster {
         for (rank, m) in self.members.iter().enumerate() {
             let start = StartPlan {
                 generation,
-                ring: RingPlan { rank, world, addrs: addrs.clone() },
+                ring: RingPlan {
+                    rank,
+                    world,
+                    addrs: addrs.clone(),
+                    session: format!("{}/g{generation}", self.session),
+                },
                 nccl_id: nccl_id.clone(),
             };
             let joiner = m.joiner.clone();

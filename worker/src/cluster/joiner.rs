@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::collective::{
     nccl_available, Collective, NcclCollective, NcclUniqueId, RingBreaker, TcpRing, TcpRingOptions,
 };
+use crate::protocol::cookie::ClusterCookie;
 use crate::protocol::{
     workers_group, Assignment, Finish, JoinerMsg, Port, Prepared, Remote, StartPlan, WorkerHello, WorkerMsg,
     JOINERS_GROUP,
@@ -41,12 +42,15 @@ pub struct Joiner;
 
 pub struct JoinerArgs {
     pub options: JoinerOptions,
+    /// Authenticates the ring's connections (the same secret as the cluster's sessions).
+    pub cookie: ClusterCookie,
     /// Where [`JoinerMsg::Finish`] goes: the process exits with it.
     pub finished: mpsc::UnboundedSender<Finish>,
 }
 
 pub struct JoinerState {
     options: JoinerOptions,
+    cookie: ClusterCookie,
     finished: mpsc::UnboundedSender<Finish>,
     prepared: Option<(Assignment, TcpListener)>,
     /// Shared with the task that starts a replica: building one (loading data, joining the ring)
@@ -101,7 +105,7 @@ impl JoinerState {
 /// Joins the collective of `plan` and starts the replica, off the joiner's message loop.
 async fn start_replica(
     joiner: ActorRef<JoinerMsg>,
-    options: JoinerOptions,
+    (options, cookie): (JoinerOptions, ClusterCookie),
     prepared: Option<(Assignment, TcpListener)>,
     plan: StartPlan,
     running: Arc<Mutex<Running>>,
@@ -135,9 +139,11 @@ async fn start_replica(
         _ => {
             let ring_plan = plan.ring.clone();
             let ring_options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
-            let ring = tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, ring_options))
-                .await
-                .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
+            let secret = cookie.secret().as_bytes().to_vec();
+            let ring =
+                tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, ring_options, &secret))
+                    .await
+                    .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
             breaker = Some(ring.breaker()?);
             Box::new(ring)
         }
@@ -178,7 +184,13 @@ impl Actor for Joiner {
         args: JoinerArgs,
     ) -> Result<JoinerState, ActorProcessingErr> {
         ractor::pg::join(JOINERS_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(JoinerState { options: args.options, finished: args.finished, prepared: None, running: Default::default() })
+        Ok(JoinerState {
+            options: args.options,
+            cookie: args.cookie,
+            finished: args.finished,
+            prepared: None,
+            running: Default::default(),
+        })
     }
 
     async fn handle(
@@ -201,7 +213,7 @@ impl Actor for Joiner {
             JoinerMsg::Start(plan, port) => match plan.into_inner() {
                 Ok(plan) => {
                     let (options, prepared, running) =
-                        (state.options.clone(), state.prepared.take(), state.running.clone());
+                        ((state.options.clone(), state.cookie.clone()), state.prepared.take(), state.running.clone());
                     tokio::spawn(async move {
                         answer(port, start_replica(myself, options, prepared, plan, running).await);
                     });

@@ -175,9 +175,13 @@ pub async fn run_worker_node(
     let name = format!("d2nn-worker-{}", std::process::id());
     let mut node = ClusterNode::start(name, IpAddr::from([127, 0, 0, 1]), 0, &options.cookie).await?;
     let (finished_tx, mut finished) = mpsc::unbounded_channel();
-    let (joiner, _) = Actor::spawn(None, Joiner, JoinerArgs { options: options.joiner.clone(), finished: finished_tx })
-        .await
-        .map_err(|e| NodeError::Start { message: format!("joiner: {e}") })?;
+    let (joiner, _) = Actor::spawn(
+        None,
+        Joiner,
+        JoinerArgs { options: options.joiner.clone(), cookie: options.cookie.clone(), finished: finished_tx },
+    )
+    .await
+    .map_err(|e| NodeError::Start { message: format!("joiner: {e}") })?;
     let result = tokio::select! {
         result = serve(&mut node, &options, &mut finished) => result,
         why = leave => Err(NodeError::Left { why }),

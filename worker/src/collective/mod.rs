@@ -13,6 +13,8 @@ use tch::{Device, Kind, Tensor};
 mod nccl;
 mod shared;
 mod tcp;
+mod tcp_auth;
+mod tcp_connect;
 #[cfg(test)]
 mod tcp_tests;
 mod tcp_wire;
@@ -20,6 +22,7 @@ mod tcp_wire;
 pub use nccl::{nccl_available, nccl_version, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};
 pub use shared::{SharedCollective, SharedGroup};
 pub use tcp::{RingBreaker, TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
+pub use tcp_auth::{new_session, RingKey};
 
 /// Another rank as a network collective sees it: errors name both, so an operator can tell which
 /// process or host to look at.

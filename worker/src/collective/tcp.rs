@@ -19,16 +19,21 @@
 //! within float rounding, not bit for bit: per element, |ring − rank order| ≤ 2·(world − 1)·2⁻²⁴·
 //! Σ_r |b_r| (each order's error is at most (world − 1)·u·Σ|b_r|, u = 2⁻²⁴ for f32).
 //!
-//! Size (~420 lines): the ring's connect/accept and its reduce algorithm; the wire format already
-//! lives in tcp_wire.rs. Issue #21 (authenticated handshake, TLS) replaces the connect/accept half,
-//! which then moves to its own file.
-use std::net::{SocketAddr, TcpListener, TcpStream};
+//! Every connection is authenticated before any gradient byte is read (tcp_auth.rs): a peer must
+//! prove it holds the cluster cookie for this ring's session; one that does not is refused, logged,
+//! and the rank goes on waiting for its real neighbour.
+//!
+//! The wire format lives in tcp_wire.rs, the handshake in tcp_auth.rs, connecting and accepting in
+//! tcp_connect.rs.
+use std::net::TcpListener;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::protocol::RingPlan;
 
-use super::tcp_wire::{f32_bytes, f32_bytes_mut, io_error, Frame, Hello, Link, Op};
+use super::tcp_auth::{Initiator, Responder, RingKey};
+use super::tcp_connect::{accept_until, check_plan, connect_until, refuse, with_refusals};
+use super::tcp_wire::{f32_bytes, f32_bytes_mut, Frame, Hello, Link, Op};
 use super::{Collective, CollectiveError, Peer};
 
 /// Default bytes per socket read or write within a step.
@@ -85,43 +90,74 @@ pub struct TcpRing {
     /// Receives one chunk of partial sums before they are added.
     scratch: Vec<f32>,
     failed: Option<CollectiveError>,
+    /// Connections refused during the handshake (peers without the cookie), and why.
+    refused: Vec<String>,
 }
 
 impl TcpRing {
     /// Joins the ring of `plan`: connects to rank + 1 (retrying until `connect_timeout`), accepts
     /// rank − 1 on `listener` (bound by the caller, whose address is `plan.addrs[rank]` as the
-    /// others see it), and checks both with a handshake. Every rank calls this at about the same
-    /// time; the listener may be reused for a later ring.
+    /// others see it), and authenticates both with `secret` (the cluster cookie) and the plan's
+    /// session. A connection to the listener that fails the handshake is refused and logged, and
+    /// the rank waits on for its neighbour. Every rank calls this at about the same time; the
+    /// listener may be reused for a later ring.
     pub fn connect(
         listener: &TcpListener,
         plan: &RingPlan,
         options: TcpRingOptions,
+        secret: &[u8],
     ) -> Result<TcpRing, CollectiveError> {
         check_plan(plan)?;
         let (rank, world) = (plan.rank, plan.world);
         let chunk_elems = (options.chunk_bytes / 4).max(1);
-        let mut ring = TcpRing { rank, world, links: None, options, seq: 0, scratch: Vec::new(), failed: None };
+        let mut ring =
+            TcpRing { rank, world, links: None, options, seq: 0, scratch: Vec::new(), failed: None, refused: vec![] };
         if world == 1 {
             return Ok(ring);
         }
         let deadline = Instant::now() + ring.options.connect_timeout;
         let timeout = ring.options.io_timeout;
         let hello = Hello { rank: rank as u32, world: world as u32 };
+        let key = RingKey::new(secret, &plan.session);
         let right_peer = Peer { rank: (rank + 1) % world, addr: plan.addrs[(rank + 1) % world] };
         let left_peer = Peer { rank: (rank + world - 1) % world, addr: plan.addrs[(rank + world - 1) % world] };
-        // Connect and greet before accepting, and read the right neighbour's answer last: a
-        // connection completes in the peer's backlog before it accepts, and the hello fits in the
-        // socket buffer, so no rank waits on one that is itself waiting.
+        // Connect and greet before accepting, and read the right neighbour's answer after answering
+        // the left one: a connection completes in the peer's backlog before it accepts, and each
+        // message fits in the socket buffer, so no rank waits on one that is itself waiting.
         let mut right = Link::new(connect_until(&right_peer, deadline)?, right_peer, timeout)?;
-        right.send_hello(hello)?;
-        let (stream, from) = accept_until(listener, &left_peer, deadline, ring.options.connect_timeout)?;
-        let mut left = Link::new(stream, Peer { rank: left_peer.rank, addr: from }, timeout)?;
-        left.expect_hello(world)?;
-        left.send_hello(hello)?;
-        right.expect_hello(world)?;
+        let initiator = Initiator::start(&mut right, hello)?;
+        let accept = |refused: &mut Vec<String>| -> Result<(Link, Responder), CollectiveError> {
+            loop {
+                let (stream, from) = accept_until(listener, &left_peer, deadline, ring.options.connect_timeout)
+                    .map_err(|e| with_refusals(e, &left_peer, refused))?;
+                let mut link = Link::new(stream, Peer { rank: left_peer.rank, addr: from }, timeout)?;
+                match Responder::answer(&mut link, hello, world, &key) {
+                    Ok(responder) => return Ok((link, responder)),
+                    Err(e) => refuse(refused, &mut link, e),
+                }
+            }
+        };
+        let mut pending = accept(&mut ring.refused)?;
+        initiator.finish(&mut right, world, &key)?;
+        let left = loop {
+            let (mut link, responder) = pending;
+            match responder.finish(&mut link, &key) {
+                Ok(()) => break link,
+                Err(e) => {
+                    refuse(&mut ring.refused, &mut link, e);
+                    pending = accept(&mut ring.refused)?;
+                }
+            }
+        };
         ring.links = Some(Links { left, right });
         ring.scratch = vec![0.0; chunk_elems];
         Ok(ring)
+    }
+
+    /// Connections refused while the ring formed (address and reason): peers that did not prove
+    /// they hold the cluster cookie.
+    pub fn refused(&self) -> &[String] {
+        &self.refused
     }
 
     /// One call: the frames of every step, or the error that broke the ring.
@@ -158,74 +194,6 @@ impl TcpRing {
         }
         result
     }
-}
-
-fn check_plan(plan: &RingPlan) -> Result<(), CollectiveError> {
-    let reason = if plan.world == 0 {
-        "world 0".to_string()
-    } else if plan.addrs.len() != plan.world {
-        format!("{} addresses for a world of {}", plan.addrs.len(), plan.world)
-    } else if plan.rank >= plan.world {
-        format!("rank {} in a world of {}", plan.rank, plan.world)
-    } else if u32::try_from(plan.world).is_err() {
-        format!("world {} does not fit the wire format", plan.world)
-    } else {
-        return Ok(());
-    };
-    Err(CollectiveError::InvalidPlan { reason })
-}
-
-/// Connects to `peer`, retrying with a growing pause until `deadline`: its listener may not be
-/// bound yet when this rank starts.
-fn connect_until(peer: &Peer, deadline: Instant) -> Result<TcpStream, CollectiveError> {
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = left.min(Duration::from_secs(1)).max(Duration::from_millis(1));
-        match TcpStream::connect_timeout(&peer.addr, attempt) {
-            Ok(stream) => return Ok(stream),
-            Err(e) if Instant::now() + pause >= deadline => {
-                return Err(io_error(peer, "connecting (retried until the connect timeout) to", e, attempt))
-            }
-            Err(_) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-/// Accepts one connection on `listener` before `deadline`; the handshake then checks that it is
-/// `expected`. The listener is polled without blocking, because std offers no accept timeout.
-fn accept_until(
-    listener: &TcpListener,
-    expected: &Peer,
-    deadline: Instant,
-    waited: Duration,
-) -> Result<(TcpStream, SocketAddr), CollectiveError> {
-    let listen_error = |e| io_error(expected, "listening for", e, waited);
-    listener.set_nonblocking(true).map_err(listen_error)?;
-    let accepted = loop {
-        match listener.accept() {
-            Ok(pair) => break Ok(pair),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
-                if Instant::now() >= deadline {
-                    break Err(CollectiveError::Timeout {
-                        peer: expected.clone(),
-                        during: "waiting for a connection from",
-                        waited,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => break Err(listen_error(e)),
-        }
-    };
-    listener.set_nonblocking(false).map_err(listen_error)?;
-    let (stream, from) = accepted?;
-    // Whether an accepted socket inherits the listener's non-blocking mode depends on the OS.
-    stream.set_nonblocking(false).map_err(listen_error)?;
-    Ok((stream, from))
 }
 
 /// One collective call of one rank: which segments move at which step, and the checks on what

@@ -9,6 +9,14 @@ use crate::protocol::RingPlan;
 use super::tcp_wire::Hello;
 use super::{Collective, CollectiveError, TcpRing, TcpRingOptions};
 
+/// The cluster cookie every rank of these rings holds, and their session.
+const SECRET: &[u8] = b"tcp-ring-test-cookie-0123456789";
+const SESSION: &str = "test-run/g1";
+
+fn plan(rank: usize, world: usize, addrs: &[SocketAddr]) -> RingPlan {
+    RingPlan { rank, world, addrs: addrs.to_vec(), session: SESSION.into() }
+}
+
 /// Slack for thread start-up and scheduling on a loaded CI machine.
 const MARGIN: Duration = Duration::from_secs(1);
 
@@ -31,17 +39,7 @@ fn listeners(world: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
 /// Runs `body(ring)` on every rank of a fresh ring, one thread each; results in rank order.
 fn on_ring<T: Send>(world: usize, options: TcpRingOptions, body: impl Fn(TcpRing) -> T + Sync) -> Vec<T> {
     let (listeners, addrs) = listeners(world);
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = listeners
-            .iter()
-            .enumerate()
-            .map(|(rank, listener)| {
-                let (plan, options, body) = (RingPlan { rank, world, addrs: addrs.clone() }, options.clone(), &body);
-                scope.spawn(move || body(TcpRing::connect(listener, &plan, options).unwrap()))
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    })
+    on_ring_with(&listeners, &addrs, options, body)
 }
 
 /// Values over seven orders of magnitude and both signs, so that float sums depend on their order.
@@ -221,15 +219,18 @@ fn a_peer_with_a_wrong_handshake_is_rejected_with_a_clear_error() {
         // This test plays rank 1: its listener takes rank 0's connection in the backlog, and a
         // raw client speaks to rank 0 in its place.
         let (listeners, addrs) = listeners(2);
-        let plan = RingPlan { rank: 0, world: 2, addrs: addrs.clone() };
-        let options = TcpRingOptions { io_timeout: Duration::from_millis(300), ..options() };
-        let rank0 = std::thread::spawn(move || TcpRing::connect(&listeners[0], &plan, options).map(|_| ()));
+        let plan = plan(0, 2, &addrs);
+        // Rank 0 refuses the impostor and waits on for the real rank 1 until its connect timeout.
+        let connect_timeout = Duration::from_secs(1);
+        let options = TcpRingOptions { io_timeout: Duration::from_millis(300), connect_timeout, ..options() };
+        let rank0 = std::thread::spawn(move || TcpRing::connect(&listeners[0], &plan, options, SECRET).map(|_| ()));
         let mut impostor = TcpStream::connect(addrs[0]).unwrap();
         impostor.write_all(bytes).unwrap();
         let e = rank0.join().unwrap().unwrap_err();
         assert_eq!(e.culprit(), Some(1), "{e}");
         assert!(e.to_string().contains(says), "expected {says:?} in: {e}");
         assert!(e.to_string().contains(&impostor.local_addr().unwrap().to_string()), "names the address: {e}");
+        assert!(e.to_string().contains("refused meanwhile"), "{e}");
     }
 }
 
@@ -255,22 +256,122 @@ fn ranks_in_different_calls_fail_with_a_protocol_error() {
 #[test]
 fn a_bad_plan_or_an_absent_peer_is_an_error() {
     let (listeners, addrs) = listeners(2);
-    for plan in [
-        RingPlan { rank: 2, world: 2, addrs: addrs.clone() },
-        RingPlan { rank: 0, world: 3, addrs: addrs.clone() },
-        RingPlan { rank: 0, world: 0, addrs: vec![] },
-    ] {
-        let e = TcpRing::connect(&listeners[0], &plan, options()).unwrap_err();
+    for plan in [plan(2, 2, &addrs), plan(0, 3, &addrs), plan(0, 0, &[])] {
+        let e = TcpRing::connect(&listeners[0], &plan, options(), SECRET).unwrap_err();
         assert!(matches!(e, CollectiveError::InvalidPlan { .. }), "{e}");
     }
     // Rank 1's address with nobody listening: rank 0 retries until the connect timeout.
     drop(listeners);
     let (listener, _) = self::listeners(1);
-    let plan = RingPlan { rank: 0, world: 2, addrs: vec![listener[0].local_addr().unwrap(), addrs[1]] };
+    let plan = plan(0, 2, &[listener[0].local_addr().unwrap(), addrs[1]]);
     let connect_timeout = Duration::from_millis(300);
     let start = Instant::now();
-    let e = TcpRing::connect(&listener[0], &plan, TcpRingOptions { connect_timeout, ..options() }).unwrap_err();
+    let e = TcpRing::connect(&listener[0], &plan, TcpRingOptions { connect_timeout, ..options() }, SECRET).unwrap_err();
     assert!(start.elapsed() < connect_timeout + MARGIN, "{:?}", start.elapsed());
     assert_eq!(e.culprit(), Some(1), "{e}");
     assert!(e.to_string().contains("to rank 1"), "{e}");
+}
+
+/// A process that speaks the ring protocol but lacks the cookie gets to rank 1's listener before
+/// rank 0: it is refused (its forged MAC fails), and the ring forms with the real rank 0.
+#[test]
+fn a_peer_without_the_cookie_is_refused_and_the_ring_still_forms() {
+    let (listeners, addrs) = listeners(2);
+    let mut rogue = TcpStream::connect(addrs[1]).unwrap();
+    rogue.write_all(&[&Hello { rank: 0, world: 2 }.encode()[..], &[7; 32]].concat()).unwrap();
+    let forger = std::thread::spawn(move || {
+        let mut answer = [0; 20 + 32 + 32];
+        let read = std::io::Read::read_exact(&mut rogue, &mut answer);
+        let _ = rogue.write_all(&[0x5a; 32]); // a MAC made up without the key
+        (read, rogue)
+    });
+    let sums = on_ring_with(&listeners, &addrs, options(), |mut ring| {
+        let mut buf = vec![ring.rank() as f32 + 1.0; 5];
+        ring.all_reduce_sum(&mut buf).unwrap();
+        (buf, ring.refused().to_vec())
+    });
+    let (read, _rogue) = forger.join().unwrap();
+    read.expect("rank 1 answered the rogue's hello before refusing it");
+    assert_eq!(sums[0].0, vec![3.0; 5]);
+    assert_eq!(sums[1].0, vec![3.0; 5]);
+    assert!(sums[0].1.is_empty(), "{:?}", sums[0].1);
+    assert_eq!(sums[1].1.len(), 1, "{:?}", sums[1].1);
+    assert!(sums[1].1[0].contains("did not prove it holds the cluster cookie"), "{:?}", sums[1].1);
+}
+
+/// A handshake recorded between two genuine ranks and replayed, byte for byte, to the same rank
+/// of a later ring with the same session is refused: that rank's nonce is new.
+#[test]
+fn a_replayed_handshake_is_refused() {
+    // Ring A: rank 0 reaches rank 1 through a recording relay.
+    let (listeners, addrs) = listeners(2);
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via_relay = vec![addrs[0], relay.local_addr().unwrap()];
+    let target = addrs[1];
+    let recorder = std::thread::spawn(move || {
+        let (mut from_rank0, _) = relay.accept().unwrap();
+        let mut to_rank1 = TcpStream::connect(target).unwrap();
+        let mut back = (from_rank0.try_clone().unwrap(), to_rank1.try_clone().unwrap());
+        let answers = std::thread::spawn(move || std::io::copy(&mut back.1, &mut back.0));
+        let mut recorded = vec![0; 20 + 32 + 32];
+        let (first, last) = recorded.split_at_mut(52);
+        std::io::Read::read_exact(&mut from_rank0, first).unwrap();
+        to_rank1.write_all(first).unwrap();
+        std::io::Read::read_exact(&mut from_rank0, last).unwrap();
+        to_rank1.write_all(last).unwrap();
+        let _ = std::io::copy(&mut from_rank0, &mut to_rank1);
+        let _ = to_rank1.shutdown(std::net::Shutdown::Write);
+        let _ = answers.join();
+        recorded
+    });
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| TcpRing::connect(&listeners[0], &plan(0, 2, &via_relay), options(), SECRET));
+        let b = scope.spawn(|| TcpRing::connect(&listeners[1], &plan(1, 2, &addrs), options(), SECRET));
+        let (mut a, mut b) = (a.join().unwrap().unwrap(), b.join().unwrap().unwrap());
+        let (mut x, mut y) = ([1.0f32], [2.0f32]);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ra = s.spawn(|| a.all_reduce_sum(&mut x));
+            let rb = b.all_reduce_sum(&mut y);
+            (ra.join().unwrap(), rb)
+        });
+        ra.unwrap();
+        rb.unwrap();
+        assert_eq!((x, y), ([3.0], [3.0]));
+    });
+    let recorded = recorder.join().unwrap();
+    // Ring B, same session: the replay reaches rank 1 first.
+    let (listeners, addrs) = self::listeners(2);
+    let mut replay = TcpStream::connect(addrs[1]).unwrap();
+    replay.write_all(&recorded[..52]).unwrap();
+    let replayer = std::thread::spawn(move || {
+        let mut answer = [0; 84];
+        std::io::Read::read_exact(&mut replay, &mut answer).unwrap();
+        let _ = replay.write_all(&recorded[52..]);
+        replay
+    });
+    let refused = on_ring_with(&listeners, &addrs, options(), |ring| ring.refused().to_vec());
+    drop(replayer.join().unwrap());
+    assert!(refused[0].is_empty());
+    assert_eq!(refused[1].len(), 1, "the replay was accepted: {:?}", refused[1]);
+}
+
+/// [`on_ring`] on listeners the test bound itself.
+fn on_ring_with<T: Send>(
+    listeners: &[TcpListener],
+    addrs: &[SocketAddr],
+    options: TcpRingOptions,
+    body: impl Fn(TcpRing) -> T + Sync,
+) -> Vec<T> {
+    let world = listeners.len();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = listeners
+            .iter()
+            .enumerate()
+            .map(|(rank, listener)| {
+                let (plan, options, body) = (plan(rank, world, addrs), options.clone(), &body);
+                scope.spawn(move || body(TcpRing::connect(listener, &plan, options, SECRET).unwrap()))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    })
 }

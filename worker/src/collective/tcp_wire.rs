@@ -15,8 +15,8 @@ compile_error!("the TCP ring sends f32 values in their in-memory byte order, whi
 
 /// Opens every connection: "not a d2nn ring peer" is caught in the first bytes.
 const MAGIC: [u8; 8] = *b"D2NNRING";
-/// Bumped whenever the frames below change meaning.
-pub(super) const VERSION: u32 = 1;
+/// Bumped whenever the frames below or the handshake change meaning (2: authenticated, tcp_auth.rs).
+pub(super) const VERSION: u32 = 2;
 pub(super) const HELLO_BYTES: usize = 20;
 pub(super) const FRAME_BYTES: usize = 24;
 
@@ -174,24 +174,6 @@ impl Link {
 
     pub fn recv(&mut self, bytes: &mut [u8]) -> Result<(), CollectiveError> {
         self.stream.read_exact(bytes).map_err(|e| self.error("receiving from", e))
-    }
-
-    pub fn send_hello(&mut self, hello: Hello) -> Result<(), CollectiveError> {
-        self.stream.write_all(&hello.encode()).map_err(|e| self.error("handshake: sending to", e))
-    }
-
-    /// Reads the peer's hello and checks it is rank `self.peer.rank` of `world`.
-    pub fn expect_hello(&mut self, world: usize) -> Result<(), CollectiveError> {
-        let mut bytes = [0; HELLO_BYTES];
-        self.stream.read_exact(&mut bytes).map_err(|e| self.error("handshake: receiving from", e))?;
-        let hello = Hello::decode(&bytes).map_err(|reason| self.protocol(reason))?;
-        if hello.world as usize != world || hello.rank as usize != self.peer.rank {
-            return Err(self.protocol(format!(
-                "handshake: the peer is rank {} of {}, expected rank {} of {world}",
-                hello.rank, hello.world, self.peer.rank
-            )));
-        }
-        Ok(())
     }
 
     pub fn send_frame(&mut self, frame: Frame) -> Result<(), CollectiveError> {

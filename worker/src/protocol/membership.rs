@@ -145,4 +145,6 @@ pub struct RingPlan {
     pub rank: usize,
     pub world: usize,
     pub addrs: Vec<SocketAddr>,
+    /// Names this ring (the run and its generation): every connection's handshake is bound to it.
+    pub session: String,
 }

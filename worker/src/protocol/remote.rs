@@ -89,7 +89,12 @@ mod tests {
         let id: Vec<u8> = (0..128u8).collect();
         let plan = StartPlan {
             generation: 3,
-            ring: crate::protocol::RingPlan { rank: 1, world: 2, addrs: vec!["10.0.0.1:1".parse().unwrap(); 2] },
+            ring: crate::protocol::RingPlan {
+                rank: 1,
+                world: 2,
+                addrs: vec!["10.0.0.1:1".parse().unwrap(); 2],
+                session: "s/g1".into(),
+            },
             nccl_id: Some(id.clone()),
         };
         let back = Remote::<StartPlan>::from_bytes(Remote::new(plan.clone()).into_bytes()).into_inner().unwrap();

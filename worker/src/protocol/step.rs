@@ -126,6 +126,7 @@ mod tests {
             rank: 1,
             world: 2,
             addrs: vec!["127.0.0.1:4000".parse().unwrap(), "[::1]:4001".parse().unwrap()],
+            session: "0123abcd/g2".into(),
         };
         assert_eq!(round_trip(&plan), plan);
     }
