@@ -103,6 +103,12 @@ async fn a_stop_request_checkpoints_and_the_resume_is_exact() {
     let resumed = train_to(&cfg, &dir, 2, FULL, Some(&dir)).await;
     let (_s, straight) = tmp();
     assert_eq!(resumed, train_to(&cfg, &straight, 2, FULL, None).await);
+    // The sample order and every epoch's coverage continue exactly across the stop.
+    let (resumed, straight) = (latest(&dir).sampler.unwrap(), latest(&straight).sampler.unwrap());
+    assert_eq!(resumed, straight);
+    assert_eq!(resumed.coverage.len(), 3, "40 steps of 16 per epoch: {:?}", resumed.coverage);
+    assert!(resumed.coverage[..2].iter().all(|c| c.exactly_once()), "{:?}", resumed.coverage);
+    assert_eq!(resumed.coverage[2].examples_committed, 8 * 32);
 }
 
 #[tokio::test(flavor = "multi_thread")]
