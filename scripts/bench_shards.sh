@@ -27,11 +27,11 @@ run() {
   shift
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "$BIN" coordinator --config configs/high_low.toml --workers 2 --listen "127.0.0.1:$port" --quiet \
-    --run-dir "$dir" --max-steps "$STEPS" --set data.test_limit=1000 "$@" 2> "$dir.coord.err" &
+    --run-dir "$dir" --max-steps "$STEPS" --set data.test_limit=1000 "$@" > "$dir.coord.out" 2> "$dir.coord.err" &
   local coord=$!
-  taskset -c 0 "$BIN" worker --join "127.0.0.1:$port" --threads 1 2> "$dir.w0.err" &
+  taskset -c 0 "$BIN" worker --join "127.0.0.1:$port" --threads 1 > /dev/null 2> "$dir.w0.err" &
   local w0=$!
-  taskset -c 1 "$BIN" worker --join "127.0.0.1:$port" --threads 1 2> "$dir.w1.err" &
+  taskset -c 1 "$BIN" worker --join "127.0.0.1:$port" --threads 1 > /dev/null 2> "$dir.w1.err" &
   local w1=$!
   wait "$coord" || { echo "bench_shards.sh: $name failed:" >&2; tail -5 "$dir.coord.err" >&2; exit 1; }
   wait "$w0" "$w1" || true

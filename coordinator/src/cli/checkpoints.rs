@@ -106,6 +106,27 @@ fn print_meta(dir: &Path, m: &CheckpointMeta) {
     );
     println!("baselines      {:?}", m.baseline.node);
     println!("optimizer      {} updates", m.optimizer_steps);
+    match &m.sampler {
+        Some(sampler) => {
+            let retry: usize = sampler.retry.iter().map(|b| b.ids.len()).sum();
+            println!(
+                "sample order   {} examples of epoch {} handed out, {retry} to retry",
+                sampler.cursor, sampler.epoch
+            );
+            for c in &sampler.coverage {
+                println!(
+                    "  epoch {:<6} {} of {} committed, {} duplicates, {} retried, {} skipped",
+                    c.epoch,
+                    c.examples_committed,
+                    c.examples_in_epoch,
+                    c.duplicates,
+                    c.examples_retried,
+                    c.examples_skipped
+                );
+            }
+        }
+        None => println!("sample order   not recorded (format version 1: derived from the step on resume)"),
+    }
     println!("world size     {}", m.world_size);
     println!("val metric     {}", m.val_metric.map_or("-".into(), |v| format!("{v:.4}")));
     for (i, (name, f)) in m.files.iter().enumerate() {
