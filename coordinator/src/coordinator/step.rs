@@ -45,6 +45,9 @@ fn split_of(reports: &[StepReport], acks: &[Acknowledged], wall: f64) -> StepSpl
 impl CoordState {
     /// Runs the ledger's next step on every replica and books it.
     pub(super) async fn run_step(&mut self) -> Result<(), RuntimeError> {
+        // From before the orders are made: cutting shares and reading examples out (with
+        // `data.source = "coordinator"`) is the coordinator's part of the step.
+        let started = Instant::now();
         let place = self.ledger.place()?;
         let step = place.step;
         let timeout = self.run.options.step_timeout;
@@ -64,7 +67,6 @@ impl CoordState {
                 baselines: baselines_used.clone(),
             });
         }
-        let started = Instant::now();
         let reports: Vec<StepReport> =
             gather(&self.workers, timeout, self.guard(), |rank, p| WorkerMsg::Step(orders[rank].clone().into(), p))
                 .await?;
