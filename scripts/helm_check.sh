@@ -147,7 +147,7 @@ lint "inline config" --set-file run.config=configs/chain.toml
 
 render defaults defaults default '{
   "workers": 2, "gpus": 0, "image": "d2nn:0.1.0",
-  "kinds": ["Job", "Job", "PersistentVolumeClaim", "Secret", "Service"],
+  "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"],
   "restart_policy": "OnFailure",
   "coord_args": {"config": "/opt/d2nn/configs/high_low.toml", "run-dir": "/runs/rel", "auto-resume": true,
                  "max-steps": null, "checkpoint-every": null, "log-format": "human"},
@@ -155,7 +155,7 @@ render defaults defaults default '{
 }'
 render gpu "GPU + Volcano + existing Secret/ConfigMap/claim" train '{
   "workers": 4, "gpus": 1, "image": "registry.example.com/ml/d2nn:0.1.0-cuda",
-  "kinds": ["Job", "Job", "PodGroup", "Service"],
+  "kinds": ["Job", "Job", "NetworkPolicy", "PodGroup", "Service"],
   "claim": "shared-runs", "secret": "d2nn-cookie", "configMap": "d2nn-high-low",
   "min_member": 5, "scheduler": "volcano", "restart_policy": "Never",
   "coord_args": {"config": "/etc/d2nn/config/config.toml", "run-dir": "/mnt/runs/hl-gpu", "auto-resume": true},
@@ -175,7 +175,7 @@ render cpu "CPU + nodeSelector/tolerations + NetworkPolicy" batch '{
   "coord_tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}]
 }' -f "$CPU"
 render inline "inline config + gang minAvailable" default '{
-  "kinds": ["ConfigMap", "Job", "Job", "PersistentVolumeClaim", "PodGroup", "Secret", "Service"],
+  "kinds": ["ConfigMap", "Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "PodGroup", "Secret", "Service"],
   "config_text_from": "configs/chain.toml", "min_member": 3, "scheduler": "volcano",
   "coord_args": {"config": "/etc/d2nn/config/config.toml"}
 }' --set-file run.config=configs/chain.toml --set gang.enabled=true,gang.minAvailable=3,worker.replicas=4
@@ -183,6 +183,9 @@ render inline "inline config + gang minAvailable" default '{
 render streamed "data.source=coordinator: workers without the data claim" default '{
   "coord_args": {"set": "data.source=coordinator"}, "coord_data_mount": true, "worker_data_mount": false
 }' --set data.source=coordinator,data.existingClaim=datasets
+render nonetpol "networkPolicy.enabled=false renders no policy" default '{
+  "kinds": ["Job", "Job", "PersistentVolumeClaim", "Secret", "Service"]
+}' --set networkPolicy.enabled=false
 render datalocal "a data claim read by every pod (data.source=local)" default '{
   "coord_args": {"set": null}, "coord_data_mount": true, "worker_data_mount": true
 }' --set data.existingClaim=datasets
@@ -190,7 +193,7 @@ reject "an unknown data.source" "/data/source" "local" -- --set data.source=s3
 
 # The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
 K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{
-  "restart_policy": "Never", "kinds": ["Job", "Job", "PersistentVolumeClaim", "Secret", "Service"]
+  "restart_policy": "Never", "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"]
 }' --set restartPolicy=Never
 reject "Kubernetes 1.30 (below the chart's kubeVersion)" "chart requires kubeVersion: >=1.31.0-0" -- --kube-version 1.30.0
 
