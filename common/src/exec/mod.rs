@@ -8,7 +8,7 @@ mod policy;
 
 pub use digest::{named_digest, param_digest};
 pub use forward::{Decision, Forward, HeadOutput};
-pub use model::{D2nn, NodeModule};
+pub use model::{seeded_draws, D2nn, NodeModule};
 pub use policy::{DecisionKey, Policy};
 
 #[cfg(test)]

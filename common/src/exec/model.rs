@@ -78,6 +78,16 @@ const DROPOUT: u64 = 0xD50F;
 /// parameters, a dropout mask.
 static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Seeds libtorch's process-global generator and draws from it (`draw`) while no model is being
+/// initialised and no dropout mask drawn on another thread. Every draw from that generator outside
+/// a model must go through here: a draw on another thread between a model's seeding and its
+/// initialisation would change that model's parameters (tests run on many threads at once).
+pub fn seeded_draws<T>(seed: i64, draw: impl FnOnce() -> T) -> T {
+    let _exclusive = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    draw()
+}
+
 /// A D2NN with its parameters: the graph plus one module per node, in a `VarStore` whose variable
 /// names are `<node>.<layer index>.<weight|bias>`.
 pub struct D2nn {

@@ -8,13 +8,15 @@ fn model(file: &str) -> D2nn {
 }
 
 fn input(batch: i64, seed: i64) -> (Tensor, Vec<i64>) {
-    tch::manual_seed(seed);
-    (Tensor::rand([batch, 1, 28, 28], (Kind::Float, Device::Cpu)), (0..batch).collect())
+    let x = seeded_draws(seed, || Tensor::rand([batch, 1, 28, 28], (Kind::Float, Device::Cpu)));
+    (x, (0..batch).collect())
 }
 
 fn random_actions(m: &D2nn, batch: i64, seed: i64) -> Vec<Tensor> {
-    tch::manual_seed(seed);
-    m.graph.num_actions().iter().map(|&k| Tensor::randint(k as i64, [batch], (Kind::Int64, Device::Cpu))).collect()
+    let actions = m.graph.num_actions();
+    seeded_draws(seed, || {
+        actions.iter().map(|&k| Tensor::randint(k as i64, [batch], (Kind::Int64, Device::Cpu))).collect()
+    })
 }
 
 fn grads(m: &D2nn) -> Vec<(String, Tensor)> {
@@ -44,7 +46,8 @@ fn selective_equals_masked_outputs_and_gradients_on_every_config() {
         let batch = 12;
         let (x, ids) = input(batch, 1);
         let actions = random_actions(&m, batch, 2);
-        let weights = Tensor::randn([batch, m.graph.nodes[m.graph.output].out_shape[0]], (Kind::Float, Device::Cpu));
+        let shape = [batch, m.graph.nodes[m.graph.output].out_shape[0]];
+        let weights = seeded_draws(3, || Tensor::randn(shape, (Kind::Float, Device::Cpu)));
 
         let fwd = m
             .forward(
@@ -218,8 +221,8 @@ inputs = ["body"]
         m.forward(&x, &ids, &Policy::Argmax, key, train).unwrap().output
     };
     let first = run(7, true);
-    tch::manual_seed(12345); // whatever else drew from the global generator in between
-    let _ = Tensor::rand([100], (Kind::Float, Device::Cpu));
+    // Whatever else drew from the global generator in between.
+    let _ = seeded_draws(12345, || Tensor::rand([100], (Kind::Float, Device::Cpu)));
     assert!(run(7, true).equal(&first), "same seed and step, other masks");
     assert!(!run(8, true).equal(&first), "another step drew the same masks");
     assert!(run(7, false).equal(&run(8, false)), "inference must not drop");

@@ -101,9 +101,10 @@ fn sgd_cfg() -> OptimizerConfig {
 }
 
 fn make_params() -> Vec<Tensor> {
-    tch::manual_seed(11);
     let opts = (Kind::Float, Device::Cpu);
-    vec![Tensor::randn([2, 3], opts).set_requires_grad(true), Tensor::randn([4], opts).set_requires_grad(true)]
+    crate::exec::seeded_draws(11, || {
+        vec![Tensor::randn([2, 3], opts).set_requires_grad(true), Tensor::randn([4], opts).set_requires_grad(true)]
+    })
 }
 
 /// A grad that depends on the parameter and the step, so any state difference shows up.

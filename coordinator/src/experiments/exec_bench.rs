@@ -6,7 +6,7 @@
 use super::median;
 use std::time::Instant;
 
-use d2nn_common::exec::{D2nn, DecisionKey, Policy};
+use d2nn_common::exec::{seeded_draws, D2nn, DecisionKey, Policy};
 use d2nn_common::graph::{Graph, NodeKind};
 use tch::{Device, Kind, Tensor};
 
@@ -122,16 +122,15 @@ pub fn bench_exec(
     device: Device,
 ) -> Vec<ExecCase> {
     let _guard = tch::no_grad_guard();
-    tch::manual_seed(0);
     let mut shape = vec![batch];
     shape.extend(dynamic.graph.nodes[0].out_shape.iter().copied());
-    let x = Tensor::rand(shape.as_slice(), (Kind::Float, device));
+    let x = seeded_draws(0, || Tensor::rand(shape.as_slice(), (Kind::Float, device)));
     let ids: Vec<i64> = (0..batch).collect();
     let static_flops = static_net.graph.full_flops;
     let mut cases = Vec::new();
     for fraction in [0.0, 0.25, 0.5, 0.75, 1.0] {
         let n_expensive = (fraction * batch as f64).round() as i64;
-        let perm = Tensor::randperm(batch, (Kind::Int64, device));
+        let perm = seeded_draws((fraction * 4.0) as i64, || Tensor::randperm(batch, (Kind::Int64, device)));
         let route = Tensor::full([batch], design.cheap, (Kind::Int64, device)).index_fill(
             0,
             &perm.narrow(0, 0, n_expensive),
@@ -199,7 +198,7 @@ mod tests {
         let g = graph("high_low.toml");
         let design = Design::of(&g, "high_low.toml").unwrap();
         let model = D2nn::new(g, Device::Cpu, 0).unwrap();
-        let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let x = seeded_draws(0, || Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)));
         // Rows 0, 3 and 5 on the expensive action, the rest on the cheap one.
         let route = Tensor::full([8], design.cheap, (Kind::Int64, Device::Cpu)).index_fill(
             0,
