@@ -227,7 +227,8 @@ pub struct WorkerArgs {
     /// File holding the cluster cookie [default: the D2NN_CLUSTER_COOKIE variable].
     #[arg(long, value_name = "FILE")]
     pub cookie_file: Option<PathBuf>,
-    /// This host's copy of the datasets [default: the run config's data.dir].
+    /// This host's copy of the datasets [default: the run config's data.dir]; unused when the run
+    /// streams them (data.source = "coordinator": the coordinator sends every step's examples).
     #[arg(long, env = "D2NN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Where the gradient ring listens; the other workers must reach this port. Port 0: any free port.
