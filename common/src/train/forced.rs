@@ -22,7 +22,13 @@ pub(crate) struct ForcedPath {
 /// significant. A joint action that differs from an earlier one only in a controller that did not
 /// run there (a cascade's second gate after the first one exited) is the same path and is not run
 /// again. Empty for a graph without controllers.
-pub(crate) fn forced_paths(model: &D2nn, x: &Tensor, ids: &[i64], key: DecisionKey, train: bool) -> Result<Vec<ForcedPath>> {
+pub(crate) fn forced_paths(
+    model: &D2nn,
+    x: &Tensor,
+    ids: &[i64],
+    key: DecisionKey,
+    train: bool,
+) -> Result<Vec<ForcedPath>> {
     let num_actions = model.graph.num_actions();
     if num_actions.is_empty() {
         return Ok(Vec::new());
@@ -57,8 +63,7 @@ pub(crate) fn forced_paths(model: &D2nn, x: &Tensor, ids: &[i64], key: DecisionK
             path_of.push(p);
             continue;
         }
-        let forced =
-            Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
+        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
         let fwd = model.forward(x, ids, &forced, key, train)?;
         path_of.push(paths.len());
         paths.push(ForcedPath { actions, fwd });
@@ -119,7 +124,8 @@ pub(crate) fn every_action_q_loss(
         BagCredit::Marginal => {
             let actual = Vec::<bool>::try_from(&y.eq(1).to_device(tch::Device::Cpu))?;
             let host = outcomes.iter().map(host_outcome).collect::<Result<Vec<_>>>()?;
-            let r = rl::marginal_rewards(cfg.accuracy, &host_outcome(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
+            let r =
+                rl::marginal_rewards(cfg.accuracy, &host_outcome(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
             let r = r.iter().map(|v| Tensor::from_slice(v).to_kind(Kind::Float).to_device(y.device())).collect();
             (r, 1)
         }

@@ -358,8 +358,8 @@ fn cascade_forced_paths_and_q_targets() {
     let full = model.graph.full_flops;
     let reward = |p: usize| -> Vec<f64> {
         let fwd = &paths[p].fwd;
-        let correct = Vec::<f64>::try_from(fwd.output.argmax(1, false).eq_tensor(&batch.y).to_kind(tch::Kind::Double))
-            .unwrap();
+        let correct =
+            Vec::<f64>::try_from(fwd.output.argmax(1, false).eq_tensor(&batch.y).to_kind(tch::Kind::Double)).unwrap();
         let cost = Vec::<f64>::try_from(fwd.cost_fraction(full).to_kind(tch::Kind::Double)).unwrap();
         correct.iter().zip(&cost).map(|(a, c)| lambda * a - (1.0 - lambda) * c).collect()
     };
