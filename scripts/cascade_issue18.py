@@ -14,11 +14,15 @@ STATICS = {"stage1": "configs/static_cascade_stage1.toml", "stage12": "configs/s
            "full": "configs/static_cascade_full.toml"}
 # Sweep directories by variant: (config, extra --set of the command).
 VARIANTS = {
-    "d2nn_marg": ("configs/cascade.toml", ""),
-    "perex": ("configs/cascade.toml",
-              "--set train.bag_size=1 --set train.accuracy=per_example --set train.bag_credit=bag"),
-    "bagq": ("configs/cascade.toml", "--set train.bag_credit=bag"),
+    # the shipped configs/cascade.toml: gates read their stage's classifier logits
+    "hg_marg": ("configs/cascade.toml", ""),
+    "hg_perex": ("configs/cascade.toml",
+                 "--set train.bag_size=1 --set train.accuracy=per_example --set train.bag_credit=bag"),
+    "hg_bag": ("configs/cascade.toml", "--set train.bag_credit=bag"),
+    # tried first: the same training with the older conv gates on the stage features (commit b845f95)
+    "d2nn_marg": ("configs/cascade.toml@b845f95", ""),
 }
+FULL_MFLOPS = 5.266  # every node of the shipped configs/cascade.toml (d2nn inspect)
 
 
 def load(path):
@@ -48,7 +52,7 @@ def dynamics():
     for sweep in sorted(glob.glob(f"{RUNS}/*/sweep.json")):
         d = os.path.dirname(sweep)
         base = os.path.basename(d)
-        variant = next((v for v in VARIANTS if base.startswith(v + "_")), None)
+        variant = next((v for v in VARIANTS if base.startswith(v + "_l")), None)
         if variant is None:
             continue
         seed = int(base.rsplit("seed", 1)[1])
@@ -61,7 +65,8 @@ def dynamics():
             j = load(os.path.join(p["run_dir"], "summary.json"))
             lam = p["lambda"]
             seed_set = "" if seed == 0 else f" --set seed={seed}"
-            out.append({"config": config, "variant": variant, "lambda": lam, "seed": seed,
+            shipped = variant == "hg_perex" and lam == 0.97
+            out.append({"config": "configs/cascade_per_example.toml" if shipped else config, "variant": variant, "lambda": lam, "seed": seed,
                         "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
                         "metric": j["test_f1"], "accuracy": j["test_accuracy"],
                         "random_routing_metric": rnd["f1"], "random_routing_mflops": rnd["mean_mflops_per_example"],
@@ -92,7 +97,7 @@ def front_at(env, c):
 
 def main():
     st, dy = statics(), dynamics()
-    full = 5.351848
+    full = FULL_MFLOPS
     by_seed = {}
     for s in st:
         by_seed.setdefault(s["seed"], []).append(s)
@@ -140,8 +145,7 @@ def main():
     designs = load("docs/results/designs.json")
     designs = [d for d in designs if d.get("design") != "cascade"] + [obj]
     with open("docs/results/designs.json", "w") as f:
-        json.dump(designs, f, indent=2)
-        f.write("\n")
+        json.dump(designs, f, indent=2, ensure_ascii=False)
     plot(st, dy, full)
 
 
@@ -150,6 +154,7 @@ def plot(st, dy, full):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib not importable: no plot", file=sys.stderr)
         return
@@ -165,9 +170,10 @@ def plot(st, dy, full):
                         xytext=(4, -12), fontsize=8)
     env = envelope(means)
     ax.plot([c for c, _ in env], [m for _, m in env], color="black", lw=1.2, label="static front (seed means)")
-    colors = {"d2nn_marg": "tab:red", "perex": "tab:blue", "bagq": "tab:green"}
-    labels = {"d2nn_marg": "D2NN, bag 32 F1, marginal credit", "perex": "D2NN, per-example reward",
-              "bagq": "D2NN, bag 32 F1, bag credit"}
+    colors = {"hg_marg": "tab:red", "hg_perex": "tab:blue", "hg_bag": "tab:green", "d2nn_marg": "tab:gray"}
+    labels = {"hg_marg": "D2NN (cascade.toml): bag 32 F1, marginal credit", "hg_perex": "D2NN, per-example reward",
+              "hg_bag": "D2NN, bag 32 F1, bag credit (paper's)",
+              "d2nn_marg": "D2NN, conv gates (tried)"}
     markers = {0: "s", 1: "^", 2: "D", 3: "v", 4: "P"}
     seen = set()
     for p in dy:
@@ -181,6 +187,9 @@ def plot(st, dy, full):
         ax.scatter(p["random_routing_mflops"], p["random_routing_metric"], facecolors="none", edgecolors=colors[v],
                    marker=markers.get(p["seed"], "o"), s=30, zorder=2)
     ax.set_xscale("log")
+    ax.set_xticks([0.132, 0.3, 0.586, 1, 2, 5.256])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("mean MFLOPs per example (log)")
     ax.set_ylabel("test F1 (Shirt vs rest)")
     ax.set_title("cascade at equal cost (issue #18); hollow: random routing at the same rates")

@@ -14,10 +14,10 @@ mkdir -p $R
 static() { nice -n 19 "$D2NN" train --config "configs/static_cascade_$1.toml" --set seed="$2" --workers 1 --quiet \
   --run-dir "$R/static_$1_seed$2"; }
 d2nn() { nice -n 19 "$D2NN" sweep --config configs/cascade.toml --no-baselines --jobs 1 --lambdas "$LAMBDA" \
-  --set seed="$1" --run-dir "$R/d2nn_marg_l${LAMBDA}_seed$1"; }
+  --set seed="$1" --run-dir "$R/hg_marg_l${LAMBDA}_seed$1"; }
 perex() { nice -n 19 "$D2NN" sweep --config configs/cascade.toml --no-baselines --jobs 1 --lambdas "$LAMBDA_PEREX" \
   --set seed="$1" --set train.bag_size=1 --set train.accuracy=per_example --set train.bag_credit=bag \
-  --run-dir "$R/perex_l${LAMBDA_PEREX}_seed$1"; }
+  --run-dir "$R/hg_perex_l${LAMBDA_PEREX}_seed$1"; }
 for seed in 0 1 2; do
   (static stage1 $seed; static stage12 $seed; static full $seed) &
   d2nn $seed
