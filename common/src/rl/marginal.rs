@@ -176,8 +176,8 @@ mod tests {
     #[test]
     fn rejects_mismatched_lengths_and_partial_bags() {
         let (sampled, full, actual) = setup();
-        assert!(marginal_rewards(Accuracy::F1, &sampled, &[full.clone()], &actual[..7], 4, 0.5).is_err());
-        assert!(marginal_rewards(Accuracy::F1, &sampled, &[full.clone()], &actual, 3, 0.5).is_err());
+        assert!(marginal_rewards(Accuracy::F1, &sampled, std::slice::from_ref(&full), &actual[..7], 4, 0.5).is_err());
+        assert!(marginal_rewards(Accuracy::F1, &sampled, std::slice::from_ref(&full), &actual, 3, 0.5).is_err());
         assert!(marginal_rewards(Accuracy::F1, &sampled, &[full], &actual, 4, 1.5).is_err());
     }
 }

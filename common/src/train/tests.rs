@@ -367,13 +367,18 @@ fn cascade_forced_paths_and_q_targets() {
     let q = |p: usize, d: usize, a: i64| -> Vec<f64> {
         Vec::<f64>::try_from(paths[p].fwd.decisions[d].scores.select(1, a).to_kind(tch::Kind::Double)).unwrap()
     };
-    let mut expected = 0.0;
-    for i in 0..64 {
-        let best_after_continue = r[1][i].max(r[2][i]);
-        expected += (q(0, 0, 0)[i] - r[0][i]).powi(2);
-        expected += (q(1, 0, 1)[i] - best_after_continue).powi(2) + (q(2, 0, 1)[i] - best_after_continue).powi(2);
-        expected += (q(1, 1, 0)[i] - r[1][i]).powi(2) + (q(2, 1, 1)[i] - r[2][i]).powi(2);
-    }
+    let (q_exit1, q_cont_a, q_cont_b) = (q(0, 0, 0), q(1, 0, 1), q(2, 0, 1));
+    let (q_exit2, q_stage3) = (q(1, 1, 0), q(2, 1, 1));
+    let mut expected: f64 = (0..64)
+        .map(|i| {
+            let best_after_continue = r[1][i].max(r[2][i]);
+            (q_exit1[i] - r[0][i]).powi(2)
+                + (q_cont_a[i] - best_after_continue).powi(2)
+                + (q_cont_b[i] - best_after_continue).powi(2)
+                + (q_exit2[i] - r[1][i]).powi(2)
+                + (q_stage3[i] - r[2][i]).powi(2)
+        })
+        .sum();
     expected /= 64.0;
     let y = &batch.y;
     let sampled = super::step::Outcome::of(&paths[0].fwd, y, full);
