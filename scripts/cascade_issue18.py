@@ -135,6 +135,10 @@ def main():
     obj = {"design": "cascade", "metric": "f1", "task": "fashion-binary, positive class 6 (Shirt) vs the rest",
            "machine": "machine B (2-core AMD EPYC), 2026-12-02, every run under nice -n 19 beside other builds",
            "full_mflops": full,
+           "notes": "cost_fraction: MFLOPs / 5.266 (every node of configs/cascade.toml), except the conv-gate rows "
+                    "(config configs/cascade.toml@b845f95), whose fraction is of that network's 5.352 MFLOPs; "
+                    "the hg_marg rows at lambda 0.6/0.75/0.9 ran from runs/i18k/cfg/cascade.toml, identical to "
+                    "configs/cascade.toml but for train.lambda and sweep.lambdas",
            "static": [{k: s[k] for k in ("config", "mflops", "metric", "seed", "accuracy", "run_dir", "wall_seconds",
                                          "command")} | {"cost_fraction": s["mflops"] / full} for s in st],
            "dynamic": [{k: p[k] for k in ("config", "variant", "lambda", "seed", "cost_fraction", "mflops", "metric",
