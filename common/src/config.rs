@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
-use crate::rl::{Accuracy, EpsilonSchedule};
+use crate::rl::{Accuracy, BagCredit, EpsilonSchedule};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,19 +93,27 @@ pub struct TrainConfig {
     pub warmup_steps: u64,
     /// Weight of a second task loss that trains every action's path on every example (0: off, the
     /// paper's training, where a module learns only from the examples routed to it). Each step also
-    /// runs the network once per action of its one controller, forced for the whole batch, and adds
-    /// the cross-entropy of each such output, times this weight. Training computes every branch;
-    /// the controller's reward, the cost and evaluation still follow the sampled decisions.
-    /// Graphs with more than one controller are refused; without one (a static baseline) it does
+    /// runs the network once per distinct joint action of its controllers, forced for the whole
+    /// batch (a cascade of two gates: 3 paths), and adds the cross-entropy of each such output, times
+    /// this weight. Training computes every path; the controllers' reward, the cost and evaluation
+    /// still follow the sampled decisions. Graphs with more than 8 joint actions (the product of the
+    /// controllers' action counts) are refused; without a controller (a static baseline) it does
     /// nothing, as the only path already learns from every example.
     pub branch_loss_weight: f64,
     /// Q-learning only: regress every action's Q onto the reward that action earns on the example
-    /// (false: only the taken action's, the paper's eq. (3)). Each step runs the network once per
-    /// action of its one controller, forced for the whole batch (the passes the branch loss runs),
-    /// so the reward of every action is observed rather than sampled; ε-greedy then only picks the
-    /// path the task loss follows. Graphs with more than one controller are refused; without one it
-    /// does nothing.
+    /// (false: only the taken action's, the paper's eq. (3)). Each step runs the forced passes the
+    /// branch loss runs, so the reward of every path is observed rather than sampled; ε-greedy then
+    /// only picks the path the task loss follows. With several controllers, a controller's action is
+    /// regressed onto the best reward among the paths that continue from it (the later controllers
+    /// acting greedily on the observed rewards); with one, onto its own path's reward. Same limit of
+    /// 8 joint actions; without a controller it does nothing.
     pub q_every_action: bool,
+    /// With `q_every_action`: `"bag"` (default, the paper's credit) regresses the sum of a bag's
+    /// Q-values onto the bag's reward; `"marginal"` (not the paper's) regresses each example's Q onto
+    /// m × the change of its bag's reward (F-score or accuracy, and cost) when that example alone
+    /// takes the action's path and the rest of the bag keeps its sampled outcome: the bag's F-score
+    /// stays the objective, but each example is credited with its own decision's effect.
+    pub bag_credit: BagCredit,
     pub log_every: u64,
     /// Workers' shares of each global batch (`equal` or `throughput`); one worker or the local loop
     /// ignores it.
@@ -137,6 +145,7 @@ impl Default for TrainConfig {
             warmup_steps: 200,
             branch_loss_weight: 0.0,
             q_every_action: false,
+            bag_credit: BagCredit::Bag,
             log_every: 20,
             balance: Balance::Equal,
             eval_batch_size: 256,
@@ -275,12 +284,25 @@ impl RunConfig {
         if t.branch_loss_weight < 0.0 || t.branch_loss_weight.is_nan() {
             return bad("branch_loss_weight", "must be zero (off) or positive");
         }
-        let controllers = self.model.nodes.iter().filter(|n| n.kind == crate::graph::NodeKind::Control).count();
-        // Both run the network once per action of its one controller.
+        let controls: Vec<&crate::graph::NodeSpec> =
+            self.model.nodes.iter().filter(|n| n.kind == crate::graph::NodeKind::Control).collect();
+        let controllers = controls.len();
+        // Both run the network once per distinct joint action of its controllers.
+        let joint = controls.iter().fold(1usize, |acc, n| acc.saturating_mul(n.actions.len().max(1)));
+        let limit = crate::train::MAX_JOINT_ACTIONS;
         for (key, on) in [("branch_loss_weight", t.branch_loss_weight > 0.0), ("q_every_action", t.q_every_action)] {
-            if on && controllers > 1 {
-                return bad(key, &format!("needs a graph with at most one controller; this one has {controllers}"));
+            if on && joint > limit {
+                return bad(
+                    key,
+                    &format!(
+                        "needs a graph with at most {limit} joint actions (the product of its controllers' \
+                         action counts); this one has {joint}"
+                    ),
+                );
             }
+        }
+        if t.bag_credit == BagCredit::Marginal && !t.q_every_action {
+            return bad("bag_credit", "\"marginal\" needs `train.q_every_action = true` (its forced passes)");
         }
         if t.q_every_action && controllers > 0 && t.algorithm != Algorithm::QLearning {
             return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");

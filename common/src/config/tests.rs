@@ -90,14 +90,14 @@ fn wrong_types_and_ranges_are_errors_naming_the_key() {
     let e = RunConfig::load(f.path(), &[], &["train.branch_loss_weight=-1".into()]).unwrap_err().to_string();
     assert!(e.contains("train.branch_loss_weight"), "{e}");
     // A static graph takes the branch loss as a no-op (sweeps pass their overrides to the baselines);
-    // a graph with several controllers is refused.
+    // a graph with more than 8 joint actions (chain: 27) is refused.
     RunConfig::load(f.path(), &[], &["train.branch_loss_weight=1".into()]).unwrap();
     let chain = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/chain.toml");
     let e = RunConfig::load(&chain, &[], &["train.branch_loss_weight=1".into()]).unwrap_err().to_string();
-    assert!(e.contains("train.branch_loss_weight") && e.contains("at most one controller"), "{e}");
+    assert!(e.contains("train.branch_loss_weight") && e.contains("at most 8 joint actions"), "{e}");
     RunConfig::load(f.path(), &[], &["train.q_every_action=true".into()]).unwrap();
     let e = RunConfig::load(&chain, &[], &["train.q_every_action=true".into()]).unwrap_err().to_string();
-    assert!(e.contains("train.q_every_action") && e.contains("at most one controller"), "{e}");
+    assert!(e.contains("train.q_every_action") && e.contains("at most 8 joint actions"), "{e}");
     let high_low = chain.with_file_name("high_low.toml");
     let sets = ["train.q_every_action=true".into(), "train.algorithm=reinforce".into()];
     let e = RunConfig::load(&high_low, &[], &sets).unwrap_err().to_string();

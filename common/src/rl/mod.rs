@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod epsilon;
+pub mod marginal;
 pub mod minibag;
 pub mod qlearn;
 pub mod reinforce;
@@ -16,6 +17,7 @@ pub mod reward;
 
 pub use baseline::{BaselineStore, EmaBaseline, RewardStats};
 pub use epsilon::EpsilonSchedule;
+pub use marginal::{marginal_rewards, BagCredit, PassOutcome};
 pub use minibag::{bag_index, bag_rewards, f1_score, Accuracy};
 pub use qlearn::q_loss;
 pub use reinforce::{advantages, reinforce_loss};

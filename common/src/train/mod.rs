@@ -3,6 +3,7 @@
 //! single-process loop; building and loading models; evaluation, run outputs, and the routing report
 //! of a trained one-controller D2NN.
 mod evaluate;
+mod forced;
 mod ledger;
 mod local;
 mod model;
@@ -13,6 +14,7 @@ mod step;
 mod tensorboard;
 
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
+pub use forced::MAX_JOINT_ACTIONS;
 pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepEnd, StepPlace};
 pub use local::{restore_replica, LocalRun};
 pub use model::{

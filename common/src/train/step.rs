@@ -8,6 +8,7 @@ use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
+use super::forced::{branch_loss, every_action_q_loss, forced_paths};
 use super::StepStats;
 
 /// Everything a step needs besides the model and the batch.
@@ -45,7 +46,7 @@ pub fn zero_grads(model: &D2nn) {
 }
 
 /// Class index that cross-entropy skips.
-const IGNORE: i64 = -100;
+pub(crate) const IGNORE: i64 = -100;
 
 /// The labels the output's cross-entropy trains on: `y`, except [`IGNORE`] for an example whose
 /// executed modules cannot represent its class. A `place` layer writes a branch's logits into its
@@ -83,7 +84,7 @@ pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> T
 }
 
 /// The network once per action of its one controller, forced for the whole batch: every path on
-/// every example, for `train.branch_loss_weight`, `train.q_every_action` and the routing report.
+/// every example, for the routing report (training runs [`forced_paths`], any number of controllers).
 /// Empty for a graph without controllers, whose one path the sampled forward already ran.
 pub(crate) fn forced_forwards(
     model: &D2nn,
@@ -112,34 +113,23 @@ pub(crate) fn forced_forwards(
         .collect()
 }
 
-/// The output's cross-entropy (summed over the batch) on each forced path: every path learns from
-/// every example.
-fn branch_loss(model: &D2nn, forced: &[Forward], y: &Tensor) -> Tensor {
-    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
-    for out in forced {
-        let target = representable_targets(model, &out.executed, y);
-        loss += out.output.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Sum, IGNORE, 0.0);
-    }
-    loss
-}
-
 /// What one forward earned per example: its predicted classes, whether each was right, and the
 /// fraction of the full network it executed.
-struct Outcome {
-    predicted: Tensor,
-    correct: Tensor,
-    cost_fraction: Tensor,
+pub(crate) struct Outcome {
+    pub predicted: Tensor,
+    pub correct: Tensor,
+    pub cost_fraction: Tensor,
 }
 
 impl Outcome {
-    fn of(fwd: &Forward, y: &Tensor, full_flops: f64) -> Outcome {
+    pub fn of(fwd: &Forward, y: &Tensor, full_flops: f64) -> Outcome {
         let predicted = fwd.output.detach().argmax(1, false);
         let correct = predicted.eq_tensor(y);
         Outcome { predicted, correct, cost_fraction: fwd.cost_fraction(full_flops) }
     }
 
     /// λ·(accuracy or F-score) + (1−λ)·(−cost) per bag.
-    fn bag_rewards(&self, cfg: &TrainConfig, y: &Tensor) -> Result<Tensor> {
+    pub fn bag_rewards(&self, cfg: &TrainConfig, y: &Tensor) -> Result<Tensor> {
         rl::bag_rewards(
             cfg.accuracy,
             &self.correct.to_kind(Kind::Float),
@@ -150,19 +140,6 @@ impl Outcome {
             cfg.lambda,
         )
     }
-}
-
-/// `train.q_every_action`'s controller loss (summed over bags): on each forced path, the forced
-/// action's Q regresses onto the reward that path earned.
-fn every_action_q_loss(forced: &[Forward], cfg: &TrainConfig, y: &Tensor, full_flops: f64) -> Result<Tensor> {
-    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
-    for fwd in forced {
-        let rewards = Outcome::of(fwd, y, full_flops).bag_rewards(cfg, y)?;
-        for d in &fwd.decisions {
-            loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &rewards, cfg.bag_size)?;
-        }
-    }
-    Ok(loss)
 }
 
 /// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
@@ -193,7 +170,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
     }
     let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
     let forced = if cfg.branch_loss_weight > 0.0 || every_action_q {
-        forced_forwards(model, &x, &batch.ids, key, true)?
+        forced_paths(model, &x, &batch.ids, key, true)?
     } else {
         Vec::new()
     };
@@ -243,7 +220,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
             control += loss / global_bags;
         }
         if every_action_q {
-            control += every_action_q_loss(&forced, cfg, &y, graph.full_flops)? / global_bags;
+            control += every_action_q_loss(model, &forced, &sampled, cfg, &y, global)?;
         }
     }
     let total = &task + &control * cfg.control_weight;

@@ -1,0 +1,172 @@
+//! Forced passes: the network once per distinct joint action of its controllers, each forced for the
+//! whole batch, so that every path learns from every example (`train.branch_loss_weight`) and every
+//! action's Q is regressed onto the reward its path earns (`train.q_every_action`).
+use tch::{Kind, Tensor};
+
+use super::step::{representable_targets, Outcome, IGNORE};
+use crate::config::TrainConfig;
+use crate::exec::{D2nn, DecisionKey, Forward, Policy};
+use crate::rl::{self, BagCredit, PassOutcome};
+use crate::{Error, Result};
+
+/// The most forced passes a step may run (the product of the controllers' action counts).
+pub const MAX_JOINT_ACTIONS: usize = 8;
+
+/// One forced pass: the action of each controller (decision index) and what the network did.
+pub(crate) struct ForcedPath {
+    pub actions: Vec<i64>,
+    pub fwd: Forward,
+}
+
+/// Every distinct path: joint actions in lexicographic order, the first controller's the most
+/// significant. A joint action that differs from an earlier one only in a controller that did not
+/// run there (a cascade's second gate after the first one exited) is the same path and is not run
+/// again. Empty for a graph without controllers.
+pub(crate) fn forced_paths(
+    model: &D2nn,
+    x: &Tensor,
+    ids: &[i64],
+    key: DecisionKey,
+    train: bool,
+) -> Result<Vec<ForcedPath>> {
+    let num_actions = model.graph.num_actions();
+    if num_actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let joint: usize = num_actions.iter().product();
+    if joint > MAX_JOINT_ACTIONS {
+        return Err(Error::Invalid(format!(
+            "keys `train.branch_loss_weight` and `train.q_every_action`: need a graph with at most \
+             {MAX_JOINT_ACTIONS} joint actions (the product of its controllers' action counts); this one has {joint}"
+        )));
+    }
+    let n = ids.len() as i64;
+    let mut paths: Vec<ForcedPath> = Vec::new();
+    // For each joint action (by its lexicographic index): the path it runs, an index into `paths`.
+    let mut path_of: Vec<usize> = Vec::with_capacity(joint);
+    for index in 0..joint {
+        let actions = unrank(index, &num_actions);
+        let mut same_as = None;
+        for (j, &a) in actions.iter().enumerate() {
+            if a == 0 {
+                continue;
+            }
+            let mut base = actions.clone();
+            base[j] = 0;
+            let p = path_of[rank(&base, &num_actions)];
+            if !ran(model, &paths[p].fwd, j) {
+                same_as = Some(p);
+                break;
+            }
+        }
+        if let Some(p) = same_as {
+            path_of.push(p);
+            continue;
+        }
+        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
+        let fwd = model.forward(x, ids, &forced, key, train)?;
+        path_of.push(paths.len());
+        paths.push(ForcedPath { actions, fwd });
+    }
+    Ok(paths)
+}
+
+fn unrank(mut index: usize, num_actions: &[usize]) -> Vec<i64> {
+    let mut actions = vec![0; num_actions.len()];
+    for (slot, &k) in actions.iter_mut().zip(num_actions).rev() {
+        *slot = (index % k) as i64;
+        index /= k;
+    }
+    actions
+}
+
+fn rank(actions: &[i64], num_actions: &[usize]) -> usize {
+    actions.iter().zip(num_actions).fold(0, |acc, (&a, &k)| acc * k + a as usize)
+}
+
+/// Whether controller `control` (decision index) decided for any example of `fwd`.
+fn ran(model: &D2nn, fwd: &Forward, control: usize) -> bool {
+    fwd.decisions.iter().any(|d| model.graph.control_index(d.node) == Some(control) && d.rows.numel() > 0)
+}
+
+/// The output's cross-entropy (summed over the batch) on each forced path: every path learns from
+/// every example.
+pub(crate) fn branch_loss(model: &D2nn, paths: &[ForcedPath], y: &Tensor) -> Tensor {
+    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
+    for path in paths {
+        let out = &path.fwd;
+        let target = representable_targets(model, &out.executed, y);
+        loss += out.output.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Sum, IGNORE, 0.0);
+    }
+    loss
+}
+
+/// `train.q_every_action`'s controller loss, divided by the global number of bags (examples with
+/// `bag_credit = "marginal"`). On each forced path each controller's forced action regresses onto
+/// the best reward among the paths that agree with this one up to and including that controller:
+/// the reward of its own path for the last controller to decide, the Q-learning target with a
+/// greedy next controller for an earlier one (with one controller: its own path's reward).
+pub(crate) fn every_action_q_loss(
+    model: &D2nn,
+    paths: &[ForcedPath],
+    sampled: &Outcome,
+    cfg: &TrainConfig,
+    y: &Tensor,
+    global_examples: f64,
+) -> Result<Tensor> {
+    let full_flops = model.graph.full_flops;
+    let outcomes: Vec<Outcome> = paths.iter().map(|p| Outcome::of(&p.fwd, y, full_flops)).collect();
+    let (rewards, m) = match cfg.bag_credit {
+        BagCredit::Bag => {
+            let r = outcomes.iter().map(|o| o.bag_rewards(cfg, y)).collect::<Result<Vec<_>>>()?;
+            (r, cfg.bag_size)
+        }
+        BagCredit::Marginal => {
+            let actual = Vec::<bool>::try_from(&y.eq(1).to_device(tch::Device::Cpu))?;
+            let host = outcomes.iter().map(host_outcome).collect::<Result<Vec<_>>>()?;
+            let r =
+                rl::marginal_rewards(cfg.accuracy, &host_outcome(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
+            let r = r.iter().map(|v| Tensor::from_slice(v).to_kind(Kind::Float).to_device(y.device())).collect();
+            (r, 1)
+        }
+    };
+    let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
+    for (p, path) in paths.iter().enumerate() {
+        for d in &path.fwd.decisions {
+            let j = model
+                .graph
+                .control_index(d.node)
+                .ok_or_else(|| Error::Invalid(format!("node {} is not a controller", d.node)))?;
+            let mut target = rewards[p].shallow_clone();
+            for (q, other) in paths.iter().enumerate() {
+                if q != p && other.actions[..=j] == path.actions[..=j] {
+                    target = target.maximum(&rewards[q]);
+                }
+            }
+            loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &target, m)?;
+        }
+    }
+    Ok(loss / (global_examples / m as f64))
+}
+
+fn host_outcome(o: &Outcome) -> Result<PassOutcome> {
+    let cpu = |t: &Tensor| t.to_device(tch::Device::Cpu);
+    Ok(PassOutcome {
+        correct: Vec::<bool>::try_from(&cpu(&o.correct).to_kind(Kind::Bool))?,
+        predicted_positive: Vec::<bool>::try_from(&cpu(&o.predicted.eq(1)))?,
+        cost: Vec::<f64>::try_from(&cpu(&o.cost_fraction).to_kind(Kind::Double))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rank, unrank};
+
+    #[test]
+    fn joint_actions_rank_lexicographically() {
+        let k = [2, 3];
+        let all: Vec<Vec<i64>> = (0..6).map(|i| unrank(i, &k)).collect();
+        assert_eq!(all, [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]);
+        assert!((0..6).all(|i| rank(&unrank(i, &k), &k) == i));
+    }
+}
