@@ -1,6 +1,9 @@
 //! Multi-process training as an operator runs it: `d2nn coordinator` and `d2nn worker` processes
 //! on 127.0.0.1. Replicas must agree with the in-process runtime, survive a `kill -9` of a worker,
 //! take a replacement in, and refuse peers with the wrong cookie or garbage bytes.
+//!
+//! Size (~430 lines): one multi-process scenario per test over the shared process helpers below;
+//! split by scenario family if it grows further.
 use std::fs::File;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
