@@ -37,14 +37,6 @@ pub struct Position {
     pub train_examples: usize,
 }
 
-impl Position {
-    /// `steps_per_epoch` must be positive (runs refuse a batch larger than the split before this).
-    pub fn at(step: u64, steps_per_epoch: u64, train_examples: usize) -> Position {
-        let spe = steps_per_epoch.max(1);
-        Position { step, epoch: step / spe, step_in_epoch: step % spe, steps_per_epoch, train_examples }
-    }
-}
-
 /// The schedules are pure functions of the global step (`optim::LrSchedule::lr_at`,
 /// `rl::EpsilonSchedule::at`), so the step is their whole state; the values of the next step are
 /// recorded for people reading the file.

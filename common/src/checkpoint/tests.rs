@@ -52,7 +52,9 @@ fn save(
     let staging = store.begin(step, writes)?;
     let saved = write_tensors(&staging, &replica.0, replica.1.as_ref(), val_metric, writes)?;
     let sampler = crate::data::Sampler::from_step(cfg.seed, 100, 10, cfg.train.epochs, step)?.state();
-    let meta = CheckpointMeta::new(cfg, Position::at(step, 10, 100), &replica.2, 2, saved, sampler);
+    let position =
+        Position { step, epoch: step / 10, step_in_epoch: step % 10, steps_per_epoch: 10, train_examples: 100 };
+    let meta = CheckpointMeta::new(cfg, position, &replica.2, 2, saved, sampler);
     store.commit(&staging, &meta, keep, writes)
 }
 

@@ -128,15 +128,19 @@ impl Opened {
         let mut baseline = EmaBaseline::new(num_actions, t.baseline_decay);
         let mut step = 0;
         let mut last_checkpoint = None;
-        let mut sampler = Sampler::new(self.cfg.seed, train_examples, t.batch_size, t.epochs)?;
+        let mut resumed_sampler = None;
         if let Some((dir, meta)) = &self.resume {
             let point = ResumePoint::check(dir, meta, &self.cfg, &self.config_file, train_examples, num_actions)?;
             (step, baseline) = (point.step, point.baseline);
-            sampler = sampler_of(dir, meta, &self.cfg, train_examples)?;
+            resumed_sampler = Some(sampler_of(dir, meta, &self.cfg, train_examples)?);
             // The state at a resumed step is already saved: no second checkpoint of it.
             last_checkpoint = Some((step, dir.clone()));
             tracing::info!(checkpoint = %dir.display(), step, "resumed");
         }
+        let sampler = match resumed_sampler {
+            Some(sampler) => sampler,
+            None => Sampler::new(self.cfg.seed, train_examples, t.batch_size, t.epochs)?,
+        };
         let metrics = if self.resume.is_some() {
             self.run_dir.resume_metrics(step)?
         } else {
@@ -241,11 +245,6 @@ impl RunLedger {
         let lr = t.schedule.lr_at(t.lr, self.step, self.total_steps);
         let examples = self.sampler.next_batch().ok_or_else(|| Error::Invalid("no step left to place".into()))?;
         Ok(StepPlace { step: self.step, epoch, step_in_epoch, lr, examples: examples.to_vec() })
-    }
-
-    /// Each epoch's coverage so far (the current one last).
-    pub fn coverage(&self) -> &[crate::data::EpochCoverage] {
-        self.sampler.coverage()
     }
 
     /// Books the placed step's end, which took `seconds` (and where that time went when the step

@@ -41,23 +41,23 @@ impl RingKey {
         RingKey { secret: secret.to_vec(), session: session.as_bytes().to_vec() }
     }
 
-    fn mac(&self, role: &[u8], transcript: &[u8]) -> [u8; MAC_BYTES] {
+    /// The HMAC of one role's view of a handshake: role, session (length-prefixed), transcript.
+    fn keyed(&self, role: &[u8], transcript: &[u8]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
         mac.update(role);
         mac.update(&(self.session.len() as u64).to_le_bytes());
         mac.update(&self.session);
         mac.update(transcript);
-        mac.finalize().into_bytes().into()
+        mac
+    }
+
+    fn mac(&self, role: &[u8], transcript: &[u8]) -> [u8; MAC_BYTES] {
+        self.keyed(role, transcript).finalize().into_bytes().into()
     }
 
     fn verify(&self, role: &[u8], transcript: &[u8], tag: &[u8]) -> bool {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
-        mac.update(role);
-        mac.update(&(self.session.len() as u64).to_le_bytes());
-        mac.update(&self.session);
-        mac.update(transcript);
         // Constant time: a peer learns nothing from how long a wrong tag took to refuse.
-        mac.verify_slice(tag).is_ok()
+        self.keyed(role, transcript).verify_slice(tag).is_ok()
     }
 }
 
