@@ -158,7 +158,13 @@ type Builder = config::ConfigBuilder<config::builder::DefaultState>;
 /// Overrides arrive as text; give them the type they spell (bool, integer, float, else string), since
 /// serde cannot turn a string into a number inside tagged enums such as `train.schedule`.
 fn set_typed(builder: Builder, key: &str, value: &str) -> std::result::Result<Builder, config::ConfigError> {
-    if let Ok(b) = value.parse::<bool>() {
+    if value.starts_with('[') {
+        // An array (`data.coarse_groups=[[0,2],[1]]`), read as TOML.
+        let parsed: toml::Table = toml::from_str(&format!("v = {value}"))
+            .map_err(|e| config::ConfigError::Message(format!("`{value}` is not a TOML array: {e}")))?;
+        let array = parsed.get("v").map(toml_to_config).ok_or_else(|| config::ConfigError::Message(value.into()))?;
+        builder.set_override(key, array?)
+    } else if let Ok(b) = value.parse::<bool>() {
         builder.set_override(key, b)
     } else if let Ok(i) = value.parse::<i64>() {
         builder.set_override(key, i)
@@ -167,6 +173,23 @@ fn set_typed(builder: Builder, key: &str, value: &str) -> std::result::Result<Bu
     } else {
         builder.set_override(key, value)
     }
+}
+
+fn toml_to_config(value: &toml::Value) -> std::result::Result<config::Value, config::ConfigError> {
+    Ok(match value {
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => (*f).into(),
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::String(s) => s.clone().into(),
+        toml::Value::Array(items) => {
+            items.iter().map(toml_to_config).collect::<std::result::Result<Vec<_>, _>>()?.into()
+        }
+        other => {
+            return Err(config::ConfigError::Message(format!(
+                "`{other}`: only arrays of numbers, booleans and strings"
+            )))
+        }
+    })
 }
 
 /// Environment variables that are not config overrides even though they start with `D2NN_`.
@@ -281,6 +304,7 @@ impl RunConfig {
         if t.eval_batch_size == 0 {
             return bad("eval_batch_size", "must be positive");
         }
+        self.data.checked_coarse_groups().map_err(|e| e.to_string())?;
         if t.branch_loss_weight < 0.0 || t.branch_loss_weight.is_nan() {
             return bad("branch_loss_weight", "must be zero (off) or positive");
         }

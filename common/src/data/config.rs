@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use super::datasets::LFW_SHAPE;
+use super::groups::CoarseGroups;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,6 +76,10 @@ pub struct DataConfig {
     /// its examples' bytes with every step's order, and evaluates the saved model itself, so a
     /// worker needs no data directory).
     pub source: DataSource,
+    /// `fashion-hier` only: the coarse groups, each a list of Fashion-MNIST classes, every class in
+    /// exactly one group; group g's coarse label is g. Unset: tops {0,2,4,6}, trousers and dresses
+    /// {1,3}, footwear {5,7,9}, bags {8}.
+    pub coarse_groups: Option<Vec<Vec<u8>>>,
 }
 
 /// See [`DataConfig::source`].
@@ -95,6 +100,21 @@ impl Default for DataConfig {
             train_limit: None,
             test_limit: None,
             source: DataSource::Local,
+            coarse_groups: None,
         }
+    }
+}
+
+impl DataConfig {
+    /// The coarse groups of `fashion-hier` (the default ones when `coarse_groups` is unset); an error
+    /// naming the key if they are not a partition of the ten classes, or are set for another task.
+    pub fn checked_coarse_groups(&self) -> Result<CoarseGroups> {
+        if self.coarse_groups.is_some() && self.task != Task::FashionHier {
+            return Err(Error::Invalid(format!(
+                "key `data.coarse_groups`: applies to the fashion-hier task only, not `{}`",
+                self.task
+            )));
+        }
+        CoarseGroups::from_config(self.coarse_groups.as_deref())
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub use super::config::{DataConfig, Task};
+use super::groups::CoarseGroups;
 use super::{idx, npy, shard};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
@@ -16,8 +17,6 @@ use crate::rng::SplitMix;
 /// Fashion-MNIST class names, by label.
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
-/// Names of the `fashion-hier` coarse groups, by group label (see [`coarse_group`]).
-pub const COARSE_NAMES: [&str; 4] = ["tops", "trousers and dresses", "footwear", "bags"];
 /// The four Fashion-MNIST files, relative to the data directory: train images, train labels, test
 /// images, test labels.
 pub const FASHION_FILES: [&str; 4] = [
@@ -155,27 +154,14 @@ pub struct Dataset {
     pub task: Task,
     pub num_classes: usize,
     pub num_coarse: usize,
+    /// `fashion-hier`: the coarse groups' names, by coarse label; empty for the other tasks.
+    pub coarse_names: Vec<String>,
     pub class_names: Vec<String>,
     /// [C, H, W] of one example.
     pub input_shape: [i64; 3],
     pub train: Split,
     pub val: Split,
     pub test: Split,
-}
-
-/// The `fashion-hier` coarse group of a Fashion-MNIST class: tops {0,2,4,6} -> 0, trousers and
-/// dresses {1,3} -> 1, footwear {5,7,9} -> 2, bags {8} -> 3.
-///
-/// # Panics
-/// If `fine` is not a Fashion-MNIST class (>= 10); loaded labels are range-checked before this runs.
-pub fn coarse_group(fine: u8) -> u8 {
-    match fine {
-        0 | 2 | 4 | 6 => 0,
-        1 | 3 => 1,
-        5 | 7 | 9 => 2,
-        8 => 3,
-        _ => panic!("coarse_group: {fine} is not a Fashion-MNIST class (0..10)"),
-    }
 }
 
 /// Loads `cfg.task` from `cfg.dir`, checking every file.
@@ -254,14 +240,15 @@ fn limited(n: usize, limit: Option<usize>) -> usize {
     limit.map_or(n, |l| l.min(n))
 }
 
-fn fashion_split(pixels: &[u8], fine: &[u8], task: Task, positive: u8) -> Result<Split> {
+fn fashion_split(pixels: &[u8], fine: &[u8], task: Task, positive: u8, groups: &CoarseGroups) -> Result<Split> {
     let images = Tensor::f_from_slice(pixels)?.f_view([fine.len() as i64, 1, 28, 28])?;
     let labels: Vec<i64> = match task {
         Task::FashionBinary => fine.iter().map(|&c| (c == positive) as i64).collect(),
         _ => fine.iter().map(|&c| c as i64).collect(),
     };
     let coarse = match task {
-        Task::FashionHier => fine.iter().map(|&c| coarse_group(c) as i64).collect(),
+        // Labels are range-checked when their file is read, so every class has a group.
+        Task::FashionHier => fine.iter().map(|&c| groups.of(c).map_or(-1, i64::from)).collect(),
         _ => labels.clone(),
     };
     Ok(Split::new(images, labels, coarse))
@@ -272,25 +259,27 @@ pub(crate) fn fashion_dataset(raw: &FashionRaw, cfg: &DataConfig) -> Result<Data
     if cfg.task == Task::FashionBinary && pos as usize >= FASHION_CLASSES.len() {
         return Err(Error::Invalid(format!("data.positive_class {pos} is not a Fashion-MNIST class (0..10)")));
     }
+    let groups = cfg.checked_coarse_groups()?;
     const PX: usize = 28 * 28;
     let n_train = limited(FASHION_TRAIN, cfg.train_limit);
     let n_val = limited(FASHION_TRAIN_FILE - FASHION_TRAIN, cfg.test_limit);
     let n_test = limited(FASHION_TEST_FILE, cfg.test_limit);
     let (v0, v1) = (FASHION_TRAIN, FASHION_TRAIN + n_val);
     let (imgs, labs) = (&raw.train_images, &raw.train_labels);
-    let split = |px: &[u8], l: &[u8]| fashion_split(px, l, cfg.task, pos);
+    let split = |px: &[u8], l: &[u8]| fashion_split(px, l, cfg.task, pos, &groups);
     let train = split(&imgs[..n_train * PX], &labs[..n_train])?;
     let val = split(&imgs[v0 * PX..v1 * PX], &labs[v0..v1])?;
     let test = split(&raw.test_images[..n_test * PX], &raw.test_labels[..n_test])?;
     let (class_names, num_coarse): (Vec<String>, usize) = match cfg.task {
         Task::FashionBinary => (vec!["rest".into(), FASHION_CLASSES[pos as usize].into()], 2),
-        Task::FashionHier => (FASHION_CLASSES.map(String::from).to_vec(), COARSE_NAMES.len()),
+        Task::FashionHier => (FASHION_CLASSES.map(String::from).to_vec(), groups.len()),
         _ => (FASHION_CLASSES.map(String::from).to_vec(), FASHION_CLASSES.len()),
     };
     Ok(Dataset {
         task: cfg.task,
         num_classes: class_names.len(),
         num_coarse,
+        coarse_names: if cfg.task == Task::FashionHier { groups.names().to_vec() } else { Vec::new() },
         class_names,
         input_shape: [1, 28, 28],
         train,
@@ -334,6 +323,7 @@ fn lfw_dataset(values: &[f64], cfg: &DataConfig) -> Result<Dataset> {
         task: Task::Lfw,
         num_classes: 2,
         num_coarse: 2,
+        coarse_names: Vec::new(),
         class_names: vec!["non-face".into(), "face".into()],
         input_shape: [1, LFW_SHAPE[1] as i64, LFW_SHAPE[2] as i64],
         train,

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use super::*;
+use crate::data::CoarseGroups;
 use crate::data::{info_table, test_data_dir};
 
 /// The decoded Fashion-MNIST files, read once for all tests (decoding is the slow part).
@@ -102,15 +103,25 @@ fn fashion_binary_is_imbalanced_one_to_nine() {
 
 #[test]
 fn fashion_hier_coarse_groups() {
-    assert_eq!((0..10).map(coarse_group).collect::<Vec<_>>(), [0, 1, 0, 1, 0, 2, 0, 2, 3, 2]);
+    let groups = CoarseGroups::default();
     let ds = fashion(Task::FashionHier);
     assert_eq!((ds.num_classes, ds.num_coarse), (10, 4));
     assert_eq!(ds.test.coarse_counts(4), [4000, 2000, 3000, 1000]);
     for (&y, &c) in ds.train.labels().iter().zip(ds.train.coarse_labels()) {
-        assert_eq!(c, coarse_group(y as u8) as i64);
+        assert_eq!(Some(c), groups.of(y as u8).map(i64::from));
     }
     let table = info_table(&ds);
     assert!(table.contains("coarse group") && table.contains("footwear"), "{table}");
+
+    // Dresses with the tops, trousers alone: group 0 gets the test set's 5,000 images of five classes.
+    let regrouped = vec![vec![0, 2, 3, 4, 6], vec![1], vec![5, 7, 9], vec![8]];
+    let cfg = DataConfig { task: Task::FashionHier, coarse_groups: Some(regrouped), ..DataConfig::default() };
+    let ds = fashion_dataset(raw(), &cfg).expect("regrouped");
+    assert_eq!(ds.test.coarse_counts(4), [5000, 1000, 3000, 1000]);
+    assert!(info_table(&ds).contains("T-shirt/top+Pullover+Dress+Coat+Shirt"));
+    let cfg = DataConfig { task: Task::FashionMnist, ..cfg };
+    let msg = fashion_dataset(raw(), &cfg).expect_err("not fashion-hier").to_string();
+    assert!(msg.contains("data.coarse_groups") && msg.contains("fashion-mnist"), "{msg}");
 }
 
 #[test]

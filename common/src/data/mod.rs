@@ -5,6 +5,7 @@
 //! - [`npy`]: NPY `<f8` arrays (the LFW face/non-face subset) with an md5 check.
 //! - [`datasets`]: the tasks (`fashion-mnist`, `fashion-binary`, `fashion-hier`, `lfw`), their fixed
 //!   splits, [`Split::batch`].
+//! - [`groups`]: `fashion-hier`'s coarse groups (`data.coarse_groups`).
 //! - [`shard`]: the seeded epoch order every world size shares.
 //! - [`sampler`]: the run's sample order: each step's batch, retries of aborted steps, each epoch's
 //!   coverage, each rank's share.
@@ -18,6 +19,7 @@
 mod config;
 pub mod datasets;
 pub mod fetch;
+pub mod groups;
 pub mod idx;
 pub mod npy;
 pub mod sampler;
@@ -25,8 +27,9 @@ pub mod shard;
 pub mod stream;
 
 pub use config::DataSource;
-pub use datasets::{coarse_group, load, Batch, DataConfig, Dataset, Split, Task, COARSE_NAMES, FASHION_CLASSES};
+pub use datasets::{load, Batch, DataConfig, Dataset, Split, Task, FASHION_CLASSES};
 pub use fetch::{fetch, FetchReport};
+pub use groups::{CoarseGroups, COARSE_NAMES};
 pub use sampler::{shares, split, EpochCoverage, Sampler, SamplerState, MAX_ATTEMPTS};
 pub use shard::{epoch_order, steps_per_epoch};
 pub use stream::{Examples, Pixels};
@@ -42,9 +45,9 @@ pub fn info_table(ds: &Dataset) -> String {
     table(&mut out, "class", &ds.class_names, &splits.map(|(n, _)| n), &counts);
     if ds.task == Task::FashionHier {
         out.push('\n');
-        let names: Vec<String> = COARSE_NAMES.iter().map(|s| s.to_string()).collect();
+        let names = &ds.coarse_names;
         let counts: Vec<Vec<usize>> = splits.iter().map(|(_, s)| s.coarse_counts(ds.num_coarse)).collect();
-        table(&mut out, "coarse group", &names, &splits.map(|(n, _)| n), &counts);
+        table(&mut out, "coarse group", names, &splits.map(|(n, _)| n), &counts);
     }
     out
 }

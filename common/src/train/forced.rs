@@ -85,7 +85,7 @@ fn rank(actions: &[i64], num_actions: &[usize]) -> usize {
 }
 
 /// Whether controller `control` (decision index) decided for any example of `fwd`.
-fn ran(model: &D2nn, fwd: &Forward, control: usize) -> bool {
+pub(crate) fn ran(model: &D2nn, fwd: &Forward, control: usize) -> bool {
     fwd.decisions.iter().any(|d| model.graph.control_index(d.node) == Some(control) && d.rows.numel() > 0)
 }
 

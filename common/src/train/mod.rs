@@ -9,6 +9,7 @@ mod local;
 mod model;
 mod outputs;
 mod routing;
+mod routing_render;
 mod stats;
 mod step;
 mod tensorboard;

@@ -9,9 +9,9 @@ use super::step::needs_binary;
 use super::{evaluate, is_binary};
 use crate::checkpoint;
 use crate::config::RunConfig;
-use crate::data::{self, Dataset};
+use crate::data::{self, Dataset, Task};
 use crate::exec::{D2nn, DecisionKey, Policy};
-use crate::graph::Graph;
+use crate::graph::{Graph, Target};
 use crate::{Error, Result};
 
 /// Loads the dataset and builds the (untrained) model of a config.
@@ -44,6 +44,26 @@ fn checked_graph(cfg: &RunConfig, config_file: &str) -> Result<Graph> {
     let graph = Graph::build(&cfg.model, &[c, h, w], classes, config_file)?;
     graph.check_batch(cfg.train.batch_size, "train.batch_size", config_file)?;
     graph.check_batch(cfg.train.eval_batch_size, "train.eval_batch_size", config_file)?;
+    let coarse = cfg
+        .data
+        .checked_coarse_groups()
+        .map_err(|e| Error::Config { file: config_file.into(), message: e.to_string() })?;
+    if cfg.data.task == Task::FashionHier {
+        // A coarse head must give one logit per group, or its loss indexes past its logits.
+        for n in graph.nodes.iter().filter(|n| n.head.as_ref().is_some_and(|h| h.target == Target::Coarse)) {
+            if n.out_shape.as_slice() != [coarse.len() as i64] {
+                return Err(Error::Config {
+                    file: config_file.into(),
+                    message: format!(
+                        "node `{}`: its coarse head gives {:?} logits, data.coarse_groups has {} groups",
+                        n.name,
+                        n.out_shape,
+                        coarse.len()
+                    ),
+                });
+            }
+        }
+    }
     if needs_binary(&cfg.train) && !is_binary(cfg.data.task) {
         return Err(Error::Config {
             file: config_file.into(),

@@ -1,105 +1,200 @@
-//! How well a one-controller D2NN's router chooses. Every action's path runs on every held-out
-//! example, so the router's own (argmax) choices can be set against random routing at the same
-//! rates, computed exactly rather than sampled, and against two oracles that know which paths are
-//! right. A router that learned nothing lands on the random figure; the oracles bound what any
-//! router could get from these trained paths.
+//! How well a D2NN's controllers choose. Every path through its controllers (each distinct joint action,
+//! as training's forced passes run them) runs on every held-out example, so the controllers' own
+//! (argmax) choices can be set against random routing at the same rates, computed exactly rather than
+//! sampled, and against two oracles that know which paths are right. Controllers that learned nothing
+//! land on the random figure; the oracles bound what any routing could get from these trained paths.
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-use super::step::forced_forwards;
+use super::forced::{forced_paths, ran, ForcedPath, MAX_JOINT_ACTIONS};
 use crate::data::Split;
 use crate::exec::{D2nn, DecisionKey, Policy};
+use crate::rl::f1_score;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutingReport {
+    /// The controllers, in decision order, joined by `, `.
     pub controller: String,
-    /// Per action: the nodes it enables, joined by `+`.
+    /// Per path: the nodes each deciding controller enables along it, joined by `+` within a decision
+    /// and ` → ` between decisions (one controller: its actions).
     pub actions: Vec<String>,
     pub examples: usize,
-    /// Per action: the fraction of examples the router sends there.
+    /// Per path: the fraction of examples the controllers send there.
     pub rates: Vec<f64>,
-    /// Per action: accuracy and mean cost fraction with every example forced onto its path.
+    /// Per controller (decision order): the fraction of the examples it decided for that took each of
+    /// its actions. Random routing flips each controller's coin at these rates.
+    #[serde(default)]
+    pub controller_rates: Vec<Vec<f64>>,
+    /// Per path: its probability under random routing at `controller_rates` (one controller, or
+    /// controllers that decide one after another on a tree of paths as the cascade's: equal to `rates`).
+    #[serde(default)]
+    pub random_path_probability: Vec<f64>,
+    /// Per path: accuracy and mean cost fraction with every example forced onto it.
     pub forced_accuracy: Vec<f64>,
     pub forced_cost_fraction: Vec<f64>,
     pub routed_accuracy: f64,
     pub routed_cost_fraction: f64,
-    /// Expected accuracy of coin flips at `rates`: Σ rate·forced accuracy. Its cost equals the
-    /// router's in expectation only where each path costs the same on every example, as here.
+    /// Expected accuracy of random routing: Σ probability·forced accuracy. Its cost equals the
+    /// controllers' in expectation only where each path costs the same on every example, as here.
     pub random_accuracy: f64,
-    /// The best accuracy of any assignment that sends as many examples to each action as the
-    /// router does. Two-action controllers only (more actions make it a flow problem).
+    /// Binary tasks: the F-score of the positive class per forced path, routed, and of random routing:
+    /// the F-score of its expected true-positive, false-positive and false-negative counts (exact
+    /// counts; the F-score of expected counts differs from the expected F-score by O(1/examples)).
+    #[serde(default)]
+    pub forced_f1: Option<Vec<f64>>,
+    #[serde(default)]
+    pub routed_f1: Option<f64>,
+    #[serde(default)]
+    pub random_f1: Option<f64>,
+    /// The best accuracy of any assignment that sends as many examples to each path as the
+    /// controllers do. Two paths only (more make it a flow problem).
     pub oracle_same_rates_accuracy: Option<f64>,
     /// Each example on the cheapest path that gets it right (the cheapest path if none does).
     pub cheapest_right_accuracy: f64,
     pub cheapest_right_cost_fraction: f64,
-    /// The router's rates on the examples grouped by which paths get them right.
+    /// The controllers' path rates on the examples grouped by which paths get them right.
     pub by_right_paths: Vec<RightPaths>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RightPaths {
-    /// The actions whose path classifies these examples correctly (empty: none does).
+    /// The paths that classify these examples correctly (empty: none does).
     pub right: Vec<usize>,
     pub examples: usize,
     pub rates: Vec<f64>,
 }
 
-/// Per action a and example i: whether a's path gets i right and what it costs (fraction of the full
-/// network); and the router's choice per example.
+/// Per path p and example i: whether p gets i right, whether it predicts the positive class, and what
+/// it costs (fraction of the full network); per example its label's positiveness and the path the
+/// controllers chose; per path its random-routing probability.
 #[derive(Debug, Default)]
 pub(crate) struct Outcomes {
     pub right: Vec<Vec<bool>>,
+    pub predicted_positive: Vec<Vec<bool>>,
     pub cost: Vec<Vec<f64>>,
+    pub actual_positive: Vec<bool>,
     pub chosen: Vec<usize>,
+    pub controller_rates: Vec<Vec<f64>>,
+    pub path_probability: Vec<f64>,
 }
 
-/// Runs the report over all of `split` in batches of `batch_size`, without gradients.
-pub fn routing_report(model: &D2nn, split: &Split, batch_size: usize, key: DecisionKey) -> Result<RoutingReport> {
+/// A path's decisions: per controller, its action where it decides on the path, `None` where it does
+/// not run there.
+type PathKey = Vec<Option<i64>>;
+
+/// Runs the report over all of `split` in batches of `batch_size`, without gradients; `binary` adds the
+/// F-scores. For a graph with one to [`MAX_JOINT_ACTIONS`] joint actions.
+pub fn routing_report(
+    model: &D2nn,
+    split: &Split,
+    batch_size: usize,
+    key: DecisionKey,
+    binary: bool,
+) -> Result<RoutingReport> {
     let graph = &model.graph;
-    let [control] = graph.controls.as_slice() else {
+    let joint: usize = graph.num_actions().iter().product();
+    if graph.controls.is_empty() || joint > MAX_JOINT_ACTIONS {
         return Err(Error::Invalid(format!(
-            "the routing report needs a graph with exactly one controller; this one has {}",
+            "the routing report needs a graph with one or more controllers and at most {MAX_JOINT_ACTIONS} joint \
+             actions; this one has {} controllers and {joint} joint actions",
             graph.controls.len()
         )));
-    };
+    }
     let _guard = tch::no_grad_guard();
     let device = model.device();
-    let k = graph.nodes[*control].actions.len();
-    let mut outcomes = Outcomes { right: vec![Vec::new(); k], cost: vec![Vec::new(); k], chosen: Vec::new() };
+    let controllers = graph.controls.len();
+    let mut outcomes = Outcomes::default();
+    let mut paths: Vec<PathKey> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut decided = vec![Vec::<usize>::new(); controllers];
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = split.batch(chunk, device)?;
         let y = batch.y.to_device(device);
-        let routed = model.forward(&batch.x, &batch.ids, &Policy::Argmax, key, false)?;
-        let chosen = routed
-            .decisions
-            .first()
-            .map(|d| d.chosen.shallow_clone())
-            .ok_or_else(|| Error::Invalid("the routing report: the controller made no decision".to_string()))?;
-        for a in Vec::<i64>::try_from(chosen.to_device(tch::Device::Cpu))? {
-            // One controller has no controller upstream to skip it, so it decides for every example.
-            let a = usize::try_from(a)
-                .map_err(|_| Error::Invalid("the routing report: the controller skipped an example".to_string()))?;
-            outcomes.chosen.push(a);
+        let forced = forced_paths(model, &batch.x, &batch.ids, key, false)?;
+        if paths.is_empty() {
+            paths = forced.iter().map(|p| path_key(model, p)).collect();
+            names = forced.iter().map(|p| path_name(model, p)).collect();
+            let n = paths.len();
+            outcomes.right = vec![Vec::new(); n];
+            outcomes.predicted_positive = vec![Vec::new(); n];
+            outcomes.cost = vec![Vec::new(); n];
+        } else if forced.iter().map(|p| path_key(model, p)).ne(paths.iter().cloned()) {
+            return Err(Error::Invalid("the routing report: the network's paths differ between batches".into()));
         }
-        for (a, fwd) in forced_forwards(model, &batch.x, &batch.ids, key, false)?.iter().enumerate() {
-            let right = fwd.output.argmax(1, false).eq_tensor(&y).to_device(tch::Device::Cpu);
-            outcomes.right[a].extend(Vec::<bool>::try_from(right)?);
-            let cost = (fwd.cost.to_kind(Kind::Double) / graph.full_flops).to_device(tch::Device::Cpu);
-            outcomes.cost[a].extend(Vec::<f64>::try_from(cost)?);
+        for (p, path) in forced.iter().enumerate() {
+            let predicted = path.fwd.output.argmax(1, false);
+            outcomes.right[p].extend(Vec::<bool>::try_from(predicted.eq_tensor(&y).to_device(tch::Device::Cpu))?);
+            outcomes.predicted_positive[p].extend(Vec::<bool>::try_from(predicted.eq(1).to_device(tch::Device::Cpu))?);
+            let cost = (path.fwd.cost.to_kind(Kind::Double) / graph.full_flops).to_device(tch::Device::Cpu);
+            outcomes.cost[p].extend(Vec::<f64>::try_from(cost)?);
+        }
+        outcomes.actual_positive.extend(Vec::<bool>::try_from(y.eq(1).to_device(tch::Device::Cpu))?);
+
+        let routed = model.forward(&batch.x, &batch.ids, &Policy::Argmax, key, false)?;
+        let mut chosen_by: Vec<Vec<i64>> = vec![vec![-1; chunk.len()]; controllers];
+        for d in &routed.decisions {
+            let j = graph
+                .control_index(d.node)
+                .ok_or_else(|| Error::Invalid(format!("the routing report: node {} is not a controller", d.node)))?;
+            chosen_by[j] = Vec::<i64>::try_from(d.chosen.to_device(tch::Device::Cpu))?;
+        }
+        for i in 0..chunk.len() {
+            let took: PathKey = chosen_by.iter().map(|c| (c[i] >= 0).then_some(c[i])).collect();
+            for (j, a) in took.iter().enumerate() {
+                if let Some(a) = a {
+                    let slot = decided[j].len().max(*a as usize + 1);
+                    decided[j].resize(slot, 0);
+                    decided[j][*a as usize] += 1;
+                }
+            }
+            let p = paths.iter().position(|key| *key == took).ok_or_else(|| {
+                Error::Invalid(format!("the routing report: the controllers' decisions {took:?} match no path"))
+            })?;
+            outcomes.chosen.push(p);
         }
     }
-    let names = graph.nodes[*control]
-        .actions
+    let num_actions = graph.num_actions();
+    outcomes.controller_rates = decided
         .iter()
-        .map(|nodes| nodes.iter().map(|&n| graph.nodes[n].name.as_str()).collect::<Vec<_>>().join("+"))
+        .zip(&num_actions)
+        .map(|(counts, &k)| {
+            let total: usize = counts.iter().sum();
+            (0..k).map(|a| counts.get(a).map_or(0.0, |&c| c as f64 / total.max(1) as f64)).collect()
+        })
         .collect();
-    Ok(outcomes.report(graph.nodes[*control].name.clone(), names))
+    outcomes.path_probability = paths
+        .iter()
+        .map(|key| {
+            key.iter().zip(&outcomes.controller_rates).filter_map(|(a, rates)| a.map(|a| rates[a as usize])).product()
+        })
+        .collect();
+    let controller = graph.controls.iter().map(|&c| graph.nodes[c].name.as_str()).collect::<Vec<_>>().join(", ");
+    Ok(outcomes.report(controller, names, binary))
+}
+
+fn path_key(model: &D2nn, path: &ForcedPath) -> PathKey {
+    (0..path.actions.len()).map(|j| ran(model, &path.fwd, j).then_some(path.actions[j])).collect()
+}
+
+fn path_name(model: &D2nn, path: &ForcedPath) -> String {
+    let graph = &model.graph;
+    path_key(model, path)
+        .iter()
+        .zip(&graph.controls)
+        .filter_map(|(a, &c)| {
+            a.map(|a| {
+                let nodes = &graph.nodes[c].actions[a as usize];
+                nodes.iter().map(|&n| graph.nodes[n].name.as_str()).collect::<Vec<_>>().join("+")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
 }
 
 impl Outcomes {
-    pub(crate) fn report(&self, controller: String, actions: Vec<String>) -> RoutingReport {
+    pub(crate) fn report(&self, controller: String, actions: Vec<String>, binary: bool) -> RoutingReport {
         let k = self.right.len();
         let n = self.chosen.len();
         let total = n.max(1) as f64;
@@ -115,7 +210,16 @@ impl Outcomes {
         let forced_cost_fraction = self.cost.iter().map(|c| mean(c)).collect();
         let routed_right = self.chosen.iter().enumerate().filter(|&(i, &a)| self.right[a][i]).count();
         let routed_cost: Vec<f64> = self.chosen.iter().enumerate().map(|(i, &a)| self.cost[a][i]).collect();
-        let random_accuracy = rates.iter().zip(&forced_accuracy).map(|(r, acc)| r * acc).sum();
+        let random_accuracy = self.path_probability.iter().zip(&forced_accuracy).map(|(p, acc)| p * acc).sum();
+
+        let (forced_f1, routed_f1, random_f1) = if binary {
+            let forced = self.predicted_positive.iter().map(|p| f1_score(p, &self.actual_positive)).collect();
+            let routed: Vec<bool> =
+                self.chosen.iter().enumerate().map(|(i, &a)| self.predicted_positive[a][i]).collect();
+            (Some(forced), Some(f1_score(&routed, &self.actual_positive)), Some(self.expected_counts_f1()))
+        } else {
+            (None, None, None)
+        };
 
         let right_sets: Vec<Vec<usize>> = (0..n).map(|i| (0..k).filter(|&a| self.right[a][i]).collect()).collect();
         let oracle_same_rates_accuracy = (k == 2).then(|| {
@@ -155,7 +259,7 @@ impl Outcomes {
         for g in &mut groups {
             g.rates.iter_mut().for_each(|r| *r /= g.examples as f64);
         }
-        // Most paths right first; ties in action order.
+        // Most paths right first; ties in path order.
         groups.sort_by(|a, b| b.right.len().cmp(&a.right.len()).then_with(|| a.right.cmp(&b.right)));
 
         RoutingReport {
@@ -163,135 +267,44 @@ impl Outcomes {
             actions,
             examples: n,
             rates,
+            controller_rates: self.controller_rates.clone(),
+            random_path_probability: self.path_probability.clone(),
             forced_accuracy,
             forced_cost_fraction,
             routed_accuracy: routed_right as f64 / total,
             routed_cost_fraction: mean(&routed_cost),
             random_accuracy,
+            forced_f1,
+            routed_f1,
+            random_f1,
             oracle_same_rates_accuracy,
             cheapest_right_accuracy: cheapest_right as f64 / total,
             cheapest_right_cost_fraction: mean(&cheapest_cost),
             by_right_paths: groups,
         }
     }
-}
 
-impl RoutingReport {
-    /// The report as a table for a terminal.
-    pub fn render(&self) -> String {
-        let pct = |x: f64| format!("{:.2}", 100.0 * x);
-        let mut out = format!("routing report: controller `{}`, {} test examples\n", self.controller, self.examples);
-        out += &format!("{:<34}{:>10}{:>8}\n", "", "accuracy", "cost");
-        for (a, name) in self.actions.iter().enumerate() {
-            out += &format!(
-                "{:<34}{:>10}{:>8.3}\n",
-                format!("every example on `{name}`"),
-                pct(self.forced_accuracy[a]),
-                self.forced_cost_fraction[a]
-            );
+    /// The F-score of random routing's expected counts: Σ over examples and paths of the path's
+    /// probability times its true positive, false positive or false negative on the example.
+    fn expected_counts_f1(&self) -> f64 {
+        let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
+        for (predicted, &p) in self.predicted_positive.iter().zip(&self.path_probability) {
+            for (&guess, &actual) in predicted.iter().zip(&self.actual_positive) {
+                match (guess, actual) {
+                    (true, true) => tp += p,
+                    (true, false) => fp += p,
+                    (false, true) => fneg += p,
+                    (false, false) => {}
+                }
+            }
         }
-        let rates = self
-            .actions
-            .iter()
-            .zip(&self.rates)
-            .map(|(name, r)| format!("{name} {:.1} %", 100.0 * r))
-            .collect::<Vec<_>>()
-            .join(", ");
-        out += &format!(
-            "{:<34}{:>10}{:>8.3}   ({rates})\n",
-            "the router",
-            pct(self.routed_accuracy),
-            self.routed_cost_fraction
-        );
-        out += &format!(
-            "{:<34}{:>10}{:>8}   (router − random: {:+.2} points)\n",
-            "random routing at the same rates",
-            pct(self.random_accuracy),
-            "",
-            100.0 * (self.routed_accuracy - self.random_accuracy)
-        );
-        if let Some(oracle) = self.oracle_same_rates_accuracy {
-            out += &format!("{:<34}{:>10}\n", "oracle at the same rates", pct(oracle));
+        if 2.0 * tp + fp + fneg == 0.0 {
+            return 1.0; // no positives anywhere, none predicted: f1_score's convention
         }
-        out += &format!(
-            "{:<34}{:>10}{:>8.3}\n",
-            "oracle: cheapest right path",
-            pct(self.cheapest_right_accuracy),
-            self.cheapest_right_cost_fraction
-        );
-        out += "router's rates by which paths are right:\n";
-        for g in &self.by_right_paths {
-            let right = match g.right.as_slice() {
-                [] => "none".to_string(),
-                r => r.iter().map(|&a| self.actions[a].as_str()).collect::<Vec<_>>().join(", "),
-            };
-            let rates = self
-                .actions
-                .iter()
-                .zip(&g.rates)
-                .map(|(name, r)| format!("{name} {:.1} %", 100.0 * r))
-                .collect::<Vec<_>>();
-            out += &format!("  right on {right:<24}{:>6} examples   {}\n", g.examples, rates.join(", "));
-        }
-        out
+        2.0 * tp / (2.0 * tp + fp + fneg)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Six examples, hand-tallied: `low` (cost 0.2) gets 0, 1 and 4 right, `high` (cost 0.9) gets
-    /// 0, 2, 4 and 5 right, and the router sends 0, 3 and 5 to `high`.
-    #[test]
-    fn report_matches_a_hand_tally() {
-        let outcomes = Outcomes {
-            right: vec![vec![true, true, false, false, true, false], vec![true, false, true, false, true, true]],
-            cost: vec![vec![0.2; 6], vec![0.9; 6]],
-            chosen: vec![1, 0, 0, 1, 0, 1],
-        };
-        let r = outcomes.report("router".into(), vec!["low".into(), "high".into()]);
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert_eq!(r.examples, 6);
-        assert_eq!(r.rates, [0.5, 0.5]);
-        assert!(close(r.forced_accuracy[0], 3.0 / 6.0) && close(r.forced_accuracy[1], 4.0 / 6.0));
-        assert!(close(r.forced_cost_fraction[0], 0.2) && close(r.forced_cost_fraction[1], 0.9));
-        // Right on 0 (high), 1 (low), 4 (low), 5 (high); wrong on 2 (low) and 3 (high).
-        assert!(close(r.routed_accuracy, 4.0 / 6.0));
-        assert!(close(r.routed_cost_fraction, 3.3 / 6.0));
-        assert!(close(r.random_accuracy, 0.5 * 0.5 + 0.5 * 4.0 / 6.0));
-        // Both right on 0 and 4; only `low` on 1; only `high` on 2 and 5 (three places each).
-        assert!(close(r.oracle_same_rates_accuracy.unwrap(), 5.0 / 6.0));
-        // Cheapest right path: low, low, high, none (low), low, high.
-        assert!(close(r.cheapest_right_accuracy, 5.0 / 6.0));
-        assert!(close(r.cheapest_right_cost_fraction, 2.6 / 6.0));
-        let groups: Vec<(Vec<usize>, usize, Vec<f64>)> =
-            r.by_right_paths.iter().map(|g| (g.right.clone(), g.examples, g.rates.clone())).collect();
-        assert_eq!(
-            groups,
-            [
-                (vec![0, 1], 2, vec![0.5, 0.5]),
-                (vec![0], 1, vec![1.0, 0.0]),
-                (vec![1], 2, vec![0.5, 0.5]),
-                (vec![], 1, vec![0.0, 1.0]),
-            ]
-        );
-        let table = r.render();
-        assert!(table.contains("router − random: +8.33 points"), "{table}");
-    }
-
-    /// An oracle at the router's rates cannot place more examples on a path than the router does.
-    #[test]
-    fn same_rates_oracle_respects_the_routers_shares() {
-        let outcomes = Outcomes {
-            right: vec![vec![false; 4], vec![true; 4]],
-            cost: vec![vec![0.1; 4], vec![1.0; 4]],
-            chosen: vec![0, 0, 0, 1],
-        };
-        let r = outcomes.report("router".into(), vec!["low".into(), "high".into()]);
-        assert_eq!(r.oracle_same_rates_accuracy, Some(0.25));
-        assert_eq!(r.cheapest_right_accuracy, 1.0);
-        assert_eq!(r.routed_accuracy, 0.25);
-        assert_eq!(r.random_accuracy, 0.25);
-    }
-}
+#[path = "routing_tests.rs"]
+mod tests;

@@ -83,36 +83,6 @@ pub fn representable_targets(model: &D2nn, executed: &[Tensor], y: &Tensor) -> T
     y.where_self(&representable, &y.full_like(IGNORE))
 }
 
-/// The network once per action of its one controller, forced for the whole batch: every path on
-/// every example, for the routing report (training runs [`forced_paths`], any number of controllers).
-/// Empty for a graph without controllers, whose one path the sampled forward already ran.
-pub(crate) fn forced_forwards(
-    model: &D2nn,
-    x: &Tensor,
-    ids: &[i64],
-    key: DecisionKey,
-    train: bool,
-) -> Result<Vec<Forward>> {
-    let actions = match model.graph.num_actions().as_slice() {
-        [] => return Ok(Vec::new()),
-        [k] => *k as i64,
-        other => {
-            return Err(crate::Error::Invalid(format!(
-                "keys `train.branch_loss_weight` and `train.q_every_action`: need a graph with at most one \
-                 controller; this one has {}",
-                other.len()
-            )))
-        }
-    };
-    let n = ids.len() as i64;
-    (0..actions)
-        .map(|a| {
-            let forced = Policy::Forced(vec![Tensor::full([n], a, (Kind::Int64, x.device()))]);
-            model.forward(x, ids, &forced, key, train)
-        })
-        .collect()
-}
-
 /// What one forward earned per example: its predicted classes, whether each was right, and the
 /// fraction of the full network it executed.
 pub(crate) struct Outcome {

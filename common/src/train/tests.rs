@@ -147,6 +147,14 @@ fn f1_reward_on_a_multiclass_task_is_refused_naming_the_key() {
     assert!(e.contains("hl.toml") && e.contains("train.accuracy"), "{e}");
 }
 
+/// `data.coarse_groups` must fit the coarse head: 3 groups against hierarchical.toml's 4 coarse logits.
+#[test]
+fn coarse_groups_that_do_not_fit_the_coarse_head_are_refused() {
+    let cfg = small(config("hierarchical.toml", &["data.coarse_groups=[[0,2,3,4,6],[1,5,7,9],[8]]"]), 256, 100);
+    let e = build_model(&cfg, "hier.toml", Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("hier.toml") && e.contains("`coarse`") && e.contains("3 groups"), "{e}");
+}
+
 /// Routed to `tops` only, the hierarchical network can represent classes 0, 2, 4, 6: the output's
 /// cross-entropy skips every other example, and a graph without `place` layers keeps all labels.
 #[test]
@@ -314,7 +322,7 @@ fn q_every_action_regresses_the_action_no_example_took() {
 fn routing_report_agrees_with_evaluate() {
     let key = DecisionKey { seed: 0, step: u64::MAX };
     let (_, dataset, model, router_bias) = biased_router([1e3, -1e3]);
-    let report = routing_report(&model, &dataset.test, 32, key).unwrap();
+    let report = routing_report(&model, &dataset.test, 32, key, false).unwrap();
     let on_low = evaluate(&model, &dataset.test, 32, &Policy::Argmax, key, false).unwrap();
     tch::no_grad(|| router_bias.shallow_clone().copy_(&tch::Tensor::from_slice(&[-1e3f32, 1e3])));
     let on_high = evaluate(&model, &dataset.test, 32, &Policy::Argmax, key, false).unwrap();
@@ -334,8 +342,8 @@ fn routing_report_agrees_with_evaluate() {
 
     let static_cfg = small(config("static_high.toml", &[]), 256, 100);
     let (static_data, static_model) = build_model(&static_cfg, "static_high.toml", Device::Cpu).unwrap();
-    let err = routing_report(&static_model, &static_data.test, 32, key).unwrap_err().to_string();
-    assert!(err.contains("exactly one controller") && err.contains("has 0"), "{err}");
+    let err = routing_report(&static_model, &static_data.test, 32, key, false).unwrap_err().to_string();
+    assert!(err.contains("one or more controllers") && err.contains("has 0 controllers"), "{err}");
 }
 
 /// The cascade's two gates have 4 joint actions but 3 paths: after gate1 exits, gate2 does not run,

@@ -300,9 +300,10 @@ pub struct EvalArgs {
     pub checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Also run every path of a one-controller D2NN on every test example and print how the router
-    /// compares with random routing at its own rates (exact, not sampled) and with two oracles;
-    /// written to routing.json in the run directory.
+    /// Also run every path through the controllers (at most 8 joint actions: high_low, cascade,
+    /// hierarchical) on every test example and print how the controllers compare with random
+    /// routing at their own rates (exact expectation, not sampled; F1 too on binary tasks) and with
+    /// two oracles; written to routing.json in the run directory.
     #[arg(long)]
     pub routing: bool,
 }

@@ -50,8 +50,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         write_curves(run_dir);
     }
     if args.routing {
-        let report =
-            routing_report(&model, &dataset.test, cfg.train.eval_batch_size, key).context("d2nn eval --routing")?;
+        let binary = is_binary(dataset.task);
+        let report = routing_report(&model, &dataset.test, cfg.train.eval_batch_size, key, binary)
+            .context("d2nn eval --routing")?;
         print!("{}", report.render());
         if let Some(run_dir) = run_dir {
             let dir = RunDir::open(run_dir)?;
