@@ -16,6 +16,7 @@ enum Layer {
     Flatten,
     Dropout(f64),
     GroupNorm(nn::GroupNorm),
+    Softmax,
     Place { index: Tensor, size: i64, fill: f64 },
 }
 
@@ -47,6 +48,7 @@ impl Layer {
                 None => x.shallow_clone(),
             },
             Layer::GroupNorm(m) => m.forward(x),
+            Layer::Softmax => x.softmax(1, Kind::Float),
             Layer::Place { index, size, fill } => {
                 let out = Tensor::full([x.size()[0], *size], *fill, (x.kind(), x.device()));
                 out.index_copy(1, index, x)
@@ -141,6 +143,7 @@ impl D2nn {
                         LayerSpec::GroupNorm { groups } => {
                             Layer::GroupNorm(nn::group_norm(p, *groups, shape[0], Default::default()))
                         }
+                        LayerSpec::Softmax => Layer::Softmax,
                         LayerSpec::Place { size, indices, fill } => Layer::Place {
                             index: Tensor::from_slice(indices).to_device(device),
                             size: *size,

@@ -41,6 +41,9 @@ pub enum LayerSpec {
     GroupNorm {
         groups: i64,
     },
+    /// Softmax over a flat [k] vector: a controller that reads a classifier's logits gets its
+    /// confidence as probabilities in [0, 1], whatever scale the logits grow to while it trains.
+    Softmax,
     /// Writes a k-vector into positions `indices` of a `size`-vector filled with `fill`
     /// (a hierarchical branch's logits into the full class vector).
     Place {
@@ -80,6 +83,7 @@ impl LayerSpec {
             LayerSpec::Flatten => "flatten",
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::GroupNorm { .. } => "group_norm",
+            LayerSpec::Softmax => "softmax",
             LayerSpec::Place { .. } => "place",
         }
     }
@@ -163,6 +167,11 @@ impl LayerSpec {
                 }
                 Ok((input.to_vec(), 4.0 * numel(input) as f64))
             }
+            LayerSpec::Softmax => match input {
+                // exp, sum and divide per element
+                [k] => Ok((vec![*k], 3.0 * *k as f64)),
+                _ => Err(format!("softmax needs a flat [k] input, got {input:?}")),
+            },
             LayerSpec::Place { size, indices, .. } => {
                 let k = match input {
                     [k] => *k,
@@ -216,6 +225,8 @@ mod tests {
         assert_eq!((s, f), (vec![3136], 0.0));
         let (s, f) = LayerSpec::GlobalAvgPool.infer(&[8, 7, 7]).unwrap();
         assert_eq!((s, f), (vec![8], 392.0));
+        let (s, f) = LayerSpec::Softmax.infer(&[2]).unwrap();
+        assert_eq!((s, f), (vec![2], 6.0));
     }
 
     #[test]
@@ -228,5 +239,7 @@ mod tests {
         assert!(err.contains("divisible"), "{err}");
         let err = LayerSpec::Place { size: 10, indices: vec![0, 10], fill: -1.0 }.infer(&[2]).unwrap_err();
         assert!(err.contains("outside"), "{err}");
+        let err = LayerSpec::Softmax.infer(&[8, 7, 7]).unwrap_err();
+        assert!(err.contains("flat"), "{err}");
     }
 }
