@@ -2,7 +2,8 @@
 # Builds the d2nn runtime image with podman from packages only, then checks it (issue #24). One PASS/FAIL
 # line per check; exits 1 if any fails.
 #
-#   scripts/image_check.sh [--rebuild-base]        (as root: rootful podman; after scripts/setup.sh)
+#   scripts/image_check.sh [--rebuild-base] [--no-cache]   (as root: rootful podman; after scripts/setup.sh)
+#   (--no-cache: every layer built again, as a first build; for measuring)
 #
 # No container registry is needed:
 #  - the base: Debian bookworm's minbase from Debian's packages (mmdebstrap, with debian:bookworm-slim's
@@ -23,11 +24,12 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
 die() { echo "image_check.sh: $*" >&2; exit 2; }
 say() { printf '\033[1m[image-check]\033[0m %s\n' "$*"; }
 
-rebuild_base=0
+rebuild_base=0 cache=()
 for arg in "$@"; do
   case "$arg" in
     --rebuild-base) rebuild_base=1 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    --no-cache) cache=(--no-cache) ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) die "unknown argument '$arg' (see --help)" ;;
   esac
 done
@@ -69,7 +71,7 @@ say "staging target/release/d2nn, its torch libraries, data and configs (scripts
 t=$SECONDS
 scripts/stage_runtime.sh cpu "$work/context/stage" --relocate /src/.venv
 say "building $IMAGE (Dockerfile, STAGE=prebuilt, RUNTIME_IMAGE=$BASE)"
-nice -n 19 podman build -q -f Dockerfile --build-arg STAGE=prebuilt --build-arg RUNTIME_IMAGE="$BASE" \
+nice -n 19 podman build -q "${cache[@]}" -f Dockerfile --build-arg STAGE=prebuilt --build-arg RUNTIME_IMAGE="$BASE" \
   -t "$IMAGE" "$work/context" > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; die "podman build failed"; }
 say "staged and built in $((SECONDS - t)) s: $IMAGE $(mb "$IMAGE") (base $(mb "$BASE"))"
 rm -rf "$work/context"
@@ -95,7 +97,7 @@ check "as uid 1000 in /opt/d2nn, 3 steps of high_low train from the image's data
     --max-steps 3 --quiet --set data.train_limit=512 --set data.test_limit=256
 # PID 1 ignores SIGTERM unless the process handles it: the coordinator must, even before any step.
 podman rm -f d2nn-image-check-sigterm >/dev/null 2>&1 || true
-run -d --name d2nn-image-check-sigterm -e D2NN_CLUSTER_COOKIE=image-check-cookie-0123456789 \
+podman run -d --network none --name d2nn-image-check-sigterm -e D2NN_CLUSTER_COOKIE=image-check-cookie-0123456789 \
   --tmpfs /tmp:rw,mode=1777 "$IMAGE" coordinator --config configs/high_low.toml --run-dir /tmp/r \
   --workers 2 --listen 0.0.0.0:29500 >/dev/null
 for _ in $(seq 1 30); do
