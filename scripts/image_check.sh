@@ -7,7 +7,7 @@
 #
 # No container registry is needed:
 #  - the base: Debian bookworm's minbase from Debian's packages (mmdebstrap, with debian:bookworm-slim's
-#    dpkg excludes), imported as BASE (default localhost/d2nn-base:bookworm-slim); built once, then reused
+#    dpkg excludes and apt settings, scripts/podman/apt-docker.conf), imported as BASE (default localhost/d2nn-base:bookworm-slim); built once, then reused
 #    unless --rebuild-base;
 #  - the build: the repository's Dockerfile with STAGE=prebuilt and RUNTIME_IMAGE=BASE. Its build stage
 #    (rust image, scripts/setup.sh) is skipped: the binary scripts/setup.sh built here
@@ -58,6 +58,7 @@ if [ "$rebuild_base" = 1 ] || ! podman image exists "$BASE"; then
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+    --customize-hook="cp '$PWD/scripts/podman/apt-docker.conf' \"\$1/etc/apt/apt.conf.d/docker-clean\"" \
     bookworm "$work/base.tar" "$MIRROR"
   podman import -q --change 'CMD ["bash"]' "$work/base.tar" "$BASE" >/dev/null
   rm -f "$work/base.tar"
