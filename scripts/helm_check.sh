@@ -191,6 +191,19 @@ render datalocal "a data claim read by every pod (data.source=local)" default '{
 }' --set data.existingClaim=datasets
 reject "an unknown data.source" "/data/source" "local" -- --set data.source=s3
 
+# The values scripts/chart_run.sh runs in podman (issue #24), and its conversion of the Jobs into Pods,
+# checked here without podman so CI keeps them working.
+render podman "the values scripts/chart_run.sh runs in podman" default '{
+  "workers": 2, "gpus": 0, "image": "localhost/d2nn:0.1.0", "restart_policy": "OnFailure",
+  "coord_args": {"max-steps": "160", "checkpoint-every": "20", "min-workers": "1", "auto-resume": true},
+  "worker_env": {"OMP_NUM_THREADS": "1"}
+}' -f tests/helm/values/podman-run.yaml
+log=$work/kube_pods.log
+status=0
+"$PY" tests/helm/kube_pods.py "$work/podman.yaml" "$work/pods" --coordinator-ip 10.89.24.10 > "$work/pods.json" 2> "$log" &&
+  "$PY" tests/helm/check_kube_pods.py "$work/pods.json" >> "$log" 2>&1 || status=$?
+case_result "kube_pods.py: the Jobs as Pods (completion index, MASTER_ADDR alias, cookie files)" "$status" "$log"
+
 # The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
 K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{
   "restart_policy": "Never", "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"]

@@ -6,6 +6,7 @@
 //! Liveness (session events and heartbeats) is in `liveness.rs`.
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,10 @@ pub(super) struct Cluster {
     /// Random per coordinator process: with the generation it names each ring, so a ring handshake
     /// recorded in one run or generation is worthless in another.
     session: String,
+    /// The run's stop flag (SIGTERM/SIGINT): it also ends a wait for workers, which has no step
+    /// in flight to finish (a pod deleted while its workers are Pending must not sit out its grace
+    /// period and be killed).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// Awaits an RPC's encoded reply: a worker's error, a lost worker, or a reply that did not decode
@@ -91,7 +96,11 @@ async fn ask<T: Send + 'static>(
 
 impl Cluster {
     /// Starts the node server and the monitor. Workers connect whenever they are ready.
-    pub async fn start(options: ClusterOptions, target: usize) -> Result<Cluster, RuntimeError> {
+    pub async fn start(
+        options: ClusterOptions,
+        target: usize,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Cluster, RuntimeError> {
         let ClusterNode { server, events } =
             ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
                 .await
@@ -109,6 +118,7 @@ impl Cluster {
             members: Vec::new(),
             monitor,
             session: d2nn_worker::collective::new_session(),
+            stop,
         })
     }
 
@@ -144,6 +154,12 @@ impl Cluster {
         let mut changed = self.liveness.changed.clone();
         loop {
             let live = self.live_joiners();
+            if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return Err(RuntimeError::Cluster(format!(
+                    "stopped on request while waiting for workers ({} of the {need} needed had joined)",
+                    live.len()
+                )));
+            }
             if live.len() >= self.target
                 || (!first && live.len() >= need && started.elapsed() >= self.options.heartbeat_interval * 2)
             {

@@ -232,7 +232,7 @@ pub(crate) fn check_world(cfg: &RunConfig, file: &str, workers: usize) -> Result
 /// (replicas load them).
 pub async fn train_cluster(run: TrainRun, options: ClusterOptions) -> Result<Summary, RuntimeError> {
     check_world(&run.cfg, &run.config_file, run.workers)?;
-    let cluster = cluster::Cluster::start(options, run.workers).await?;
+    let cluster = cluster::Cluster::start(options, run.workers, run.stop.clone()).await?;
     run_coordinator(run, Some(cluster)).await
 }
 
