@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Issue #18, cascade: collect the runs of scripts/cascade_issue18.sh (runs/i18k) into the "cascade"
-object of docs/results/designs.json, print the per-seed table against the static front, and draw
-docs/img/cascade_issue18.png (matplotlib if importable, e.g. PYTHONPATH=/tmp/mpl).
+"""Issue #18, cascade: collect the runs of scripts/cascade_issue18.sh (runs/i18k, runs/i18k2) into the
+"cascade" object of docs/results/designs.json, print the per-seed table against the static front, and
+draw docs/img/cascade_issue18.png (matplotlib if importable, e.g. PYTHONPATH=/tmp/mpl).
+
+Runs already recorded in designs.json whose directory is no longer on this machine are kept as they are.
+A D2NN run with a routing report (routing.json, written by `d2nn sweep` since the report covers graphs of
+up to 8 joint actions) gets the exact expectation of random routing at its controllers' own rates;
+older runs keep the sweep's one random draw.
 
 Usage: python3 scripts/cascade_issue18.py [--write]"""
 import glob
@@ -9,7 +14,7 @@ import json
 import os
 import sys
 
-RUNS = "runs/i18k"
+RUNS = ["runs/i18k", "runs/i18k2"]
 STATICS = {"stage1": "configs/static_cascade_stage1.toml", "stage12": "configs/static_cascade_stage12.toml",
            "full": "configs/static_cascade_full.toml"}
 # Sweep directories by variant: (config, extra --set of the command).
@@ -21,8 +26,16 @@ VARIANTS = {
     "hg_bag": ("configs/cascade.toml", "--set train.bag_credit=bag"),
     # tried first: the same training with the older conv gates on the stage features (commit b845f95)
     "d2nn_marg": ("configs/cascade.toml@b845f95", ""),
+    # this stop's reruns (runs/i18k2/NAME_seedN, lambda 0.97): the shipped config, for its exact random
+    # routing, and gate 1's `continue` regressed onto the path gate 2 takes greedily
+    "ship": ("configs/cascade.toml", ""),
+    "greedy": ("configs/cascade.toml", "--set train.q_continuation=greedy_path"),
 }
+EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
+DRAW = "one draw at the controllers' test-set rates (d2nn sweep)"
 FULL_MFLOPS = 5.266  # every node of the shipped configs/cascade.toml (d2nn inspect)
+# How the runs of runs/i18k2 were started (the earlier ones under nice -n 19, beside other builds).
+NICE = "OMP_NUM_THREADS=1 nice -n -5 "
 
 
 def load(path):
@@ -33,7 +46,7 @@ def load(path):
 def statics():
     out = []
     for name, config in STATICS.items():
-        for d in sorted(glob.glob(f"{RUNS}/static_{name}_seed*")):
+        for d in sorted(g for r in RUNS for g in glob.glob(f"{r}/static_{name}_seed*")):
             s = os.path.join(d, "summary.json")
             if not os.path.exists(s):
                 continue
@@ -49,10 +62,10 @@ def statics():
 
 def dynamics():
     out = []
-    for sweep in sorted(glob.glob(f"{RUNS}/*/sweep.json")):
+    for sweep in sorted(g for r in RUNS for g in glob.glob(f"{r}/*/sweep.json")):
         d = os.path.dirname(sweep)
         base = os.path.basename(d)
-        variant = next((v for v in VARIANTS if base.startswith(v + "_l")), None)
+        variant = next((v for v in VARIANTS if base.startswith(v + "_l") or base.startswith(v + "_seed")), None)
         if variant is None:
             continue
         seed = int(base.rsplit("seed", 1)[1])
@@ -66,15 +79,35 @@ def dynamics():
             lam = p["lambda"]
             seed_set = "" if seed == 0 else f" --set seed={seed}"
             shipped = variant == "hg_perex" and lam == 0.97
+            routing_path = os.path.join(p["run_dir"], "routing.json")
+            if os.path.exists(routing_path):
+                r = load(routing_path)
+                rnd_f1 = r["random_f1"]
+                rnd_mflops = FULL_MFLOPS * sum(q * c for q, c in zip(r["random_path_probability"],
+                                                                     r["forced_cost_fraction"]))
+                kind = EXACT
+            else:
+                rnd_f1, rnd_mflops, kind = rnd["f1"], rnd["mean_mflops_per_example"], DRAW
             out.append({"config": "configs/cascade_per_example.toml" if shipped else config, "variant": variant, "lambda": lam, "seed": seed,
                         "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
                         "metric": j["test_f1"], "accuracy": j["test_accuracy"],
-                        "random_routing_metric": rnd["f1"], "random_routing_mflops": rnd["mean_mflops_per_example"],
+                        "random_routing_metric": rnd_f1, "random_routing_mflops": rnd_mflops, "random_routing": kind,
                         "action_rates": j["action_rates"], "controller_run_rates": j["controller_run_rates"],
                         "run_dir": p["run_dir"], "wall_seconds": j["wall_seconds"],
-                        "command": f"nice -n 19 d2nn sweep --config {config} --no-baselines --jobs 1 --lambdas {lam}"
+                        "command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 --lambdas {lam}"
                                    f"{seed_set} {sets} --run-dir {d}".replace("  ", " ")})
     return out
+
+
+def recorded():
+    """The cascade object of designs.json as recorded, or None."""
+    return next((d for d in load("docs/results/designs.json") if d.get("design") == "cascade"), None)
+
+
+def merged(fresh, old):
+    """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here."""
+    dirs = {p["run_dir"] for p in fresh}
+    return fresh + [p for p in old if p["run_dir"] not in dirs and not os.path.exists(p["run_dir"])]
 
 
 def envelope(points):
@@ -97,6 +130,10 @@ def front_at(env, c):
 
 def main():
     st, dy = statics(), dynamics()
+    old = recorded() or {"static": [], "dynamic": []}
+    for s in old["static"]:
+        s.setdefault("name", s["config"].split("static_cascade_")[1].removesuffix(".toml"))
+    st, dy = merged(st, old["static"]), merged(dy, old["dynamic"])
     full = FULL_MFLOPS
     by_seed = {}
     for s in st:
@@ -133,7 +170,9 @@ def main():
     if "--write" not in sys.argv:
         return
     obj = {"design": "cascade", "metric": "f1", "task": "fashion-binary, positive class 6 (Shirt) vs the rest",
-           "machine": "machine B (2-core AMD EPYC), 2026-12-02, every run under nice -n 19 beside other builds",
+           "machine": "machine B (2-core AMD EPYC), 2026-12-02: runs/i18k 13:27-15:01 UTC under nice -n 19 beside "
+                      "other builds; runs/i18k2 from 17:37 UTC with OMP_NUM_THREADS=1 under nice -n -5 beside two "
+                      "engineers' builds and container runs (wall times are not benchmarks)",
            "full_mflops": full,
            "notes": "cost_fraction: MFLOPs / 5.266 (every node of configs/cascade.toml), except the conv-gate rows "
                     "(config configs/cascade.toml@b845f95), whose fraction is of that network's 5.352 MFLOPs; "
@@ -143,9 +182,8 @@ def main():
                                          "command")} | {"cost_fraction": s["mflops"] / full} for s in st],
            "dynamic": [{k: p[k] for k in ("config", "variant", "lambda", "seed", "cost_fraction", "mflops", "metric",
                                           "accuracy", "random_routing_metric", "random_routing_mflops",
-                                          "action_rates", "controller_run_rates", "run_dir", "wall_seconds",
-                                          "command")} | {"random_routing": "one draw at the controllers' test-set rates (d2nn sweep)"}
-                       for p in dy]}
+                                          "random_routing", "action_rates", "controller_run_rates", "run_dir",
+                                          "wall_seconds", "command")} for p in dy]}
     designs = load("docs/results/designs.json")
     designs = [d for d in designs if d.get("design") != "cascade"] + [obj]
     with open("docs/results/designs.json", "w") as f:

@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
-use crate::rl::{Accuracy, BagCredit, EpsilonSchedule};
+use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +114,13 @@ pub struct TrainConfig {
     /// takes the action's path and the rest of the bag keeps its sampled outcome: the bag's F-score
     /// stays the objective, but each example is credited with its own decision's effect.
     pub bag_credit: BagCredit,
+    /// With `q_every_action` and several controllers, what an earlier controller's action regresses
+    /// onto among the paths that continue from it: `"best_path"` (default) the best of their
+    /// observed rewards, as if the later controllers knew which path will be right;
+    /// `"greedy_path"` (not the paper's forced passes, but the paper's target: every controller onto
+    /// the final reward) the reward of the path the later controllers choose greedily by their own
+    /// Q. Needs per-example rewards (`bag_credit = "marginal"` or `bag_size = 1`).
+    pub q_continuation: QContinuation,
     pub log_every: u64,
     /// Workers' shares of each global batch (`equal` or `throughput`); one worker or the local loop
     /// ignores it.
@@ -146,6 +153,7 @@ impl Default for TrainConfig {
             branch_loss_weight: 0.0,
             q_every_action: false,
             bag_credit: BagCredit::Bag,
+            q_continuation: QContinuation::BestPath,
             log_every: 20,
             balance: Balance::Equal,
             eval_batch_size: 256,
@@ -327,6 +335,21 @@ impl RunConfig {
         }
         if t.bag_credit == BagCredit::Marginal && !t.q_every_action {
             return bad("bag_credit", "\"marginal\" needs `train.q_every_action = true` (its forced passes)");
+        }
+        if t.q_continuation == QContinuation::GreedyPath {
+            if !t.q_every_action {
+                return bad(
+                    "q_continuation",
+                    "\"greedy_path\" needs `train.q_every_action = true` (its forced passes)",
+                );
+            }
+            if t.bag_credit == BagCredit::Bag && t.bag_size > 1 {
+                return bad(
+                    "q_continuation",
+                    "\"greedy_path\" follows each example's own path: it needs per-example rewards \
+                     (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
+                );
+            }
         }
         if t.q_every_action && controllers > 0 && t.algorithm != Algorithm::QLearning {
             return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");

@@ -5,7 +5,24 @@
 use super::{check_bag_size, check_decisions, debug_check_range, vector_len};
 use crate::error::Result;
 use crate::rl::bag_index;
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+/// With `train.q_every_action` and several controllers: what an earlier controller's action is
+/// regressed onto, among the paths that continue from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QContinuation {
+    /// The best observed reward of those paths, per example: the later controllers as an oracle
+    /// that knows which path will be right. It overrates continuing wherever the later paths
+    /// disagree, since the later controllers cannot know which one is right.
+    #[default]
+    BestPath,
+    /// The observed reward of the path the later controllers take greedily by their own current
+    /// Q-values: the paper's Monte-Carlo target (every controller onto the final reward) under the
+    /// greedy policy, with every action's reward observed on the forced passes.
+    GreedyPath,
+}
 
 /// `Σ_bags (Σ_{i in bag, node ran} q_i[a_i] − r_bag)²` as a scalar SUM, differentiable w.r.t.
 /// `scores` (the rewards are constants). Bags where the node ran on no example contribute

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 use super::step::{representable_targets, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
-use crate::rl::{self, BagCredit, PassOutcome};
+use crate::rl::{self, BagCredit, PassOutcome, QContinuation};
 use crate::{Error, Result};
 
 /// The most forced passes a step may run (the product of the controllers' action counts).
@@ -103,9 +103,9 @@ pub(crate) fn branch_loss(model: &D2nn, paths: &[ForcedPath], y: &Tensor) -> Ten
 
 /// `train.q_every_action`'s controller loss, divided by the global number of bags (examples with
 /// `bag_credit = "marginal"`). On each forced path each controller's forced action regresses onto
-/// the best reward among the paths that agree with this one up to and including that controller:
-/// the reward of its own path for the last controller to decide, the Q-learning target with a
-/// greedy next controller for an earlier one (with one controller: its own path's reward).
+/// a reward among the paths that agree with this one up to and including that controller (the
+/// continuations, `train.q_continuation`): for the last controller to decide, and with one
+/// controller, only its own path's reward.
 pub(crate) fn every_action_q_loss(
     model: &D2nn,
     paths: &[ForcedPath],
@@ -137,16 +137,59 @@ pub(crate) fn every_action_q_loss(
                 .graph
                 .control_index(d.node)
                 .ok_or_else(|| Error::Invalid(format!("node {} is not a controller", d.node)))?;
-            let mut target = rewards[p].shallow_clone();
-            for (q, other) in paths.iter().enumerate() {
-                if q != p && other.actions[..=j] == path.actions[..=j] {
-                    target = target.maximum(&rewards[q]);
-                }
-            }
+            let target = match cfg.q_continuation {
+                QContinuation::BestPath => best_continuation(paths, &rewards, p, j),
+                QContinuation::GreedyPath => greedy_continuation(model, paths, &rewards, p, j)?,
+            };
             loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &target, m)?;
         }
     }
     Ok(loss / (global_examples / m as f64))
+}
+
+/// The best reward, per bag, among the continuations of path `p` after controller `j`.
+fn best_continuation(paths: &[ForcedPath], rewards: &[Tensor], p: usize, j: usize) -> Tensor {
+    let mut target = rewards[p].shallow_clone();
+    for (q, other) in paths.iter().enumerate() {
+        if q != p && other.actions[..=j] == paths[p].actions[..=j] {
+            target = target.maximum(&rewards[q]);
+        }
+    }
+    target
+}
+
+/// The reward, per example, of the continuation of path `p` after controller `j` that the later
+/// controllers choose greedily: path `q` is example i's when every later controller k that ran on i
+/// picks q's action by its largest Q (ties to the lower action, as `argmax` breaks them). Controller
+/// k's Q is read on the first path that agrees with q before k (all such passes feed it the same
+/// input), so every example has exactly one greedy continuation; where k did not run the action is
+/// 0, the action of the path [`forced_paths`] keeps among equal ones.
+fn greedy_continuation(model: &D2nn, paths: &[ForcedPath], rewards: &[Tensor], p: usize, j: usize) -> Result<Tensor> {
+    let reward = &rewards[p];
+    let n = reward.size()[0];
+    let greedy_of = |k: usize, prefix: &[i64]| -> Result<Tensor> {
+        let source = paths
+            .iter()
+            .find(|r| r.actions[..k] == *prefix)
+            .ok_or_else(|| Error::Invalid(format!("no forced pass takes the actions {prefix:?}")))?;
+        let mut greedy = Tensor::zeros([n], (Kind::Int64, reward.device()));
+        for d in source.fwd.decisions.iter().filter(|d| model.graph.control_index(d.node) == Some(k)) {
+            greedy = greedy.index_put(&[Some(&d.rows)], &d.scores.detach().argmax(1, false), false);
+        }
+        Ok(greedy)
+    };
+    let mut target = reward.zeros_like();
+    for (q, other) in paths.iter().enumerate() {
+        if other.actions[..=j] != paths[p].actions[..=j] {
+            continue;
+        }
+        let mut mine = Tensor::ones([n], (Kind::Bool, reward.device()));
+        for k in j + 1..other.actions.len() {
+            mine = mine.logical_and(&greedy_of(k, &other.actions[..k])?.eq(other.actions[k]));
+        }
+        target += rewards[q].where_self(&mine, &reward.zeros_like());
+    }
+    Ok(target)
 }
 
 fn host_outcome(o: &Outcome) -> Result<PassOutcome> {

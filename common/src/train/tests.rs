@@ -1,4 +1,6 @@
 //! CI-sized training runs on small slices of the real data.
+#[path = "forced_tests.rs"]
+mod forced_tests;
 use std::path::{Path, PathBuf};
 
 use tch::Device;
@@ -8,7 +10,7 @@ use crate::config::{Algorithm, RunConfig};
 use crate::exec::{DecisionKey, Policy};
 
 /// A shipped config (configs/`file`) with `--set`-style overrides, reading the project's data.
-fn config(file: &str, sets: &[&str]) -> RunConfig {
+pub(super) fn config(file: &str, sets: &[&str]) -> RunConfig {
     load_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file), sets)
 }
 
@@ -25,7 +27,7 @@ fn load_config(path: &Path, sets: &[&str]) -> RunConfig {
     cfg
 }
 
-fn small(mut cfg: RunConfig, train: usize, test: usize) -> RunConfig {
+pub(super) fn small(mut cfg: RunConfig, train: usize, test: usize) -> RunConfig {
     cfg.data.train_limit = Some(train);
     cfg.data.test_limit = Some(test);
     cfg.train.batch_size = 64;
@@ -344,53 +346,4 @@ fn routing_report_agrees_with_evaluate() {
     let (static_data, static_model) = build_model(&static_cfg, "static_high.toml", Device::Cpu).unwrap();
     let err = routing_report(&static_model, &static_data.test, 32, key, false).unwrap_err().to_string();
     assert!(err.contains("one or more controllers") && err.contains("has 0 controllers"), "{err}");
-}
-
-/// The cascade's two gates have 4 joint actions but 3 paths: after gate1 exits, gate2 does not run,
-/// so (exit, continue) is (exit, exit) and is not run again. With `q_every_action`, gate2 regresses
-/// onto its own path's reward and gate1's `continue` onto the better of the two paths after it (the
-/// hand-computed Σ (Q − target)² / B on per-example rewards).
-#[test]
-fn cascade_forced_paths_and_q_targets() {
-    let sets = ["train.bag_size=1", "train.accuracy=per_example", "train.bag_credit=bag", "train.lambda=0.7"];
-    let cfg = small(config("cascade.toml", &sets), 256, 100);
-    let (dataset, model) = build_model(&cfg, "cascade.toml", Device::Cpu).unwrap();
-    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
-    let key = DecisionKey { seed: 0, step: 0 };
-    let paths = super::forced::forced_paths(&model, &batch.x, &batch.ids, key, true).unwrap();
-    let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
-    assert_eq!(actions, [vec![0, 0], vec![1, 0], vec![1, 1]]);
-    assert_eq!(paths[0].fwd.decisions.len(), 1, "gate2 does not run after gate1 exits");
-
-    let lambda = cfg.train.lambda;
-    let full = model.graph.full_flops;
-    let reward = |p: usize| -> Vec<f64> {
-        let fwd = &paths[p].fwd;
-        let correct =
-            Vec::<f64>::try_from(fwd.output.argmax(1, false).eq_tensor(&batch.y).to_kind(tch::Kind::Double)).unwrap();
-        let cost = Vec::<f64>::try_from(fwd.cost_fraction(full).to_kind(tch::Kind::Double)).unwrap();
-        correct.iter().zip(&cost).map(|(a, c)| lambda * a - (1.0 - lambda) * c).collect()
-    };
-    let r: Vec<Vec<f64>> = (0..3).map(reward).collect();
-    let q = |p: usize, d: usize, a: i64| -> Vec<f64> {
-        Vec::<f64>::try_from(paths[p].fwd.decisions[d].scores.select(1, a).to_kind(tch::Kind::Double)).unwrap()
-    };
-    let (q_exit1, q_cont_a, q_cont_b) = (q(0, 0, 0), q(1, 0, 1), q(2, 0, 1));
-    let (q_exit2, q_stage3) = (q(1, 1, 0), q(2, 1, 1));
-    let mut expected: f64 = (0..64)
-        .map(|i| {
-            let best_after_continue = r[1][i].max(r[2][i]);
-            (q_exit1[i] - r[0][i]).powi(2)
-                + (q_cont_a[i] - best_after_continue).powi(2)
-                + (q_cont_b[i] - best_after_continue).powi(2)
-                + (q_exit2[i] - r[1][i]).powi(2)
-                + (q_stage3[i] - r[2][i]).powi(2)
-        })
-        .sum();
-    expected /= 64.0;
-    let y = &batch.y;
-    let sampled = super::step::Outcome::of(&paths[0].fwd, y, full);
-    let loss = super::forced::every_action_q_loss(&model, &paths, &sampled, &cfg.train, y, 64.0).unwrap();
-    let got = loss.double_value(&[]);
-    assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
 }

@@ -1,0 +1,93 @@
+//! The cascade's forced passes and `q_every_action`'s targets, against hand-computed losses.
+use tch::{Device, Kind, Tensor};
+
+use super::{config, small};
+use crate::config::RunConfig;
+use crate::exec::DecisionKey;
+use crate::rl::QContinuation;
+use crate::train::{build_model, forced, step};
+
+/// Σ over examples and decisions of (Q − target)² / B for the cascade on 64 training images, with
+/// per-example rewards; `continue_target(i, r1, r2, greedy2)` is gate1's `continue` target from the
+/// rewards of the two paths after it and gate2's greedy action on example i.
+fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f64) -> (f64, f64) {
+    let (dataset, model) = build_model(cfg, "cascade.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let key = DecisionKey { seed: 0, step: 0 };
+    let paths = forced::forced_paths(&model, &batch.x, &batch.ids, key, true).unwrap();
+    let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
+    assert_eq!(actions, [vec![0, 0], vec![1, 0], vec![1, 1]]);
+    assert_eq!(paths[0].fwd.decisions.len(), 1, "gate2 does not run after gate1 exits");
+
+    let lambda = cfg.train.lambda;
+    let full = model.graph.full_flops;
+    let host = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap();
+    let reward = |p: usize| -> Vec<f64> {
+        let fwd = &paths[p].fwd;
+        let correct = host(&fwd.output.argmax(1, false).eq_tensor(&batch.y));
+        let cost = host(&fwd.cost_fraction(full));
+        correct.iter().zip(&cost).map(|(a, c)| lambda * a - (1.0 - lambda) * c).collect()
+    };
+    let r: Vec<Vec<f64>> = (0..3).map(reward).collect();
+    let q = |p: usize, d: usize, a: i64| host(&paths[p].fwd.decisions[d].scores.select(1, a));
+    let (q_exit1, q_cont_a, q_cont_b) = (q(0, 0, 0), q(1, 0, 1), q(2, 0, 1));
+    let (q_exit2, q_stage3) = (q(1, 1, 0), q(2, 1, 1));
+    // gate2's scores on the path that continues and exits at stage 2 (both continuing paths feed it
+    // the same input).
+    let gate2 = &paths[1].fwd.decisions[1].scores;
+    let greedy2 = Vec::<i64>::try_from(gate2.argmax(1, false)).unwrap();
+    let mut expected = 0.0;
+    for i in 0..64 {
+        let after_continue = continue_target(r[1][i], r[2][i], greedy2[i]);
+        expected += (q_exit1[i] - r[0][i]).powi(2)
+            + (q_cont_a[i] - after_continue).powi(2)
+            + (q_cont_b[i] - after_continue).powi(2)
+            + (q_exit2[i] - r[1][i]).powi(2)
+            + (q_stage3[i] - r[2][i]).powi(2);
+    }
+    expected /= 64.0;
+    let sampled = step::Outcome::of(&paths[0].fwd, &batch.y, full);
+    let loss = forced::every_action_q_loss(&model, &paths, &sampled, &cfg.train, &batch.y, 64.0).unwrap();
+    (loss.double_value(&[]), expected)
+}
+
+const PER_EXAMPLE: [&str; 4] =
+    ["train.bag_size=1", "train.accuracy=per_example", "train.bag_credit=bag", "train.lambda=0.7"];
+
+/// The cascade's two gates have 4 joint actions but 3 paths: after gate1 exits, gate2 does not run,
+/// so (exit, continue) is (exit, exit) and is not run again. With `q_every_action`, gate2 regresses
+/// onto its own path's reward and gate1's `continue` onto the better of the two paths after it.
+#[test]
+fn cascade_forced_paths_and_q_targets() {
+    let cfg = small(config("cascade.toml", &PER_EXAMPLE), 256, 100);
+    let (got, expected) = cascade_q_loss(&cfg, |r1, r2, _| r1.max(r2));
+    assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
+}
+
+/// `q_continuation = "greedy_path"`: gate1's `continue` regresses onto the reward of the path gate2
+/// picks by its own largest Q, not the better one. The untrained gate2 picks differently on part of
+/// the batch, so the two targets give different losses and the test tells them apart.
+#[test]
+fn greedy_continuation_follows_the_later_gate() {
+    let sets: Vec<&str> = PER_EXAMPLE.iter().copied().chain(["train.q_continuation=greedy_path"]).collect();
+    let cfg = small(config("cascade.toml", &sets), 256, 100);
+    assert_eq!(cfg.train.q_continuation, QContinuation::GreedyPath);
+    let (got, expected) = cascade_q_loss(&cfg, |r1, r2, greedy2| if greedy2 == 0 { r1 } else { r2 });
+    assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
+    let (_, best) = cascade_q_loss(&cfg, |r1, r2, _| r1.max(r2));
+    assert!((got - best).abs() > 1e-3 * best, "greedy {got} and best-path {best} targets gave the same loss");
+}
+
+/// The config refuses `greedy_path` without forced passes or with the bag's shared reward.
+#[test]
+fn greedy_continuation_needs_forced_passes_and_per_example_rewards() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cascade.toml");
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::load(&path, &[], &sets).map(|_| ()).unwrap_err().to_string()
+    };
+    let e = load(&["train.q_continuation=greedy_path", "train.q_every_action=false", "train.bag_credit=bag"]);
+    assert!(e.contains("train.q_continuation") && e.contains("q_every_action"), "{e}");
+    let e = load(&["train.q_continuation=greedy_path", "train.bag_credit=bag"]);
+    assert!(e.contains("train.q_continuation") && e.contains("per-example"), "{e}");
+}
