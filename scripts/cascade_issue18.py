@@ -212,10 +212,13 @@ def plot(st, dy, full):
                         xytext=(4, -12), fontsize=8)
     env = envelope(means)
     ax.plot([c for c, _ in env], [m for _, m in env], color="black", lw=1.2, label="static front (seed means)")
-    colors = {"hg_marg": "tab:red", "hg_perex": "tab:blue", "hg_bag": "tab:green", "d2nn_marg": "tab:gray"}
+    colors = {"hg_marg": "tab:red", "hg_perex": "tab:blue", "hg_bag": "tab:green", "d2nn_marg": "tab:gray",
+              "ship": "tab:orange", "greedy": "tab:purple"}
     labels = {"hg_marg": "D2NN (cascade.toml): bag 32 F1, marginal credit", "hg_perex": "D2NN, per-example reward",
               "hg_bag": "D2NN, bag 32 F1, bag credit (paper's)",
-              "d2nn_marg": "D2NN, conv gates (tried)"}
+              "d2nn_marg": "D2NN, conv gates (tried)",
+              "ship": "D2NN (cascade.toml), rerun on one thread",
+              "greedy": "D2NN, q_continuation = greedy_path (one thread)"}
     markers = {0: "s", 1: "^", 2: "D", 3: "v", 4: "P"}
     seen = set()
     for p in dy:

@@ -178,7 +178,7 @@ def plot(obj):
     ax.set_title("hierarchical at equal cost (issue #18); markers: seed 0 square, 1 triangle, 2 diamond\n"
                  "dotted box: within 0.3 points of the front's best at <= 60 % of its MFLOPs", fontsize=9)
     ax.set_ylim(0.885, 0.92)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig("docs/img/hierarchical_issue18.png", dpi=110)
