@@ -16,7 +16,9 @@
 #   KEEP=1 scripts/chart_run.sh lose                                          keep what the last run left
 #
 # Needs the image (IMAGE, default localhost/d2nn:0.1.0, from scripts/image_check.sh), helm (tools/helm/helm,
-# fetched by scripts/helm_check.sh; or HELM=...), podman and python3-yaml. What stands in for a cluster:
+# fetched by scripts/helm_check.sh; or HELM=...), python3-yaml, and podman as scripts/image_check.sh says:
+# `apt-get install podman runc` (4.3.1; netavark for the network) with scripts/podman/containers.conf
+# (runc, cgroupfs, no default ulimits), which this script sets as CONTAINERS_CONF itself. What stands in for a cluster:
 # the Secret is a directory of files with the pods' fsGroup as their group (kube_pods.py); the claim is a
 # podman volume prepared as a kubelet applies fsGroup (root:1000, setgid, group-writable); the headless
 # Service is a hostAliases entry pointing MASTER_ADDR at the coordinator pod's fixed IP.
@@ -34,7 +36,8 @@ runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(train lose stop)
 for r in "${runs[@]}"; do case "$r" in train|lose|stop) ;; *) die "unknown run '$r' (train, lose or stop)" ;; esac; done
 [ "$(id -u)" = 0 ] || die "run as root (rootful podman, as the host's facts in docs/deploy.md)"
-command -v podman >/dev/null || die "podman is missing (apt-get install podman runc)"
+for tool in podman runc; do command -v $tool >/dev/null || die "$tool is missing (apt-get install podman runc)"; done
+[ -r "$CONTAINERS_CONF" ] || die "CONTAINERS_CONF=$CONTAINERS_CONF is not a readable file"
 [ -x "$HELM" ] || die "$HELM is missing: run scripts/helm_check.sh (it fetches helm into tools/) or set HELM"
 python3 -c 'import yaml' 2>/dev/null || die "python3-yaml is missing (apt-get install python3-yaml)"
 podman image exists "$IMAGE" || die "image $IMAGE is missing: run scripts/image_check.sh first"
@@ -222,7 +225,7 @@ run_stop() {
   check_outputs 200 2
 }
 
-say "image $IMAGE, $(podman --version), $("$HELM" version --short), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}')"
+say "image $IMAGE, $(podman --version), $("$HELM" version --short), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}'), cgroups $(podman info -f '{{.Host.CgroupManager}}')"
 for r in "${runs[@]}"; do "run_$r"; done
 echo "chart run: $passed passed, $failed failed"
 [ "$failed" = 0 ]
