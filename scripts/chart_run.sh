@@ -28,6 +28,9 @@ IMAGE=${IMAGE:-localhost/d2nn:0.1.0}
 HELM=${HELM:-tools/helm/helm}
 VALUES=tests/helm/values/podman-run.yaml
 NET=d2nn-chart SUBNET=10.89.24.0/24 COORD_IP=10.89.24.10
+# --max-steps of runs 2 and 3 (run 1: the values' run.maxSteps). Each must be within the epochs the values
+# give (train.epochs x train_limit / batch_size), or the run ends before it: tests/helm/check_kube_pods.py.
+STEPS_LOSE=800 STEPS_STOP=200
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
 die() { echo "chart_run.sh: $*" >&2; exit 2; }
 say() { printf '\033[1m[chart-run]\033[0m %s\n' "$*"; }
@@ -154,7 +157,7 @@ run_train() {
 
 run_lose() {
   say "run 2: SIGKILL one worker, SIGTERM the other (run config from the ConfigMap)"
-  local start=$SECONDS c w0 w1 t0 steps=800
+  local start=$SECONDS c w0 w1 t0 steps=$STEPS_LOSE
   render lose --set-file run.config=configs/high_low.toml --set run.maxSteps=$steps
   c=$(coord); read -r w0 w1 <<< "$(workers)"
   check "the coordinator reads its config from the ConfigMap mount" sh -c "
@@ -197,7 +200,7 @@ run_lose() {
 run_stop() {
   say "run 3: SIGTERM to the coordinator, waiting for workers and then mid-run"
   local c t0 grace cp
-  render stop --set run.maxSteps=200
+  render stop --set run.maxSteps=$STEPS_STOP
   c=$(coord); grace=$(field "d['grace_seconds']")
   play "$c"
   wait_for 60 "the coordinator to listen" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'waiting for workers'" || return 0
@@ -222,7 +225,7 @@ run_stop() {
   check "restarted (--auto-resume), it resumes from $cp" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'resum'"
   check "the coordinator exits 0 at the end (its Job completes)" exited_with "$c" 0
   for w in $(workers); do check "$w exits 0 at the end" exited_with "$w" 0; done
-  check_outputs 200 2
+  check_outputs "$STEPS_STOP" 2
 }
 
 say "image $IMAGE, $(podman --version), $("$HELM" version --short), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}'), cgroups $(podman info -f '{{.Host.CgroupManager}}')"
