@@ -56,6 +56,15 @@ say "$(podman --version), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}'),
 
 work=$(mktemp -d /tmp/d2nn-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# Images this run leaves untagged (the prebuilt stage, about 0.5 GB a build; a replaced base or image) are
+# removed at the end; untagged images that were there before are left alone.
+dangling() { podman images -q --no-trunc --filter dangling=true | sort -u; }
+dangling > "$work/dangling.before"
+drop_dangling() {
+  local id n=0
+  for id in $(dangling | comm -13 "$work/dangling.before" -); do podman rmi "$id" >/dev/null 2>&1 && n=$((n + 1)); done
+  [ "$n" = 0 ] || say "removed $n image(s) this run left untagged"
+}
 passed=0 failed=0
 check() { # check NAME COMMAND...: PASS if the command succeeds; its output is shown on failure
   local name=$1; shift
@@ -77,15 +86,14 @@ if [ "$rebuild_base" = 1 ] || ! podman image exists "$BASE"; then
     --customize-hook="cp '$PWD/scripts/podman/apt-docker.conf' \"\$1/etc/apt/apt.conf.d/docker-clean\"" \
     bookworm "$work/base.tar" "$MIRROR"
   # debian:bookworm-slim's config: its PATH too. `podman run` adds a default PATH to an image without one,
-  # but `podman kube play` does not (nor does every Kubernetes runtime), and the chart's `command: [d2nn]`
-  # is looked up in it.
+  # but `podman kube play` does not, and the chart's `command: [d2nn]` is looked up in it.
   podman import -q --change "ENV PATH=$IMAGE_PATH" --change 'CMD ["bash"]' "$work/base.tar" "$BASE" >/dev/null
   rm -f "$work/base.tar"
   say "base built in $((SECONDS - t)) s: $(mb "$BASE")"
 else
   say "base $BASE exists ($(mb "$BASE")); --rebuild-base rebuilds it"
 fi
-[ "$base_only" = 0 ] || exit 0
+[ "$base_only" = 0 ] || { drop_dangling; exit 0; }
 
 # --------------------------------------------------------------------------------------------- image
 say "staging $D2NN_BIN, its torch libraries, data and configs (scripts/stage_runtime.sh)"
@@ -96,6 +104,7 @@ nice -n 19 podman build -q "${cache[@]}" -f Dockerfile --build-arg STAGE=prebuil
   -t "$IMAGE" "$work/context" > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; die "podman build failed"; }
 say "staged and built in $((SECONDS - t)) s: $IMAGE $(mb "$IMAGE") (base $(mb "$BASE"))"
 rm -rf "$work/context"
+drop_dangling
 
 # -------------------------------------------------------------------------------------------- checks
 run() { podman run --rm --network none "$@"; }
