@@ -199,7 +199,7 @@ run_lose() {
 
 run_stop() {
   say "run 3: SIGTERM to the coordinator, waiting for workers and then mid-run"
-  local c t0 grace cp
+  local start=$SECONDS c t0 grace cp
   render stop --set run.maxSteps=$STEPS_STOP
   c=$(coord); grace=$(field "d['grace_seconds']")
   play "$c"
@@ -222,6 +222,7 @@ run_stop() {
   check "... and said so" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'stopped before the run finished'"
   podman start "$(ctr "$c")" >/dev/null
   wait_for 300 "the restarted coordinator to exit" exited "$c" || return 0
+  say "finished in $((SECONDS - start)) s"
   check "restarted (--auto-resume), it resumes from $cp" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'resum'"
   check "the coordinator exits 0 at the end (its Job completes)" exited_with "$c" 0
   for w in $(workers); do check "$w exits 0 at the end" exited_with "$w" 0; done
