@@ -60,7 +60,9 @@ field() { python3 -c "import json,sys; d=json.load(open('$pods_json')); print(ev
 teardown() {
   local p
   for p in $(podman pod ps -q --filter label=app.kubernetes.io/instance=rel 2>/dev/null); do podman pod rm -f "$p" >/dev/null 2>&1; done
-  podman volume rm -f rel-d2nn-runs >/dev/null 2>&1 || true
+  # The claim's volume, and the one `kube play --configmap` fills from the ConfigMap (run 2): left behind,
+  # it would outlive the run and hold an old config.
+  podman volume rm -f rel-d2nn-runs rel-d2nn-config >/dev/null 2>&1 || true
 }
 # KEEP=1 leaves the last run's pods, volume and rendering for a look (podman logs, podman volume inspect).
 cleanup() {
