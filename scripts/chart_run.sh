@@ -16,7 +16,9 @@
 #   KEEP=1 scripts/chart_run.sh lose                                          keep what the last run left
 #
 # Needs the image (IMAGE, default localhost/d2nn:0.1.0, from scripts/image_check.sh), helm (tools/helm/helm,
-# fetched by scripts/helm_check.sh; or HELM=...), podman and python3-yaml. What stands in for a cluster:
+# fetched by scripts/helm_check.sh; or HELM=...), python3-yaml, and podman as scripts/image_check.sh says:
+# `apt-get install podman runc` (4.3.1; netavark for the network) with scripts/podman/containers.conf
+# (runc, cgroupfs, no default ulimits), which this script sets as CONTAINERS_CONF itself. What stands in for a cluster:
 # the Secret is a directory of files with the pods' fsGroup as their group (kube_pods.py); the claim is a
 # podman volume prepared as a kubelet applies fsGroup (root:1000, setgid, group-writable); the headless
 # Service is a hostAliases entry pointing MASTER_ADDR at the coordinator pod's fixed IP.
@@ -26,6 +28,9 @@ IMAGE=${IMAGE:-localhost/d2nn:0.1.0}
 HELM=${HELM:-tools/helm/helm}
 VALUES=tests/helm/values/podman-run.yaml
 NET=d2nn-chart SUBNET=10.89.24.0/24 COORD_IP=10.89.24.10
+# --max-steps of runs 2 and 3 (run 1: the values' run.maxSteps). Each must be within the epochs the values
+# give (train.epochs x train_limit / batch_size), or the run ends before it: tests/helm/check_kube_pods.py.
+STEPS_LOSE=800 STEPS_STOP=200
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
 die() { echo "chart_run.sh: $*" >&2; exit 2; }
 say() { printf '\033[1m[chart-run]\033[0m %s\n' "$*"; }
@@ -34,7 +39,8 @@ runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=(train lose stop)
 for r in "${runs[@]}"; do case "$r" in train|lose|stop) ;; *) die "unknown run '$r' (train, lose or stop)" ;; esac; done
 [ "$(id -u)" = 0 ] || die "run as root (rootful podman, as the host's facts in docs/deploy.md)"
-command -v podman >/dev/null || die "podman is missing (apt-get install podman runc)"
+for tool in podman runc; do command -v $tool >/dev/null || die "$tool is missing (apt-get install podman runc)"; done
+[ -r "$CONTAINERS_CONF" ] || die "CONTAINERS_CONF=$CONTAINERS_CONF is not a readable file"
 [ -x "$HELM" ] || die "$HELM is missing: run scripts/helm_check.sh (it fetches helm into tools/) or set HELM"
 python3 -c 'import yaml' 2>/dev/null || die "python3-yaml is missing (apt-get install python3-yaml)"
 podman image exists "$IMAGE" || die "image $IMAGE is missing: run scripts/image_check.sh first"
@@ -54,7 +60,9 @@ field() { python3 -c "import json,sys; d=json.load(open('$pods_json')); print(ev
 teardown() {
   local p
   for p in $(podman pod ps -q --filter label=app.kubernetes.io/instance=rel 2>/dev/null); do podman pod rm -f "$p" >/dev/null 2>&1; done
-  podman volume rm -f rel-d2nn-runs >/dev/null 2>&1 || true
+  # The claim's volume, and the one `kube play --configmap` fills from the ConfigMap (run 2): left behind,
+  # it would outlive the run and hold an old config.
+  podman volume rm -f rel-d2nn-runs rel-d2nn-config >/dev/null 2>&1 || true
 }
 # KEEP=1 leaves the last run's pods, volume and rendering for a look (podman logs, podman volume inspect).
 cleanup() {
@@ -151,7 +159,7 @@ run_train() {
 
 run_lose() {
   say "run 2: SIGKILL one worker, SIGTERM the other (run config from the ConfigMap)"
-  local start=$SECONDS c w0 w1 t0 steps=800
+  local start=$SECONDS c w0 w1 t0 steps=$STEPS_LOSE
   render lose --set-file run.config=configs/high_low.toml --set run.maxSteps=$steps
   c=$(coord); read -r w0 w1 <<< "$(workers)"
   check "the coordinator reads its config from the ConfigMap mount" sh -c "
@@ -193,8 +201,8 @@ run_lose() {
 
 run_stop() {
   say "run 3: SIGTERM to the coordinator, waiting for workers and then mid-run"
-  local c t0 grace cp
-  render stop --set run.maxSteps=200
+  local start=$SECONDS c t0 grace cp
+  render stop --set run.maxSteps=$STEPS_STOP
   c=$(coord); grace=$(field "d['grace_seconds']")
   play "$c"
   wait_for 60 "the coordinator to listen" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'waiting for workers'" || return 0
@@ -216,13 +224,14 @@ run_stop() {
   check "... and said so" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'stopped before the run finished'"
   podman start "$(ctr "$c")" >/dev/null
   wait_for 300 "the restarted coordinator to exit" exited "$c" || return 0
+  say "finished in $((SECONDS - start)) s"
   check "restarted (--auto-resume), it resumes from $cp" sh -c "podman logs $(ctr "$c") 2>&1 | grep -q 'resum'"
   check "the coordinator exits 0 at the end (its Job completes)" exited_with "$c" 0
   for w in $(workers); do check "$w exits 0 at the end" exited_with "$w" 0; done
-  check_outputs 200 2
+  check_outputs "$STEPS_STOP" 2
 }
 
-say "image $IMAGE, $(podman --version), $("$HELM" version --short), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}')"
+say "image $IMAGE, $(podman --version), $("$HELM" version --short), runtime $(podman info -f '{{.Host.OCIRuntime.Name}}'), cgroups $(podman info -f '{{.Host.CgroupManager}}')"
 for r in "${runs[@]}"; do "run_$r"; done
 echo "chart run: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -202,7 +202,22 @@ log=$work/kube_pods.log
 status=0
 "$PY" tests/helm/kube_pods.py "$work/podman.yaml" "$work/pods" --coordinator-ip 10.89.24.10 > "$work/pods.json" 2> "$log" &&
   "$PY" tests/helm/check_kube_pods.py "$work/pods.json" >> "$log" 2>&1 || status=$?
-case_result "kube_pods.py: the Jobs as Pods (completion index, MASTER_ADDR alias, cookie files)" "$status" "$log"
+case_result "kube_pods.py: the Jobs as Pods (completion index, MASTER_ADDR alias, cookie files, run lengths)" "$status" "$log"
+# Canary: with the config's 5 epochs (200 steps) chart_run.sh's 800-step run would end at 200 (as it once
+# did); check_kube_pods.py must refuse the values, naming the epochs.
+status=0
+sed '/name: D2NN_TRAIN__EPOCHS/{n;s/value: "20"/value: "5"/}' "$work/podman.yaml" > "$work/podman-short.yaml"
+if cmp -s "$work/podman.yaml" "$work/podman-short.yaml"; then
+  echo "the edit changed nothing: no D2NN_TRAIN__EPOCHS of 20 in podman.yaml" > "$log"; status=1
+elif ! "$PY" tests/helm/kube_pods.py "$work/podman-short.yaml" "$work/pods-short" --coordinator-ip 10.89.24.10 \
+    > "$work/pods-short.json" 2> "$log"; then
+  status=1
+elif "$PY" tests/helm/check_kube_pods.py "$work/pods-short.json" > "$log" 2>&1; then
+  echo "accepted runs longer than the values' epochs" >> "$log"; status=1
+elif ! grep -qF "train.epochs 5 x (1920 / 48) is 200 steps" "$log"; then
+  echo "rejected, but the report does not name the epochs" >> "$log"; status=1
+fi
+case_result "canary: a chart_run.sh run longer than the values' epochs is caught" "$status" "$log"
 
 # The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
 K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{

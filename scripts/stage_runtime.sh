@@ -5,6 +5,7 @@
 # prebuilt path (scripts/image_check.sh) runs it on the host, with --relocate.
 #
 #   scripts/stage_runtime.sh cpu|cuda DEST [--relocate VENV]
+#   D2NN_BIN=/elsewhere/target/release/d2nn scripts/stage_runtime.sh ...   (default target/release/d2nn)
 #
 #  - cpu: exactly the venv libraries the loader resolves for the binary (libtorch_cpu, libc10, libgomp,
 #    and the two CUDA runtime libraries libtorch_cpu links against).
@@ -27,7 +28,7 @@ if [ $# = 4 ]; then
   [ "$FLAVOR" = cpu ] || die "--relocate is for the cpu flavor only"
   case "$4" in /*) RELOCATE=${4%/} ;; *) die "--relocate needs an absolute path, not '$4'" ;; esac
 fi
-BIN=target/release/d2nn
+BIN=${D2NN_BIN:-target/release/d2nn}
 [ -x "$BIN" ] || die "$BIN is missing: build it first (scripts/setup.sh)"
 [ -d data/fashion-mnist ] || die "data/ has no datasets: run scripts/setup.sh (d2nn data fetch)"
 

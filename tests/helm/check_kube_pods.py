@@ -9,6 +9,7 @@ from it, MASTER_ADDR resolving to the coordinator's IP, the cookie as a file of 
 value with the Secret's mode, the run-dir claim and the pods' security context kept."""
 import json
 import os
+import re
 import sys
 
 import yaml
@@ -19,6 +20,30 @@ problems = []
 def expect(cond, message):
     if not cond:
         problems.append(message)
+
+
+def check_run_lengths(args, env):
+    """Every run of scripts/chart_run.sh must end at its --max-steps (what it asserts in summary.json),
+    not earlier at the end of the configured epochs: the values must give enough epochs. (It once ran
+    800 steps with the config's 5 epochs, 200 steps, and found summary.json at 200.)"""
+    values = {e: env.get(e, {}).get("value") for e in ("D2NN_TRAIN__EPOCHS", "D2NN_DATA__TRAIN_LIMIT",
+                                                         "D2NN_TRAIN__BATCH_SIZE")}
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        expect(False, f"the podman values must set {missing} (run.overrides), so a run's length is known")
+        return
+    epochs, limit, batch = (int(v) for v in values.values())
+    expect(limit % batch == 0, f"train_limit {limit} is not a multiple of batch_size {batch}")
+    total = epochs * (limit // batch)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "chart_run.sh")
+    runs = {"run 1 (run.maxSteps)": [a.split("=", 1)[1] for a in args if a.startswith("--max-steps=")]}
+    runs["run 1 (run.maxSteps)"] = int(runs["run 1 (run.maxSteps)"][0]) if runs["run 1 (run.maxSteps)"] else None
+    for var, steps in re.findall(r"\b(STEPS_[A-Z]+)=([0-9]+)", open(script).read()):
+        runs[f"chart_run.sh {var}"] = int(steps)
+    expect(len(runs) >= 3, f"expected run 1's --max-steps and chart_run.sh's STEPS_LOSE, STEPS_STOP: {runs}")
+    for run, steps in runs.items():
+        expect(steps is not None and 0 < steps <= total,
+               f"{run}: {steps} steps, but train.epochs {epochs} x ({limit} / {batch}) is {total} steps")
 
 
 def main():
@@ -46,6 +71,7 @@ def main():
         expect(vols["run-dir"]["persistentVolumeClaim"]["claimName"] == "rel-d2nn-runs", f"{name}: claim")
         if name == coord:
             expect("RANK" not in env, f"{name}: the coordinator has a RANK")
+            check_run_lengths(out["pods"][name]["args"], env)
             continue
         i = index - 1
         expect(meta["annotations"].get("batch.kubernetes.io/job-completion-index") == str(i),
