@@ -147,7 +147,7 @@ lint "inline config" --set-file run.config=configs/chain.toml
 
 render defaults defaults default '{
   "workers": 2, "gpus": 0, "image": "d2nn:0.1.0",
-  "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"],
+  "kinds": ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"],
   "restart_policy": "OnFailure",
   "coord_args": {"config": "/opt/d2nn/configs/high_low.toml", "run-dir": "/runs/rel", "auto-resume": true,
                  "max-steps": null, "checkpoint-every": null, "log-format": "human"},
@@ -155,7 +155,7 @@ render defaults defaults default '{
 }'
 render gpu "GPU + Volcano + existing Secret/ConfigMap/claim" train '{
   "workers": 4, "gpus": 1, "image": "registry.example.com/ml/d2nn:0.1.0-cuda",
-  "kinds": ["Job", "Job", "NetworkPolicy", "PodGroup", "Service"],
+  "kinds": ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PodGroup", "Service"],
   "claim": "shared-runs", "secret": "d2nn-cookie", "configMap": "d2nn-high-low",
   "min_member": 5, "scheduler": "volcano", "restart_policy": "Never",
   "coord_args": {"config": "/etc/d2nn/config/config.toml", "run-dir": "/mnt/runs/hl-gpu", "auto-resume": true},
@@ -165,7 +165,7 @@ render gpu "GPU + Volcano + existing Secret/ConfigMap/claim" train '{
 }' -f "$GPU"
 render cpu "CPU + nodeSelector/tolerations + NetworkPolicy" batch '{
   "workers": 3, "gpus": 0,
-  "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"],
+  "kinds": ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"],
   "coord_args": {"max-steps": "5000", "checkpoint-every": "200", "auto-resume": null, "min-workers": "2",
                  "heartbeat-timeout": "30", "listen": "0.0.0.0:29600", "log-format": "json"},
   "coord_env": {"D2NN_TRAIN__LAMBDA": "0.97", "D2NN_TRAIN__EPOCHS": "1000000", "RUST_LOG": "d2nn=debug,info", "TZ": "UTC"},
@@ -175,7 +175,7 @@ render cpu "CPU + nodeSelector/tolerations + NetworkPolicy" batch '{
   "coord_tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}]
 }' -f "$CPU"
 render inline "inline config + gang minAvailable" default '{
-  "kinds": ["ConfigMap", "Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "PodGroup", "Secret", "Service"],
+  "kinds": ["ConfigMap", "Job", "Job", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "PodGroup", "Secret", "Service"],
   "config_text_from": "configs/chain.toml", "min_member": 3, "scheduler": "volcano",
   "coord_args": {"config": "/etc/d2nn/config/config.toml"}
 }' --set-file run.config=configs/chain.toml --set gang.enabled=true,gang.minAvailable=3,worker.replicas=4
@@ -190,6 +190,14 @@ render datalocal "a data claim read by every pod (data.source=local)" default '{
   "coord_args": {"set": null}, "coord_data_mount": true, "worker_data_mount": true
 }' --set data.existingClaim=datasets
 reject "an unknown data.source" "/data/source" "local" -- --set data.source=s3
+render tls "tls.secretName: both pods mount the Secret and pass --tls-*" default '{
+  "tls_secret": "d2nn-tls", "coord_args": {"tls-cert": "/etc/d2nn/tls/cert.pem", "tls-key": "/etc/d2nn/tls/key.pem",
+                                           "tls-ca": "/etc/d2nn/tls/ca.pem"}
+}' --set tls.secretName=d2nn-tls,tls.caKey=ca.pem
+render notls "no tls.secretName: no TLS flags, no tls volume" default '{
+  "tls_secret": null, "coord_args": {"tls-cert": null, "tls-key": null, "tls-ca": null}
+}'
+reject "tls.secretName that is not a name" "at '/tls/secretName'" -- --set tls.secretName=Bad_Name
 
 # The values scripts/chart_run.sh runs in podman (issue #24), and its conversion of the Jobs into Pods,
 # checked here without podman so CI keeps them working.
@@ -221,7 +229,7 @@ case_result "canary: a chart_run.sh run longer than the values' epochs is caught
 
 # The oldest Kubernetes the chart's kubeVersion admits, with podFailurePolicy (restartPolicy Never).
 K8S=1.31.0 render k8s131 "Kubernetes 1.31 (the chart's minimum), restartPolicy Never" default '{
-  "restart_policy": "Never", "kinds": ["Job", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"]
+  "restart_policy": "Never", "kinds": ["Job", "Job", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"]
 }' --set restartPolicy=Never
 reject "Kubernetes 1.30 (below the chart's kubeVersion)" "chart requires kubeVersion: >=1.31.0-0" -- --kube-version 1.30.0
 
@@ -234,6 +242,14 @@ canary "an unknown field in the PodGroup is rejected" gpu \
   's/^  minMember: 5/&\n  minMembers: 5/' train "'minMembers' was unexpected"
 canary "a worker count that differs from WORLD_SIZE is caught" defaults 's/^  completions: 2/  completions: 3/' default \
   "!= WORLD_SIZE 2"
+canary "a coordinator NetworkPolicy port that is not --listen's is caught" cpu \
+  '0,/^          port: 29600$/{s/^          port: 29600$/          port: 29601/}' batch "!= its --listen port"
+canary "a NetworkPolicy admitting the coordinator's pod to itself is caught" cpu \
+  '0,/app.kubernetes.io\/component: worker/{s/app.kubernetes.io\/component: worker/app.kubernetes.io\/component: coordinator/}' batch \
+  "admits sources other than the release's workers"
+canary "a missing --tls-ca is caught" tls '0,/- --tls-ca=/{/- --tls-ca=/d}' default "TLS needs all of"
+canary "a --tls-cert outside the mounted Secret is caught" tls 's#--tls-cert=/etc/d2nn/tls/cert.pem#--tls-cert=/tmp/cert.pem#' default \
+  "is not a mounted item"
 canary "a MASTER_ADDR that is not the Service is caught" defaults 's/rel-d2nn-coordinator.default.svc/coordinator/' default \
   "!= Service DNS name"
 

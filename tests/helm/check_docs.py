@@ -8,7 +8,7 @@ import sys
 import yaml
 
 SECTIONS = {"image", "run", "runDir", "data", "cookie", "coordinator", "worker", "nccl", "shm",
-            "logging", "gang", "networkPolicy"}
+            "logging", "gang", "networkPolicy", "tls"}
 
 
 def keys(values):

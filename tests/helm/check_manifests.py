@@ -124,6 +124,31 @@ def check_invariants(docs, namespace, problems):
         problems.check(cargs.get("listen") == f"0.0.0.0:{port['port']}",
                        f"coordinator --listen {cargs.get('listen')} != 0.0.0.0:{port['port']}")
 
+    # NetworkPolicies, when rendered, match what listens: the coordinator's pod admits its --listen
+    # port from the workers only; worker pods admit the workers (ephemeral ring and NCCL ports).
+    policies = by_kind.get("NetworkPolicy", [])
+    if policies:
+        def selects(selector, pod):
+            labels = pod["metadata"]["labels"]
+            return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        listen_port = cargs.get("listen", "").rpartition(":")[2]
+        for who, pod in (("coordinator", coord_pod), ("worker", worker_pod)):
+            mine = [p for p in policies if selects(p["spec"]["podSelector"], pod)]
+            if not problems.check(len(mine) == 1, f"{who} pod is selected by {len(mine)} NetworkPolicies, not 1"):
+                continue
+            rules = mine[0]["spec"].get("ingress", [])
+            for rule in rules:
+                sources = [f.get("podSelector", {"none": "a source that is not a pod selector"}) for f in rule.get("from", [])]
+                problems.check(sources and all(selects(src, worker_pod) and not selects(src, coord_pod) for src in sources),
+                               f"{who} NetworkPolicy admits sources other than the release's workers: {rule.get('from')}")
+                ports = sorted(str(p.get("port")) for p in rule.get("ports", []))
+                if who == "coordinator":
+                    problems.check(ports == [listen_port],
+                                   f"coordinator NetworkPolicy ports {ports} != its --listen port {listen_port}")
+                else:
+                    problems.check(ports == [], f"worker NetworkPolicy limits ports to {ports}: the ring's are ephemeral")
+            problems.check(len(rules) == 1, f"{who} NetworkPolicy has {len(rules)} ingress rules, not 1")
+
     # One shared run directory: the same claim at the same path in both pods, --run-dir inside it.
     cm, wm = mounts_by_volume(coord_pod["spec"], coord), mounts_by_volume(worker_pod["spec"], worker)
     run_dir = cargs.get("run-dir", "")
@@ -152,6 +177,21 @@ def check_invariants(docs, namespace, problems):
                        f"rendered Secret {secret['metadata']['name']} is not the mounted one {secret_name}")
         cookie = base64.b64decode(secret["data"]["cookie"]).decode()
         problems.check(len(cookie) >= 16, f"generated cookie has {len(cookie)} characters, d2nn needs 16")
+
+    # TLS on both ends or neither: each --tls-* file inside a mount of the same Secret in both pods.
+    tls_secret = None
+    flags = ("tls-cert", "tls-key", "tls-ca")
+    on = [who for who, args in (("coordinator", cargs), ("worker", wargs)) if any(f in args for f in flags)]
+    if on and problems.check(on == ["coordinator", "worker"], f"TLS flags only in the {on} pod: the other end is plain"):
+        for who, mounts, args in (("coordinator", cm, cargs), ("worker", wm, wargs)):
+            problems.check(all(f in args for f in flags), f"{who}: TLS needs all of --tls-cert, --tls-key, --tls-ca")
+            if problems.check("tls" in mounts, f"{who}: TLS flags without a tls volume"):
+                vol, path = mounts["tls"]
+                tls_secret = tls_secret or vol["secret"]["secretName"]
+                problems.check(vol["secret"]["secretName"] == tls_secret, f"{who}: another TLS Secret")
+                items = {f"{path}/{i['path']}" for i in vol["secret"].get("items", [])}
+                for f in flags:
+                    problems.check(args.get(f) in items, f"{who}: --{f} {args.get(f)} is not a mounted item {sorted(items)}")
 
     # The config: a mounted ConfigMap when --config points into /etc/d2nn/config.
     config = cargs.get("config", "")
@@ -187,7 +227,7 @@ def check_invariants(docs, namespace, problems):
     return {
         "coord_job": coord_job, "worker_job": worker_job, "coord": coord, "worker": worker,
         "cargs": cargs, "wargs": wargs, "cenv": cenv, "wenv": wenv, "by_kind": by_kind,
-        "claim": claim, "secret": secret_name,
+        "claim": claim, "secret": secret_name, "tls_secret": tls_secret,
     }
 
 
@@ -198,6 +238,7 @@ def check_expectations(view, expect, problems):
     image: str            image of both containers
     kinds: [str]          the exact sorted list of kinds rendered
     claim / secret / configMap: str   names mounted
+    tls_secret: str or null      the TLS Secret both pods mount and pass as --tls-* (null: TLS off)
     config_text_from: str path of a file whose text the rendered ConfigMap must hold
     min_member: int       PodGroup minMember
     scheduler: str        schedulerName of both pods
@@ -230,6 +271,8 @@ def check_expectations(view, expect, problems):
         eq("run-dir claim", view["claim"], expect["claim"])
     if "secret" in expect:
         eq("cookie Secret", view["secret"], expect["secret"])
+    if "tls_secret" in expect:
+        eq("TLS Secret", view["tls_secret"], expect["tls_secret"])
     if "configMap" in expect:
         vols = {v["name"]: v for v in cpod.get("volumes", [])}
         eq("config ConfigMap", vols.get("config", {}).get("configMap", {}).get("name"), expect["configMap"])

@@ -7,10 +7,12 @@
 //!   collective stay off the async runtime's threads; a `!Send` NCCL communicator can live there).
 //! - [`collective`]: all-reduce over shared memory, a TCP ring, or NCCL.
 //! - [`cluster`]: a worker process's node and its joiner, which serves generations of replicas.
+//! - [`tls`]: the optional mutual TLS of both planes (`--tls-cert`, `--tls-key`, `--tls-ca`).
 pub mod cluster;
 pub mod collective;
 mod error;
 pub mod protocol;
 pub mod replica;
+pub mod tls;
 
 pub use error::Error;

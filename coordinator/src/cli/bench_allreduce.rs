@@ -1,7 +1,8 @@
 //! `d2nn bench allreduce`: the TCP ring between processes of this binary on loopback. The parent
 //! starts `--world` children (the hidden `--rank` mode); each binds 127.0.0.1:0 and prints its
 //! address, the parent sends every child the ring plan on stdin, and rank 0 prints one JSON line
-//! per buffer size.
+//! per buffer size. With `--tls-*` the children form a second ring over TLS on the same listener
+//! and every repetition runs on both rings in turn, so the two are measured side by side.
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -12,6 +13,8 @@ use clap::Args;
 use d2nn_worker::collective::new_session;
 use d2nn_worker::collective::{Collective, TcpRing, TcpRingOptions, DEFAULT_CHUNK_BYTES};
 use d2nn_worker::protocol::RingPlan;
+
+use super::commands::TlsArgs;
 
 /// How the parent hands its children the ring's one-off secret (never a command-line argument).
 const BENCH_SECRET_ENV: &str = "D2NN_BENCH_RING_SECRET";
@@ -33,6 +36,9 @@ pub struct AllreduceArgs {
     /// Internal: run as this rank of a ring whose plan arrives on stdin.
     #[arg(long, hide = true)]
     pub rank: Option<usize>,
+    /// With these, each size is measured on a plain ring and on a TLS ring, alternating.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 pub fn run(args: AllreduceArgs) -> anyhow::Result<()> {
@@ -64,12 +70,22 @@ fn parent(args: &AllreduceArgs) -> anyhow::Result<()> {
     let sizes = args.sizes_mb.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let mut children = Children(Vec::new());
     let (secret, session) = (new_session(), new_session());
+    let mut tls_flags = Vec::new();
+    for (flag, file) in
+        [("--tls-cert", &args.tls.tls_cert), ("--tls-key", &args.tls.tls_key), ("--tls-ca", &args.tls.tls_ca)]
+    {
+        if let Some(file) = file {
+            tls_flags.push(flag.to_string());
+            tls_flags.push(file.display().to_string());
+        }
+    }
     for rank in 0..args.world {
         let child = Command::new(&exe)
             .env(BENCH_SECRET_ENV, &secret)
             .args(["bench", "allreduce", "--world", &args.world.to_string(), "--sizes-mb", &sizes])
             .args(["--reps", &args.reps.to_string(), "--chunk-bytes", &args.chunk_bytes.to_string()])
             .args(["--rank", &rank.to_string()])
+            .args(&tls_flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -117,39 +133,57 @@ fn child(args: &AllreduceArgs, rank: usize) -> anyhow::Result<()> {
     let options = TcpRingOptions { chunk_bytes: args.chunk_bytes, ..TcpRingOptions::default() };
     // The parent hands its children a one-off secret through their environment.
     let secret = std::env::var(BENCH_SECRET_ENV).context("no ring secret from the parent")?;
-    let mut ring = TcpRing::connect(&listener, &plan, options, secret.as_bytes())?;
+    let mut rings = vec![("tcp", TcpRing::connect(&listener, &plan, options.clone(), secret.as_bytes())?)];
+    if let Some(tls) = super::cluster::tls(&args.tls)? {
+        // The plain ring is complete on every rank before any rank dials for this one.
+        let plan = RingPlan { session: format!("{}/tls", plan.session), ..plan };
+        let options = TcpRingOptions { tls: Some(tls), ..options };
+        rings.push(("tls", TcpRing::connect(&listener, &plan, options, secret.as_bytes())?));
+    }
     let world = args.world as f64;
     for &size_mb in &args.sizes_mb {
         let bytes = size_mb << 20;
         let mut buf = vec![0f32; bytes / 4];
-        let mut times = Vec::with_capacity(args.reps);
+        let mut times = vec![Vec::with_capacity(args.reps); rings.len()];
         for rep in 0..=args.reps {
-            // Ones sum to `world` exactly: a cheap check that every rank got the whole sum.
-            buf.fill(1.0);
-            ring.barrier()?;
-            let start = Instant::now();
-            ring.all_reduce_sum(&mut buf)?;
-            let seconds = start.elapsed().as_secs_f64();
-            if buf.iter().any(|&v| f64::from(v) != world) {
-                bail!("rank {rank}: wrong sum for {size_mb} MiB");
-            }
-            if rep > 0 {
-                times.push(seconds);
+            for (i, (transport, ring)) in rings.iter_mut().enumerate() {
+                let seconds = time_one(ring, &mut buf)?;
+                if buf.iter().any(|&v| f64::from(v) != world) {
+                    bail!("rank {rank}: wrong sum for {size_mb} MiB over {transport}");
+                }
+                if rep > 0 {
+                    times[i].push(seconds);
+                }
             }
         }
-        times.sort_by(f64::total_cmp);
-        let seconds = times[times.len() / 2];
-        let algbw = bytes as f64 / seconds / 1e9;
-        if rank == 0 {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "world": args.world, "size_mb": size_mb, "bytes": bytes, "reps": args.reps,
-                    "chunk_bytes": args.chunk_bytes, "seconds": seconds,
-                    "algbw_gb_s": algbw, "busbw_gb_s": algbw * 2.0 * (world - 1.0) / world,
-                })
-            );
+        let mut plain_algbw = None;
+        for ((transport, _), mut times) in rings.iter().zip(times) {
+            times.sort_by(f64::total_cmp);
+            let seconds = times[times.len() / 2];
+            let algbw = bytes as f64 / seconds / 1e9;
+            let baseline = *plain_algbw.get_or_insert(algbw);
+            if rank == 0 {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "transport": transport, "world": args.world, "size_mb": size_mb, "bytes": bytes,
+                        "reps": args.reps, "chunk_bytes": args.chunk_bytes, "seconds": seconds,
+                        "algbw_gb_s": algbw, "busbw_gb_s": algbw * 2.0 * (world - 1.0) / world,
+                        "algbw_over_tcp": algbw / baseline,
+                    })
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// One all-reduce of ones after a barrier: its seconds. Ones sum to `world` exactly, a cheap check
+/// that every rank got the whole sum.
+fn time_one(ring: &mut TcpRing, buf: &mut [f32]) -> anyhow::Result<f64> {
+    buf.fill(1.0);
+    ring.barrier()?;
+    let start = Instant::now();
+    ring.all_reduce_sum(buf)?;
+    Ok(start.elapsed().as_secs_f64())
 }

@@ -10,8 +10,9 @@ use d2nn_worker::cluster::joiner::JoinerOptions;
 use d2nn_worker::cluster::node::{host_name, run_worker_node, NodeError, WorkerNodeOptions};
 use d2nn_worker::protocol::cookie::{ClusterCookie, COOKIE_ENV};
 use d2nn_worker::protocol::WorkerHello;
+use d2nn_worker::tls::{TlsConfig, TlsFiles};
 
-use super::commands::{CoordinatorArgs, WorkerArgs};
+use super::commands::{CoordinatorArgs, TlsArgs, WorkerArgs};
 use super::config::parse_device;
 use super::signals;
 use super::train::{prepare_run, report};
@@ -22,6 +23,19 @@ const DEFAULT_MASTER_PORT: u16 = 29500;
 fn cookie(file: Option<&std::path::Path>) -> anyhow::Result<ClusterCookie> {
     let env = std::env::var(COOKIE_ENV).ok();
     Ok(ClusterCookie::resolve(env.as_deref(), file)?)
+}
+
+/// The TLS identity of `--tls-*`, loaded and checked before anything listens or connects.
+pub(super) fn tls(args: &TlsArgs) -> anyhow::Result<Option<TlsConfig>> {
+    match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() };
+            Ok(Some(TlsConfig::load(&files)?))
+        }
+        (None, None, None) => Ok(None),
+        // clap requires all three together; this is the same rule, said again.
+        _ => bail!("--tls-cert, --tls-key and --tls-ca go together: give all three or none"),
+    }
 }
 
 fn master_port() -> anyhow::Result<u16> {
@@ -41,6 +55,7 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
 pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     // The cookie first: a coordinator without one never listens.
     let cookie = cookie(args.cookie_file.as_deref()).context("the coordinator refuses to listen")?;
+    let tls = tls(&args.tls).context("the coordinator refuses to listen")?;
     if args.workers == 0 {
         bail!("--workers (or WORLD_SIZE) must be at least 1");
     }
@@ -54,6 +69,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let options = ClusterOptions {
         listen,
         cookie,
+        tls,
         heartbeat_interval: seconds("--heartbeat-interval", args.heartbeat_interval)?,
         heartbeat_timeout: seconds("--heartbeat-timeout", args.heartbeat_timeout)?,
         join_timeout: seconds("--join-timeout", args.join_timeout)?,
@@ -77,6 +93,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let cookie = cookie(args.cookie_file.as_deref()).context("the worker cannot authenticate")?;
+    let tls = tls(&args.tls).context("the worker cannot authenticate")?;
     let join = match args.join {
         Some(addr) => addr,
         None => match std::env::var("MASTER_ADDR") {
@@ -89,6 +106,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let options = WorkerNodeOptions {
         join: join.clone(),
         cookie,
+        tls,
         joiner: JoinerOptions {
             device,
             data_dir: args.data_dir,

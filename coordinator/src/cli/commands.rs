@@ -210,6 +210,25 @@ pub struct CoordinatorArgs {
     /// differ (one pass over the parameters per replica).
     #[arg(long, value_name = "N")]
     pub verify_replicas_every: Option<u64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Mutual TLS on both planes: the coordinator–worker sessions and the workers' gradient ring.
+/// All three or none; without them both planes are plain TCP, authenticated by the cookie alone.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate this process presents (then any intermediates); turns TLS on. Every peer
+    /// is both client and server: the certificate needs no name, and either no extended key usage
+    /// or both serverAuth and clientAuth.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): a peer's certificate must chain to one of them, or it is refused.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +261,8 @@ pub struct WorkerArgs {
     /// How long to keep trying to reach the coordinator (it may start after its workers).
     #[arg(long, default_value_t = 300.0, value_name = "SECS")]
     pub connect_timeout: f64,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Args)]

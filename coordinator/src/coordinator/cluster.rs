@@ -16,6 +16,7 @@ use d2nn_worker::protocol::{
     workers_group, Assignment, Finish, JoinerMsg, Prepared, Remote, ReplicaSpec, RingPlan, StartPlan, WorkerHello,
     WorkerMsg, WorkerReply, JOINERS_GROUP,
 };
+use d2nn_worker::tls::TlsConfig;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use ractor_cluster::NodeServerMessage;
@@ -30,6 +31,8 @@ use super::RuntimeError;
 pub struct ClusterOptions {
     pub listen: SocketAddr,
     pub cookie: ClusterCookie,
+    /// Mutual TLS for the worker sessions (`--tls-*`); the workers' ring follows their own flags.
+    pub tls: Option<TlsConfig>,
     /// Between two heartbeats of every worker.
     pub heartbeat_interval: Duration,
     /// A worker that has not answered a heartbeat for this long is declared lost.
@@ -101,14 +104,16 @@ impl Cluster {
         target: usize,
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Cluster, RuntimeError> {
+        let (ip, port, tls) = (options.listen.ip(), options.listen.port(), options.tls.as_ref());
         let ClusterNode { server, events } =
-            ClusterNode::start("d2nn-coordinator".into(), options.listen.ip(), options.listen.port(), &options.cookie)
+            ClusterNode::start("d2nn-coordinator".into(), ip, port, &options.cookie, tls)
                 .await
                 .map_err(|e| RuntimeError::Cluster(e.to_string()))?;
         let view = Arc::new(Mutex::new(View::default()));
         let (bump, changed) = watch::channel(0);
         let monitor = tokio::spawn(monitor(events, view.clone(), bump, options.clone()));
-        tracing::info!(listen = %options.listen, workers = target, "coordinator listening; waiting for workers");
+        let tls = options.tls.is_some();
+        tracing::info!(listen = %options.listen, workers = target, tls, "coordinator listening; waiting for workers");
         Ok(Cluster {
             options,
             target,

@@ -136,6 +136,19 @@ data: always the coordinator, the workers unless data.source is "coordinator". C
     items:
       - key: {{ include "d2nn.cookieSecretKey" . }}
         path: cookie
+{{- with .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $.root.Values.tls.certKey }}
+        path: cert.pem
+      - key: {{ $.root.Values.tls.keyKey }}
+        path: key.pem
+      - key: {{ $.root.Values.tls.caKey }}
+        path: ca.pem
+{{- end }}
 {{- if and .Values.data.existingClaim $readsData }}
 - name: data
   persistentVolumeClaim:
@@ -153,6 +166,11 @@ data: always the coordinator, the workers unless data.source is "coordinator". C
 - name: cookie
   mountPath: /etc/d2nn/cookie
   readOnly: true
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/d2nn/tls
+  readOnly: true
+{{- end }}
 {{- if and .Values.data.existingClaim $readsData }}
 - name: data
   mountPath: /opt/d2nn/data
@@ -255,4 +273,13 @@ A value as an environment string. Helm reads numbers from values files as float6
 {{- else -}}
 {{- toString . -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The TLS flags of both containers, files from the tls volume (commonVolumes); nothing without a Secret. */}}
+{{- define "d2nn.tlsArgs" -}}
+{{- if .Values.tls.secretName }}
+- --tls-cert=/etc/d2nn/tls/cert.pem
+- --tls-key=/etc/d2nn/tls/key.pem
+- --tls-ca=/etc/d2nn/tls/ca.pem
+{{- end }}
 {{- end -}}

@@ -23,6 +23,7 @@ use crate::protocol::{
     JOINERS_GROUP,
 };
 use crate::replica::{startup_error, ReplicaHost, WorkerActor, WorkerArgs};
+use crate::tls::TlsConfig;
 use crate::Error;
 
 /// What the worker process decided on its own: its device, data, and how it is known.
@@ -44,6 +45,8 @@ pub struct JoinerArgs {
     pub options: JoinerOptions,
     /// Authenticates the ring's connections (the same secret as the cluster's sessions).
     pub cookie: ClusterCookie,
+    /// TLS under the ring's links (the same identity as the cluster session's).
+    pub tls: Option<TlsConfig>,
     /// Where [`JoinerMsg::Finish`] goes: the process exits with it.
     pub finished: mpsc::UnboundedSender<Finish>,
 }
@@ -51,6 +54,7 @@ pub struct JoinerArgs {
 pub struct JoinerState {
     options: JoinerOptions,
     cookie: ClusterCookie,
+    tls: Option<TlsConfig>,
     finished: mpsc::UnboundedSender<Finish>,
     prepared: Option<(Assignment, TcpListener)>,
     /// Shared with the task that starts a replica: building one (loading data, joining the ring)
@@ -105,7 +109,7 @@ impl JoinerState {
 /// Joins the collective of `plan` and starts the replica, off the joiner's message loop.
 async fn start_replica(
     joiner: ActorRef<JoinerMsg>,
-    (options, cookie): (JoinerOptions, ClusterCookie),
+    (options, cookie, tls): (JoinerOptions, ClusterCookie, Option<TlsConfig>),
     prepared: Option<(Assignment, TcpListener)>,
     plan: StartPlan,
     running: Arc<Mutex<Running>>,
@@ -138,12 +142,14 @@ async fn start_replica(
         }
         _ => {
             let ring_plan = plan.ring.clone();
-            let ring_options = TcpRingOptions { io_timeout: timeout, ..TcpRingOptions::default() };
+            let on_tls = tls.is_some();
+            let ring_options = TcpRingOptions { io_timeout: timeout, tls, ..TcpRingOptions::default() };
             let secret = cookie.secret().as_bytes().to_vec();
             let ring =
                 tokio::task::spawn_blocking(move || TcpRing::connect(&listener, &ring_plan, ring_options, &secret))
                     .await
                     .map_err(|e| Error::Protocol(format!("ring connect: {e}")))??;
+            tracing::info!(generation = plan.generation, tls = on_tls, "joined the gradient ring");
             breaker = Some(ring.breaker()?);
             Box::new(ring)
         }
@@ -187,6 +193,7 @@ impl Actor for Joiner {
         Ok(JoinerState {
             options: args.options,
             cookie: args.cookie,
+            tls: args.tls,
             finished: args.finished,
             prepared: None,
             running: Default::default(),
@@ -212,8 +219,8 @@ impl Actor for Joiner {
             },
             JoinerMsg::Start(plan, port) => match plan.into_inner() {
                 Ok(plan) => {
-                    let (options, prepared, running) =
-                        ((state.options.clone(), state.cookie.clone()), state.prepared.take(), state.running.clone());
+                    let options = (state.options.clone(), state.cookie.clone(), state.tls.clone());
+                    let (prepared, running) = (state.prepared.take(), state.running.clone());
                     tokio::spawn(async move {
                         answer(port, start_replica(myself, options, prepared, plan, running).await);
                     });

@@ -2,17 +2,19 @@
 //! peers, and the worker process's whole life (`d2nn worker`): connect to the coordinator,
 //! authenticate, serve generations of replicas, and exit when the coordinator says so or is gone.
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{ClientConnectErr, IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
 use super::joiner::{Joiner, JoinerArgs, JoinerOptions};
+use super::tls_listener;
 use crate::protocol::cookie::ClusterCookie;
 use crate::protocol::Finish;
+use crate::tls::{explain_io, TlsConfig};
 
 /// Largest cluster frame a node accepts: control messages are at most
 /// `protocol::wire::MAX_MESSAGE_BYTES` (1 MiB) plus framing; a peer announcing more is dropped
@@ -98,27 +100,44 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Starts a node server on `listen` (port 0: any free port) with `cookie`. Peers connect
-    /// only to the nodes they are told of (isolated mode): workers never meet each other here.
+    /// Starts a node server on `listen` (port 0: any free port) with `cookie`, accepting only TLS
+    /// sessions with a certificate from the CA when `tls` is given. Peers connect only to the nodes
+    /// they are told of (isolated mode): workers never meet each other here.
     pub async fn start(
         name: String,
         listen: IpAddr,
         port: u16,
         cookie: &ClusterCookie,
+        tls: Option<&TlsConfig>,
     ) -> Result<ClusterNode, NodeError> {
+        // Under TLS the public port is tls_listener's; the node server's own listener stays on
+        // loopback (and in TLS mode) and receives the sessions that passed.
+        let (encryption, server_listen, server_port) = match tls {
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
+                (Some(IncomingEncryptionMode::Tls(acceptor)), IpAddr::from([127, 0, 0, 1]), 0)
+            }
+            None => (None, listen, port),
+        };
         let server = NodeServer::new(
-            port,
+            server_port,
             cookie.secret().to_string(),
             name,
             host_name(),
-            None,
+            encryption,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(listen)
+        .with_listen_addr(server_listen)
         .with_max_inbound_frame_size(MAX_FRAME_BYTES);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| NodeError::Start { message: format!("{listen}:{port}: {e}") })?;
+        if let Some(tls) = tls {
+            if let Err(e) = tls_listener::bind(SocketAddr::new(listen, port), tls, server.clone()).await {
+                server.stop(None);
+                return Err(NodeError::Start { message: format!("{listen}:{port}: {e}") });
+            }
+        }
         let (tx, events) = mpsc::unbounded_channel();
         let forward = EventForwarder { tx, authenticated: Default::default() };
         server
@@ -138,11 +157,12 @@ pub enum NodeError {
     Start { message: String },
     #[error("cannot reach the coordinator at {addr} within {waited:?}: {message}")]
     Unreachable { addr: String, waited: Duration, message: String },
-    #[error(
-        "the coordinator at {addr} did not accept this worker within {waited:?}: the cluster cookie \
-         (D2NN_CLUSTER_COOKIE or --cookie-file) must be the same on every peer"
-    )]
-    NotAuthenticated { addr: String, waited: Duration },
+    #[error("the coordinator at {addr} did not accept this worker within {waited:?}: {hint}")]
+    NotAuthenticated { addr: String, waited: Duration, hint: &'static str },
+    /// The TLS handshake with the coordinator failed: its certificate or this worker's was
+    /// refused, or only one end has TLS on. Not retried: waiting does not change a certificate.
+    #[error("the TLS session with the coordinator at {addr} failed: {message}")]
+    Tls { addr: String, message: String },
     #[error("lost the coordinator at {addr} ({peer} disconnected) before the run ended")]
     CoordinatorLost { addr: String, peer: String },
     #[error("the run failed: {message}")]
@@ -158,6 +178,8 @@ pub struct WorkerNodeOptions {
     /// `host:port` of the coordinator's node server.
     pub join: String,
     pub cookie: ClusterCookie,
+    /// Mutual TLS for the session with the coordinator and for the ring (`--tls-*`).
+    pub tls: Option<TlsConfig>,
     pub joiner: JoinerOptions,
     /// How long to retry connecting: the coordinator may start after its workers.
     pub connect_timeout: Duration,
@@ -173,12 +195,18 @@ pub async fn run_worker_node(
     leave: impl std::future::Future<Output = String>,
 ) -> Result<String, NodeError> {
     let name = format!("d2nn-worker-{}", std::process::id());
-    let mut node = ClusterNode::start(name, IpAddr::from([127, 0, 0, 1]), 0, &options.cookie).await?;
+    let tls = options.tls.as_ref();
+    let mut node = ClusterNode::start(name, IpAddr::from([127, 0, 0, 1]), 0, &options.cookie, tls).await?;
     let (finished_tx, mut finished) = mpsc::unbounded_channel();
     let (joiner, _) = Actor::spawn(
         None,
         Joiner,
-        JoinerArgs { options: options.joiner.clone(), cookie: options.cookie.clone(), finished: finished_tx },
+        JoinerArgs {
+            options: options.joiner.clone(),
+            cookie: options.cookie.clone(),
+            tls: options.tls.clone(),
+            finished: finished_tx,
+        },
     )
     .await
     .map_err(|e| NodeError::Start { message: format!("joiner: {e}") })?;
@@ -200,9 +228,45 @@ async fn serve(
 ) -> Result<String, NodeError> {
     let addr = options.join.clone();
     let started = Instant::now();
+    let mut failed_handshakes = 0;
     loop {
-        match ractor_cluster::client_connect(&node.server, addr.as_str()).await {
+        let connected = match &options.tls {
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.client());
+                let connect = ractor_cluster::client_connect_enc(
+                    &node.server,
+                    addr.as_str(),
+                    connector,
+                    TlsConfig::server_name(),
+                );
+                // A peer that accepts and never answers must not hold the worker forever.
+                match tokio::time::timeout(tls_listener::HANDSHAKE_TIMEOUT, connect).await {
+                    Ok(connected) => connected,
+                    Err(_) => Err(ClientConnectErr::Encryption(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no TLS handshake within {:?}", tls_listener::HANDSHAKE_TIMEOUT),
+                    ))),
+                }
+            }
+            None => ractor_cluster::client_connect(&node.server, addr.as_str()).await,
+        };
+        match connected {
             Ok(()) => break,
+            Err(ClientConnectErr::Encryption(e)) => {
+                // A refused certificate is final; a handshake cut short is retried a little (the
+                // coordinator may be restarting), then blamed on TLS being off at its end.
+                failed_handshakes += 1;
+                if let Some(message) = explain_io(&e) {
+                    return Err(NodeError::Tls { addr, message });
+                }
+                if failed_handshakes >= MAX_FAILED_HANDSHAKES {
+                    let message = format!(
+                        "{e} ({failed_handshakes} times): is TLS on at the coordinator too (--tls-cert, --tls-key, --tls-ca)?"
+                    );
+                    return Err(NodeError::Tls { addr, message });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             Err(e) if started.elapsed() < options.connect_timeout => {
                 tracing::debug!(%addr, error = %e, "coordinator not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -212,8 +276,8 @@ async fn serve(
             }
         }
     }
-    let coordinator = wait_ready(node, &addr, options.auth_timeout).await?;
-    tracing::info!(%addr, "joined the coordinator; waiting for an assignment");
+    let coordinator = wait_ready(node, &addr, options.auth_timeout, options.tls.is_some()).await?;
+    tracing::info!(%addr, tls = options.tls.is_some(), "joined the coordinator; waiting for an assignment");
     loop {
         tokio::select! {
             finish = finished.recv() => {
@@ -238,9 +302,20 @@ async fn serve(
     }
 }
 
+/// TLS handshakes cut short (not a refused certificate) before a worker gives up.
+const MAX_FAILED_HANDSHAKES: u32 = 3;
+
 /// The node id of the session that became ready; a session that closes first was refused.
-async fn wait_ready(node: &mut ClusterNode, addr: &str, timeout: Duration) -> Result<NodeId, NodeError> {
-    let refused = || NodeError::NotAuthenticated { addr: addr.to_string(), waited: timeout };
+async fn wait_ready(node: &mut ClusterNode, addr: &str, timeout: Duration, tls: bool) -> Result<NodeId, NodeError> {
+    // The coordinator closes a session it refuses without saying why; say what can cause it.
+    let hint = if tls {
+        "the cluster cookie (D2NN_CLUSTER_COOKIE or --cookie-file) must be the same on every peer, and \
+         this worker's --tls-cert must be signed by the CA the coordinator trusts (its --tls-ca)"
+    } else {
+        "the cluster cookie (D2NN_CLUSTER_COOKIE or --cookie-file) must be the same on every peer \
+         (and TLS on at both ends or neither: --tls-cert, --tls-key, --tls-ca)"
+    };
+    let refused = || NodeError::NotAuthenticated { addr: addr.to_string(), waited: timeout, hint };
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, node.events.recv()).await {

@@ -17,6 +17,9 @@ mod tcp_auth;
 mod tcp_connect;
 #[cfg(test)]
 mod tcp_tests;
+mod tcp_tls;
+#[cfg(test)]
+mod tcp_tls_tests;
 mod tcp_wire;
 
 pub use nccl::{nccl_available, nccl_version, NcclCollective, NcclUniqueId, NCCL_ID_BYTES};

@@ -21,20 +21,22 @@
 //!
 //! Every connection is authenticated before any gradient byte is read (tcp_auth.rs): a peer must
 //! prove it holds the cluster cookie for this ring's session; one that does not is refused, logged,
-//! and the rank goes on waiting for its real neighbour.
+//! and the rank goes on waiting for its real neighbour. With [`TcpRingOptions::tls`] every link is
+//! TLS 1.3 first (tcp_tls.rs), both ends proving a certificate from the run's CA; a peer that
+//! cannot is refused the same way.
 //!
 //! The wire format lives in tcp_wire.rs, the handshake in tcp_auth.rs, connecting and accepting in
-//! tcp_connect.rs.
+//! tcp_connect.rs, the TLS transport in tcp_tls.rs.
 use std::net::TcpListener;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::protocol::RingPlan;
+use crate::tls::TlsConfig;
 
-use super::tcp_auth::{Initiator, Responder, RingKey};
-use super::tcp_connect::{accept_until, check_plan, connect_until, refuse, with_refusals};
-use super::tcp_wire::{f32_bytes, f32_bytes_mut, Frame, Hello, Link, Op};
-use super::{Collective, CollectiveError, Peer};
+use super::tcp_connect::{check_plan, join_links};
+use super::tcp_wire::{f32_bytes, f32_bytes_mut, Frame, Link, Op};
+use super::{Collective, CollectiveError};
 
 /// Default bytes per socket read or write within a step.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
@@ -54,6 +56,8 @@ pub struct TcpRingOptions {
     /// Longest wait for one read or write during `barrier`, which absorbs the ranks' differences in
     /// compute time before the all-reduce.
     pub arrival_timeout: Duration,
+    /// Mutual TLS under every link (`--tls-*`); None: plain TCP, authenticated by the cookie alone.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for TcpRingOptions {
@@ -63,6 +67,7 @@ impl Default for TcpRingOptions {
             connect_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(5),
             arrival_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -115,40 +120,7 @@ impl TcpRing {
         if world == 1 {
             return Ok(ring);
         }
-        let deadline = Instant::now() + ring.options.connect_timeout;
-        let timeout = ring.options.io_timeout;
-        let hello = Hello { rank: rank as u32, world: world as u32 };
-        let key = RingKey::new(secret, &plan.session);
-        let right_peer = Peer { rank: (rank + 1) % world, addr: plan.addrs[(rank + 1) % world] };
-        let left_peer = Peer { rank: (rank + world - 1) % world, addr: plan.addrs[(rank + world - 1) % world] };
-        // Connect and greet before accepting, and read the right neighbour's answer after answering
-        // the left one: a connection completes in the peer's backlog before it accepts, and each
-        // message fits in the socket buffer, so no rank waits on one that is itself waiting.
-        let mut right = Link::new(connect_until(&right_peer, deadline)?, right_peer, timeout)?;
-        let initiator = Initiator::start(&mut right, hello)?;
-        let accept = |refused: &mut Vec<String>| -> Result<(Link, Responder), CollectiveError> {
-            loop {
-                let (stream, from) = accept_until(listener, &left_peer, deadline, ring.options.connect_timeout)
-                    .map_err(|e| with_refusals(e, &left_peer, refused))?;
-                let mut link = Link::new(stream, Peer { rank: left_peer.rank, addr: from }, timeout)?;
-                match Responder::answer(&mut link, hello, world, &key) {
-                    Ok(responder) => return Ok((link, responder)),
-                    Err(e) => refuse(refused, &mut link, e),
-                }
-            }
-        };
-        let mut pending = accept(&mut ring.refused)?;
-        initiator.finish(&mut right, world, &key)?;
-        let left = loop {
-            let (mut link, responder) = pending;
-            match responder.finish(&mut link, &key) {
-                Ok(()) => break link,
-                Err(e) => {
-                    refuse(&mut ring.refused, &mut link, e);
-                    pending = accept(&mut ring.refused)?;
-                }
-            }
-        };
+        let (left, right) = join_links(listener, plan, &ring.options, secret, &mut ring.refused)?;
         ring.links = Some(Links { left, right });
         ring.scratch = vec![0.0; chunk_elems];
         Ok(ring)

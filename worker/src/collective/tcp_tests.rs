@@ -10,10 +10,10 @@ use super::tcp_wire::Hello;
 use super::{Collective, CollectiveError, TcpRing, TcpRingOptions};
 
 /// The cluster cookie every rank of these rings holds, and their session.
-const SECRET: &[u8] = b"tcp-ring-test-cookie-0123456789";
+pub(super) const SECRET: &[u8] = b"tcp-ring-test-cookie-0123456789";
 const SESSION: &str = "test-run/g1";
 
-fn plan(rank: usize, world: usize, addrs: &[SocketAddr]) -> RingPlan {
+pub(super) fn plan(rank: usize, world: usize, addrs: &[SocketAddr]) -> RingPlan {
     RingPlan { rank, world, addrs: addrs.to_vec(), session: SESSION.into() }
 }
 
@@ -21,16 +21,17 @@ fn plan(rank: usize, world: usize, addrs: &[SocketAddr]) -> RingPlan {
 const MARGIN: Duration = Duration::from_secs(1);
 
 /// Short timeouts, and 60-byte chunks (15 values) so that no test length is a multiple of them.
-fn options() -> TcpRingOptions {
+pub(super) fn options() -> TcpRingOptions {
     TcpRingOptions {
         chunk_bytes: 60,
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(2),
         arrival_timeout: Duration::from_secs(2),
+        tls: None,
     }
 }
 
-fn listeners(world: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
+pub(super) fn listeners(world: usize) -> (Vec<TcpListener>, Vec<SocketAddr>) {
     let listeners: Vec<TcpListener> = (0..world).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     (listeners, addrs)
@@ -43,7 +44,7 @@ fn on_ring<T: Send>(world: usize, options: TcpRingOptions, body: impl Fn(TcpRing
 }
 
 /// Values over seven orders of magnitude and both signs, so that float sums depend on their order.
-fn data(rank: usize, len: usize) -> Vec<f32> {
+pub(super) fn data(rank: usize, len: usize) -> Vec<f32> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ ((rank as u64 + 1) << 32) ^ len as u64;
     (0..len)
         .map(|i| {
@@ -57,7 +58,7 @@ fn data(rank: usize, len: usize) -> Vec<f32> {
 }
 
 /// The documented order: element i of segment k is ((b_k + b_{k+1}) + …) + b_{k−1}.
-fn ring_order_sum(world: usize, len: usize) -> Vec<f32> {
+pub(super) fn ring_order_sum(world: usize, len: usize) -> Vec<f32> {
     let inputs: Vec<Vec<f32>> = (0..world).map(|r| data(r, len)).collect();
     (0..len)
         .map(|i| {
@@ -67,7 +68,7 @@ fn ring_order_sum(world: usize, len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+pub(super) fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
@@ -356,7 +357,7 @@ fn a_replayed_handshake_is_refused() {
 }
 
 /// [`on_ring`] on listeners the test bound itself.
-fn on_ring_with<T: Send>(
+pub(super) fn on_ring_with<T: Send>(
     listeners: &[TcpListener],
     addrs: &[SocketAddr],
     options: TcpRingOptions,

@@ -6,7 +6,9 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
+use super::tcp_tls::{TlsStream, Transport};
 use super::{CollectiveError, Peer};
+use crate::tls::TlsConfig;
 
 // Payloads are the f32 buffers' own bytes, sent without a conversion pass; the format says
 // little-endian, so a big-endian host would need one. None is supported today.
@@ -134,7 +136,7 @@ pub(super) fn f32_bytes_mut(values: &mut [f32]) -> &mut [u8] {
 /// One connection of the ring and the rank at its other end; I/O errors come back naming it.
 #[derive(Debug)]
 pub(super) struct Link {
-    stream: TcpStream,
+    stream: Transport,
     pub peer: Peer,
     /// The read and write timeout in force, reported by [`CollectiveError::Timeout`].
     timeout: Duration,
@@ -144,25 +146,52 @@ pub(super) struct Link {
 
 impl Link {
     pub fn new(stream: TcpStream, peer: Peer, timeout: Duration) -> Result<Link, CollectiveError> {
+        Link::over(Transport::Plain(stream), peer, timeout)
+    }
+
+    fn over(stream: Transport, peer: Peer, timeout: Duration) -> Result<Link, CollectiveError> {
         let mut link = Link { stream, peer, timeout, mid_frame: false };
         // Frames are small writes answered by the peer's next step: Nagle's algorithm would hold
         // them back for a delayed ACK (tens of milliseconds per step).
-        link.stream.set_nodelay(true).map_err(|e| link.error("configuring the connection to", e))?;
+        link.stream.socket().set_nodelay(true).map_err(|e| link.error("configuring the connection to", e))?;
         link.set_timeout(timeout)?;
         Ok(link)
     }
 
+    /// A link whose bytes travel over TLS, after the handshake within the link's timeout: as the
+    /// dialling end (`client`) or the accepting one. A peer whose certificate the CA did not sign
+    /// fails here, before it can send a byte of the ring's own handshake.
+    pub fn with_tls(
+        stream: TcpStream,
+        peer: Peer,
+        timeout: Duration,
+        tls: &TlsConfig,
+        client: bool,
+    ) -> Result<Link, CollectiveError> {
+        let limit = timeout.max(Duration::from_millis(1));
+        stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(Some(limit)))
+            .and_then(|()| stream.set_write_timeout(Some(limit)))
+            .map_err(|e| io_error(&peer, "configuring the connection to", e, limit))?;
+        let handshake =
+            if client { TlsStream::connect(stream, tls.client()) } else { TlsStream::accept(stream, tls.server()) };
+        let tls_stream = handshake.map_err(|e| io_error(&peer, "the TLS handshake with", e, limit))?;
+        Link::over(Transport::Tls(Box::new(tls_stream)), peer, timeout)
+    }
+
     /// Another handle on the connection, for [`super::tcp::RingBreaker`].
     pub fn stream_handle(&self) -> std::io::Result<TcpStream> {
-        self.stream.try_clone()
+        self.stream.socket().try_clone()
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), CollectiveError> {
         // A zero timeout means "block forever" to the OS; keep the guarantee of an answer.
         let timeout = timeout.max(Duration::from_millis(1));
-        self.stream
+        let socket = self.stream.socket();
+        socket
             .set_read_timeout(Some(timeout))
-            .and_then(|()| self.stream.set_write_timeout(Some(timeout)))
+            .and_then(|()| socket.set_write_timeout(Some(timeout)))
             .map_err(|e| self.error("configuring the connection to", e))?;
         self.timeout = timeout;
         Ok(())
@@ -191,7 +220,7 @@ impl Link {
     /// another, so then the connection is only closed.
     pub fn abort(&mut self, frame: Frame) {
         if !self.mid_frame {
-            let _ = self.stream.set_write_timeout(Some(self.timeout.min(Duration::from_secs(1))));
+            let _ = self.stream.socket().set_write_timeout(Some(self.timeout.min(Duration::from_secs(1))));
             let _ = self.stream.write_all(&frame.encode());
         }
         self.close();
@@ -200,7 +229,7 @@ impl Link {
     /// Closes both directions; the peer's next read sees the end of the stream, its next write
     /// fails.
     pub fn close(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.socket().shutdown(Shutdown::Both);
     }
 
     pub fn protocol(&self, reason: String) -> CollectiveError {
