@@ -2,17 +2,23 @@
 //! on 127.0.0.1. Replicas must agree with the in-process runtime, survive a `kill -9` of a worker,
 //! take a replacement in, and refuse peers with the wrong cookie or garbage bytes.
 //!
-//! Size (~430 lines): one multi-process scenario per test over the shared process helpers below;
+//! Size (~430 lines): one multi-process scenario per test over the process helpers of tests/support;
 //! split by scenario family if it grows further.
-use std::fs::File;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{free_port, spawn_logged};
+
 const COOKIE: &str = "cluster-test-cookie-0123456789";
+
+fn d2nn() -> Command {
+    support::d2nn_with_cookie(COOKIE)
+}
 /// A Fashion-MNIST slice: 2 epochs of 20 steps, batch 48 (divisible by 3 and by 2).
 const SLICE: &[&str] = &[
     "--set",
@@ -26,30 +32,6 @@ const SLICE: &[&str] = &[
     "--set",
     "train.log_every=2",
 ];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn d2nn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_d2nn"));
-    c.current_dir(root()).env_remove("RUST_LOG").env("D2NN_CLUSTER_COOKIE", COOKIE);
-    for var in ["MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child whose stdout and stderr go to files in `dir` (read while it runs, and after).
-fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Child {
-    let out = File::create(dir.join(format!("{name}.out"))).unwrap();
-    let err = File::create(dir.join(format!("{name}.err"))).unwrap();
-    cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap()
-}
 
 fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()

@@ -3,15 +3,21 @@
 //! another CA's certificate, one that distrusts the coordinator's, and one without TLS are refused
 //! with errors that say so (and the coordinator logs each refusal naming the peer), a connection
 //! that never handshakes holds up no one; bad TLS files are clear errors.
-use std::fs::File;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
+mod support;
+use support::{free_port, spawn_logged};
+
 const COOKIE: &str = "tls-test-cookie-0123456789";
+
+fn d2nn() -> Command {
+    support::d2nn_with_cookie(COOKIE)
+}
 
 /// A CA made for one test, and the identities it signs written as PEM files.
 struct Ca {
@@ -47,29 +53,6 @@ impl Ca {
             write("ca", trusted.issuer.pem()),
         ]
     }
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn d2nn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_d2nn"));
-    c.current_dir(root()).env_remove("RUST_LOG").env("D2NN_CLUSTER_COOKIE", COOKIE);
-    for var in ["MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK"] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Child {
-    let out = File::create(dir.join(format!("{name}.out"))).unwrap();
-    let err = File::create(dir.join(format!("{name}.err"))).unwrap();
-    cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap()
 }
 
 /// A child process killed if the test ends (or panics) before it exits.

@@ -78,13 +78,33 @@ async fn handshake(
             return;
         }
     };
-    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+    let started = tokio::time::Instant::now();
+    let no_handshake = || format!("cluster connection from {peer} refused: no TLS handshake within {limit:?}");
+    // A connection that closes before sending a byte is a port probe (a kubelet's or a test's
+    // tcpSocket check), not a refused peer: no warning for it.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(0)) => {
+            tracing::debug!(%peer, "cluster connection closed before sending anything (a port probe)");
+            return;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, "{}", refusal(peer, &e));
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "{}", no_handshake());
+            return;
+        }
+    }
+    match tokio::time::timeout(limit.saturating_sub(started.elapsed()), acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             tracing::debug!(%peer, "cluster connection: TLS handshake complete");
             let stream = Box::new(NetworkStream::TlsServer { peer_addr: peer, local_addr: local, stream });
             let _ = server.cast(NodeServerMessage::ConnectionOpened { stream, is_server: true });
         }
         Ok(Err(e)) => tracing::warn!(%peer, "{}", refusal(peer, &e)),
-        Err(_) => tracing::warn!(%peer, "cluster connection from {peer} refused: no TLS handshake within {limit:?}"),
+        Err(_) => tracing::warn!(%peer, "{}", no_handshake()),
     }
 }
