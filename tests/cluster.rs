@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{free_port, spawn_logged};
+use support::{free_port, read, spawn_logged, wait};
 
 const COOKIE: &str = "cluster-test-cookie-0123456789";
 
@@ -33,10 +33,6 @@ const SLICE: &[&str] = &[
     "train.log_every=2",
 ];
 
-fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
-}
-
 fn coordinator(dir: &Path, port: u16, workers: usize, extra: &[&str]) -> Child {
     let mut cmd = d2nn();
     let run = dir.join("run");
@@ -51,20 +47,6 @@ fn worker(dir: &Path, port: u16, name: &str) -> Child {
     let mut cmd = d2nn();
     cmd.args(["worker", "--join", &format!("127.0.0.1:{port}"), "--threads", "1"]);
     spawn_logged(cmd, dir, name)
-}
-
-fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("a process ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn wait_until(what: &str, limit: Duration, done: impl FnMut() -> bool) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 mod support;
-use support::{free_port, spawn_logged};
+use support::{free_port, read, spawn_logged, wait};
 
 const COOKIE: &str = "tls-test-cookie-0123456789";
 
@@ -62,24 +62,6 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
-}
-
-fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("a process ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

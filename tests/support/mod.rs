@@ -3,7 +3,8 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository root (configs and data are found from it).
 pub fn root() -> PathBuf {
@@ -30,4 +31,24 @@ pub fn spawn_logged(mut cmd: Command, dir: &Path, name: &str) -> Child {
     let out = File::create(dir.join(format!("{name}.out"))).unwrap();
     let err = File::create(dir.join(format!("{name}.err"))).unwrap();
     cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap()
+}
+
+/// A file a child wrote in `dir`, empty if it is not there (yet).
+pub fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+}
+
+/// The child's exit status; killed, and the test failed, if it runs past `limit`.
+pub fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("a process ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
