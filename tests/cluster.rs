@@ -2,7 +2,7 @@
 //! on 127.0.0.1. Replicas must agree with the in-process runtime, survive a `kill -9` of a worker,
 //! take a replacement in, and refuse peers with the wrong cookie or garbage bytes.
 //!
-//! Size (~430 lines): one multi-process scenario per test over the process helpers of tests/support;
+//! Size (~410 lines): one multi-process scenario per test over the process helpers of tests/support;
 //! split by scenario family if it grows further.
 use std::io::Write;
 use std::net::TcpStream;
