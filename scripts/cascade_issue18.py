@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from front import envelope, front_at, load
+
 RUNS = ["runs/i18k", "runs/i18k2"]
 STATICS = {"stage1": "configs/static_cascade_stage1.toml", "stage12": "configs/static_cascade_stage12.toml",
            "full": "configs/static_cascade_full.toml"}
@@ -38,9 +40,6 @@ FULL_MFLOPS = 5.266  # every node of the shipped configs/cascade.toml (d2nn insp
 NICE = "OMP_NUM_THREADS=1 nice -n -5 "
 
 
-def load(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def statics():
@@ -110,22 +109,8 @@ def merged(fresh, old):
     return fresh + [p for p in old if p["run_dir"] not in dirs and not os.path.exists(p["run_dir"])]
 
 
-def envelope(points):
-    """Upper envelope (cost ascending, metric increasing) of (mflops, metric)."""
-    env = []
-    for c, m in sorted(points):
-        if not env or m > env[-1][1]:
-            env.append((c, m))
-    return env
 
 
-def front_at(env, c):
-    if c <= env[0][0]:
-        return env[0][1]
-    for (c0, m0), (c1, m1) in zip(env, env[1:]):
-        if c <= c1:
-            return m0 + (m1 - m0) * (c - c0) / (c1 - c0)
-    return env[-1][1]
 
 
 def main():

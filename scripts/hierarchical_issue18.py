@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from front import envelope, front_at, load
+
 RUNS = "runs/i18h2"
 D2NN_CONFIG = "configs/hierarchical_regrouped.toml"
 ALL_CONFIG = "configs/static_hier_all_regrouped.toml"
@@ -24,9 +26,6 @@ FLAT = ["static_hier_flat", "static_hier_flat_mid", "static_hier_flat_half", "st
 EXACT = "exact expectation at the router's test-set rates (the sweep's routing report, as d2nn eval --routing)"
 
 
-def load(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def seed_of(d):
@@ -78,21 +77,8 @@ def merge(recorded, fresh):
     return [p for p in recorded if p["run_dir"] not in dirs] + fresh
 
 
-def envelope(points):
-    env = []
-    for c, m in sorted(points):
-        if not env or m > env[-1][1]:
-            env.append((c, m))
-    return env
 
 
-def front_at(env, c):
-    if c <= env[0][0]:
-        return env[0][1]
-    for (c0, m0), (c1, m1) in zip(env, env[1:]):
-        if c <= c1:
-            return m0 + (m1 - m0) * (c - c0) / (c1 - c0)
-    return env[-1][1]
 
 
 def front_of(statics, seed):
