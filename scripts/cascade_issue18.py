@@ -40,8 +40,6 @@ FULL_MFLOPS = 5.266  # every node of the shipped configs/cascade.toml (d2nn insp
 NICE = "OMP_NUM_THREADS=1 nice -n -5 "
 
 
-
-
 def statics():
     out = []
     for name, config in STATICS.items():
@@ -107,10 +105,6 @@ def merged(fresh, old):
     """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here."""
     dirs = {p["run_dir"] for p in fresh}
     return fresh + [p for p in old if p["run_dir"] not in dirs and not os.path.exists(p["run_dir"])]
-
-
-
-
 
 
 def main():

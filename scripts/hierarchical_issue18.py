@@ -26,8 +26,6 @@ FLAT = ["static_hier_flat", "static_hier_flat_mid", "static_hier_flat_half", "st
 EXACT = "exact expectation at the router's test-set rates (the sweep's routing report, as d2nn eval --routing)"
 
 
-
-
 def seed_of(d):
     return int(d.rsplit("seed", 1)[1])
 
@@ -75,10 +73,6 @@ def fresh_dynamics():
 def merge(recorded, fresh):
     dirs = {p["run_dir"] for p in fresh}
     return [p for p in recorded if p["run_dir"] not in dirs] + fresh
-
-
-
-
 
 
 def front_of(statics, seed):
