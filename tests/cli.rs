@@ -342,3 +342,45 @@ fn sigterm_checkpoints_and_exits_zero_and_bad_resumes_are_refused() {
     assert!(listing.lines().filter(|l| l.starts_with("step-") && l != &line).all(|l| l.contains("verified")));
     assert!(!o.status.success() && stderr(&o).contains(&name), "{}", stderr(&o));
 }
+
+/// `d2nn bench train` prints one line per thread count with every phase of the step timed, then the
+/// medians; a zero thread count is refused.
+#[test]
+fn bench_train_times_every_phase() {
+    let o = d2nn(&[
+        "bench",
+        "train",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "16",
+        "--threads",
+        "1",
+        "--set",
+        "data.train_limit=256",
+        "--set",
+        "data.test_limit=100",
+        "--set",
+        "train.algorithm=reinforce",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{}", stdout(&o));
+    let m = &lines[0];
+    let f = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m}"));
+    assert_eq!(
+        (m["impl"].as_str(), m["routing"].as_str(), m["steps"].as_u64()),
+        (Some("d2nn"), Some("random"), Some(3))
+    );
+    for phase in ["forward_ms", "backward_ms", "optimizer_ms"] {
+        assert!(f(phase) > 0.0 && f(phase) <= f("step_ms"), "{phase} against step_ms in {m}");
+    }
+    let rate = 16.0 * 1e3 / f("step_ms");
+    assert!(f("examples_per_sec") > 0.3 * rate && f("examples_per_sec") < 3.0 * rate, "{m}");
+    assert_eq!(lines[1]["median_examples_per_sec"], m["examples_per_sec"]);
+
+    let o = d2nn(&["bench", "train", "--threads", "0"]);
+    assert!(!o.status.success() && stderr(&o).contains("--threads"), "{}", stderr(&o));
+}

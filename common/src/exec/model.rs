@@ -7,24 +7,38 @@ use crate::{rng, Result};
 /// One built layer.
 #[derive(Debug)]
 enum Layer {
-    Conv(nn::Conv2D),
+    /// With its stride and padding (tch keeps its config private).
+    Conv(nn::Conv2D, i64, i64),
     Linear(nn::Linear),
     Relu,
-    MaxPool { kernel: i64, stride: i64 },
-    AvgPool { kernel: i64, stride: i64 },
+    MaxPool {
+        kernel: i64,
+        stride: i64,
+    },
+    AvgPool {
+        kernel: i64,
+        stride: i64,
+    },
     GlobalAvgPool,
     Flatten,
     Dropout(f64),
     GroupNorm(nn::GroupNorm),
     Softmax,
-    Place { index: Tensor, size: i64, fill: f64 },
+    Place {
+        index: Tensor,
+        size: i64,
+        fill: f64,
+    },
 }
 
 impl Layer {
     /// `dropout_seed`: training mode, with the seed of this layer's dropout masks.
     fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Tensor {
         match self {
-            Layer::Conv(m) => m.forward(x),
+            Layer::Conv(m, stride, padding) if dropout_seed.is_none() && x.device() == Device::Cpu => {
+                conv_channels_last(m, *stride, *padding, x)
+            }
+            Layer::Conv(m, ..) => m.forward(x),
             Layer::Linear(m) => m.forward(x),
             Layer::Relu => x.relu(),
             Layer::MaxPool { kernel, stride } => {
@@ -55,6 +69,28 @@ impl Layer {
             }
         }
     }
+}
+
+/// Inference convolution on the CPU in channels-last (NHWC) memory order. libtorch's oneDNN
+/// convolutions take NHWC without reordering their input, output and weights on every call, and the
+/// ReLUs and max-pools after them run vectorised over channels: the static high network of
+/// high_low ran about twice as fast this way (docs/RESULTS.md, issue 19), in PyTorch and here.
+/// Values are the same up to float rounding; `flatten` still reads in NCHW order (it copies).
+/// Training keeps NCHW: there the mixed layouts of gradients made the step no faster.
+fn conv_channels_last(conv: &nn::Conv2D, stride: i64, padding: i64, x: &Tensor) -> Tensor {
+    if x.dim() != 4 {
+        return conv.forward(x);
+    }
+    let nhwc = |t: &Tensor| t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+    let x = if is_channels_last(x) { x.shallow_clone() } else { nhwc(x) };
+    x.conv2d(&nhwc(&conv.ws), conv.bs.as_ref(), [stride, stride], [padding, padding], [1, 1], 1)
+}
+
+/// Whether a 4-d tensor's strides are NHWC's (PyTorch's `is_contiguous(channels_last)`).
+fn is_channels_last(x: &Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    let (c, h, w) = (size[1], size[2], size[3]);
+    stride[1] == 1 && stride[3] == c && stride[2] == c * w && stride[0] == c * w * h
 }
 
 /// The modules of one node.
@@ -127,7 +163,7 @@ impl D2nn {
                     let layer = match spec {
                         LayerSpec::Conv2d { out, kernel, stride, padding } => {
                             let cfg = nn::ConvConfig { stride: *stride, padding: *padding, ..Default::default() };
-                            Layer::Conv(nn::conv2d(p, shape[0], *out, *kernel, cfg))
+                            Layer::Conv(nn::conv2d(p, shape[0], *out, *kernel, cfg), *stride, *padding)
                         }
                         LayerSpec::Linear { out } => Layer::Linear(nn::linear(p, shape[0], *out, Default::default())),
                         LayerSpec::Relu => Layer::Relu,

@@ -228,3 +228,28 @@ inputs = ["body"]
     assert!(run(7, false).equal(&run(8, false)), "inference must not drop");
     assert!(!run(7, false).equal(&first));
 }
+
+/// Inference runs convolutions in channels-last order on the CPU, training in NCHW: the same
+/// values up to float rounding, for every node of every shipped design with a convolution.
+#[test]
+fn channels_last_inference_matches_the_training_layout() {
+    for file in ["high_low.toml", "chain.toml", "hierarchical_regrouped.toml", "cascade.toml"] {
+        let m = model(file);
+        let (x, _) = input(8, 5);
+        let mut values: Vec<Option<Tensor>> = m.graph.nodes.iter().map(|_| None).collect();
+        values[0] = Some(x);
+        for &i in &m.graph.order {
+            let node = &m.graph.nodes[i];
+            if node.kind != crate::graph::NodeKind::Regular || node.inputs.len() != 1 {
+                continue;
+            }
+            let Some(input) = values[node.inputs[0]].as_ref().map(Tensor::shallow_clone) else { continue };
+            let inference = tch::no_grad(|| m.run_node(i, &input));
+            let training = tch::no_grad(|| m.module(i).forward(&input, Some((0, 0)), i));
+            let scale = training.abs().max().double_value(&[]).max(1e-3);
+            let diff = (&inference - &training).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4 * scale, "{file}, node {}: inference and training differ by {diff}", node.name);
+            values[i] = Some(training);
+        }
+    }
+}

@@ -8,7 +8,7 @@ use tch::Device;
 use super::ledger::{Opened, ResumePoint, StepEnd};
 use super::model::{build_model, summarize, validation_accuracy};
 use super::outputs::{MetricsLine, Summary};
-use super::step::{apply_update, train_step, StepContext};
+use super::step::{apply_update, train_step, Routing, StepContext};
 use crate::checkpoint::{self, WriteSteps};
 use crate::config::RunConfig;
 use crate::optim;
@@ -63,6 +63,7 @@ impl LocalRun<'_> {
                 step: place.step,
                 global_batch: t.batch_size,
                 baselines: &baselines,
+                routing: Routing::Policy,
             };
             let stats = train_step(&model, &batch, &ctx)?;
             apply_update(&model, optimizer.as_mut(), t, place.lr)?;

@@ -24,7 +24,10 @@ pub use model::{
 pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
 pub use routing::{routing_report, RightPaths, RoutingReport};
 pub use stats::{StepSplit, StepStats};
-pub use step::{apply_update, policy_for_step, representable_targets, train_step, zero_grads, StepContext};
+pub use step::{
+    apply_update, policy_for_step, representable_targets, step_losses, train_step, zero_grads, Routing, StepContext,
+    StepLosses,
+};
 pub use tensorboard::{
     checkpoint_validation, controllers, line_scalars, run_controllers, summary_scalars, ControllerInfo,
 };

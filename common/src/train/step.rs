@@ -22,18 +22,36 @@ pub struct StepContext<'a> {
     pub global_batch: usize,
     /// Reward baseline per controller (decision index), from the baseline store.
     pub baselines: &'a [f64],
+    /// Whose decisions the step takes; training always takes the policy's.
+    pub routing: Routing,
+}
+
+/// Whose decisions a training step takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// The policy of [`policy_for_step`].
+    #[default]
+    Policy,
+    /// Every action uniformly at random, the controllers still learning from the outcomes: the
+    /// same work whatever the controllers have learned, so throughput benchmarks compare like
+    /// with like (`d2nn bench train --routing random`).
+    UniformRandom,
 }
 
 /// The decision policy of a training step: uniform random routing during warm-up, then ε-greedy
 /// (Q-learning) or sampling from the softmax (REINFORCE).
 pub fn policy_for_step(cfg: &TrainConfig, num_actions: &[usize], step: u64) -> Policy {
     if step < cfg.warmup_steps {
-        return Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect());
+        return uniform_random(num_actions);
     }
     match cfg.algorithm {
         Algorithm::QLearning => Policy::EpsilonGreedy(cfg.epsilon.at(step - cfg.warmup_steps)),
         Algorithm::Reinforce => Policy::Sample,
     }
+}
+
+fn uniform_random(num_actions: &[usize]) -> Policy {
+    Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect())
 }
 
 pub fn zero_grads(model: &D2nn) {
@@ -115,11 +133,39 @@ impl Outcome {
 /// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
 /// gradients in the parameters' `.grad()` (zeroed first) and returns what it measured.
 pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
+    let (losses, mut stats) = step_losses(model, batch, ctx)?;
+    losses.backward(&mut stats);
+    Ok(stats)
+}
+
+/// The losses of a step, before their backward.
+pub struct StepLosses {
+    total: Tensor,
+    task: Tensor,
+    control: Tensor,
+}
+
+impl StepLosses {
+    /// Backward of the total loss into the parameters' `.grad()`, and the losses into `stats`.
+    pub fn backward(self, stats: &mut StepStats) {
+        self.total.backward();
+        stats.task_loss = self.task.double_value(&[]);
+        stats.control_loss = self.control.double_value(&[]);
+        stats.loss = self.total.double_value(&[]);
+    }
+}
+
+/// The first half of [`train_step`]: gradients zeroed, forward with sampled decisions, task loss,
+/// reward and controller loss (benchmarks time the halves apart).
+pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(StepLosses, StepStats)> {
     let cfg = ctx.cfg;
     let graph = &model.graph;
     zero_grads(model);
     let num_actions = graph.num_actions();
-    let policy = policy_for_step(cfg, &num_actions, ctx.step);
+    let policy = match ctx.routing {
+        Routing::Policy => policy_for_step(cfg, &num_actions, ctx.step),
+        Routing::UniformRandom => uniform_random(&num_actions),
+    };
     let key = DecisionKey { seed: ctx.seed, step: ctx.step };
     let device = model.device();
     let x = batch.x.to_device(device);
@@ -166,7 +212,9 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
         stats.bags = (local / m) as u64;
         stats.reward_sum = bag_rewards.sum(Kind::Double).double_value(&[]);
         let global_bags = global / m as f64;
-        let learning = cfg.algorithm == Algorithm::QLearning || ctx.step >= cfg.warmup_steps;
+        let learning = cfg.algorithm == Algorithm::QLearning
+            || ctx.step >= cfg.warmup_steps
+            || ctx.routing == Routing::UniformRandom;
         for (c, d) in fwd.decisions.iter().enumerate() {
             stats.rewards.record(c, &d.actions, &d.rows, &bag_rewards, m)?;
             let counts = Vec::<i64>::try_from(d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
@@ -194,11 +242,7 @@ pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<Step
         }
     }
     let total = &task + &control * cfg.control_weight;
-    total.backward();
-    stats.task_loss = task.double_value(&[]);
-    stats.control_loss = control.double_value(&[]);
-    stats.loss = total.double_value(&[]);
-    Ok(stats)
+    Ok((StepLosses { total, task, control }, stats))
 }
 
 /// Clip (per config) and apply one optimizer update with learning rate `lr`. Every parameter gets a

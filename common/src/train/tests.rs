@@ -234,8 +234,36 @@ fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, 
 
 /// Step 0 of one worker on `batch`, with zero baselines for high_low's one controller.
 fn first_step(model: &crate::exec::D2nn, batch: &crate::data::Batch, cfg: &RunConfig) -> StepStats {
-    let ctx = StepContext { cfg: &cfg.train, seed: 0, step: 0, global_batch: batch.ids.len(), baselines: &[0.0, 0.0] };
+    routed_step(model, batch, cfg, Routing::Policy)
+}
+
+fn routed_step(model: &crate::exec::D2nn, batch: &crate::data::Batch, cfg: &RunConfig, routing: Routing) -> StepStats {
+    let ctx = StepContext {
+        cfg: &cfg.train,
+        seed: 0,
+        step: 0,
+        global_batch: batch.ids.len(),
+        baselines: &[0.0, 0.0],
+        routing,
+    };
     train_step(model, batch, &ctx).unwrap()
+}
+
+/// `d2nn bench train --routing random`: whatever the router prefers, the decisions are uniformly
+/// random, and the router still learns from them (the same work as a learning step).
+#[test]
+fn forced_random_routing_ignores_the_policy_and_still_trains_the_router() {
+    let (mut cfg, model, router_bias, batch) = routed_to_low([1e3, -1e3]);
+    cfg.train.algorithm = Algorithm::Reinforce;
+    cfg.train.warmup_steps = 0;
+    let policy = routed_step(&model, &batch, &cfg, Routing::Policy);
+    assert_eq!(policy.actions[0], vec![64, 0], "the biased router's own policy sends every example to `low`");
+    let random = routed_step(&model, &batch, &cfg, Routing::UniformRandom);
+    let [low, high] = random.actions[0][..] else { panic!("two actions") };
+    assert!(low >= 16 && high >= 16, "uniformly random decisions over 64 examples: {low} low, {high} high");
+    assert!(random.control_loss != 0.0, "the router learns from the random decisions");
+    let grad = Vec::<f32>::try_from(router_bias.grad()).unwrap();
+    assert!(grad.iter().any(|g| *g != 0.0), "the router's bias has a gradient: {grad:?}");
 }
 
 /// With greedy routing that sends every example to one branch, only that branch learns; with

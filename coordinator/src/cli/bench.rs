@@ -19,6 +19,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Runtime { config, steps, batch, rounds } => bench_runtime(config, steps, batch, rounds),
         BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
         BenchCommand::Cluster(args) => super::bench_cluster::run(args),
+        BenchCommand::Train(args) => super::bench_train::run(args),
     }
 }
 

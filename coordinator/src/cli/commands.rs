@@ -390,4 +390,9 @@ pub enum BenchCommand {
     /// Training throughput of worker processes (coordinator + workers, TCP ring on loopback) against
     /// as many in-process workers, same config, steps and threads per worker, in interleaved rounds.
     Cluster(super::bench_cluster::ClusterBenchArgs),
+    /// Training-step throughput of one replica, the step split into data, forward (with losses and
+    /// rewards), backward and optimizer; warm-up excluded. Compare with PyTorch eager:
+    ///   d2nn bench train --set train.algorithm=reinforce --threads 1,2
+    ///   .venv-reference/bin/python scripts/reference/torch_high_low.py --threads 1
+    Train(super::bench_train::TrainBenchArgs),
 }

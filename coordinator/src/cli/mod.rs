@@ -2,6 +2,7 @@
 mod bench;
 mod bench_allreduce;
 mod bench_cluster;
+mod bench_train;
 mod checkpoints;
 mod cluster;
 mod commands;

@@ -1,6 +1,7 @@
 //! Measurements built on training and execution: benchmarks whose results the CLI prints.
 pub mod exec_bench;
 pub mod sweep;
+pub mod train_bench;
 
 /// The median of measurements (the upper one of an even count), as every benchmark reports it.
 ///

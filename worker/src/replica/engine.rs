@@ -12,7 +12,7 @@ use d2nn_common::data::DataSource;
 use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{
     apply_update, build_model, build_model_without_data, restore_replica, summarize, train_step, validation_accuracy,
-    zero_grads, StepContext, StepStats, Summary,
+    zero_grads, Routing, StepContext, StepStats, Summary,
 };
 use tch::{Device, Tensor};
 
@@ -193,8 +193,14 @@ impl Engine {
                 )))
             }
         };
-        let ctx =
-            StepContext { cfg: t, seed, step: order.step, global_batch: t.batch_size, baselines: &order.baselines };
+        let ctx = StepContext {
+            cfg: t,
+            seed,
+            step: order.step,
+            global_batch: t.batch_size,
+            baselines: &order.baselines,
+            routing: Routing::Policy,
+        };
         let stats = train_step(&self.model, &batch, &ctx)?;
         self.flat.pack(&self.params)?;
         Ok(stats)
