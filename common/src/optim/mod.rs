@@ -154,6 +154,25 @@ pub fn try_build(cfg: &OptimizerConfig, params: &[Tensor]) -> Result<Box<dyn Opt
     })
 }
 
+/// Gives every parameter whose `.grad()` is undefined a zero gradient, in one backward pass (tch
+/// offers no way to set a leaf's `.grad()` but backward; one pass over all of them, not one each).
+/// A module that no example ran thereby takes its (zero-gradient) momentum and weight-decay update,
+/// identically on every replica.
+pub fn define_missing_grads(params: &[Tensor]) -> Result<()> {
+    let mut zero: Option<Tensor> = None;
+    for p in params.iter().filter(|p| !p.grad().defined()) {
+        let term = p.f_mul_scalar(0.0)?.f_sum(p.kind())?;
+        zero = Some(match zero {
+            None => term,
+            Some(acc) => acc.f_add(&term)?,
+        });
+    }
+    if let Some(zero) = zero {
+        zero.f_backward()?;
+    }
+    Ok(())
+}
+
 /// Fresh optimizer state: zeros shaped, typed and placed like each parameter, untracked.
 fn zeros_like_all(params: &[Tensor]) -> Result<Vec<Tensor>> {
     let zeros = tch::no_grad(|| params.iter().map(|p| p.f_zeros_like()).collect::<Result<_, _>>());

@@ -233,3 +233,21 @@ fn adam_minimises_a_quadratic() {
     let err = minimise_quadratic(&cfg, 0.1, &sched, 500);
     assert!(err < 1e-2, "Adam ended {err} from the optimum");
 }
+
+/// Every undefined gradient becomes zeros of its parameter's shape; a defined one is left alone.
+#[test]
+fn missing_grads_are_defined_as_zeros_and_present_ones_kept() {
+    let ran = param(&[1.0, 2.0]);
+    let idle = Tensor::from_slice(&[3.0f64, 4.0, 5.0, 6.0]).view([2, 2]).set_requires_grad(true);
+    let also_idle = param(&[7.0]);
+    set_grad(&ran, &[0.5, -1.0]);
+    let params = [ran.shallow_clone(), idle.shallow_clone(), also_idle.shallow_clone()];
+    define_missing_grads(&params).unwrap();
+    assert_eq!(Vec::<f64>::try_from(ran.grad()).unwrap(), vec![0.5, -1.0]);
+    assert_eq!(idle.grad().size(), vec![2, 2]);
+    assert_eq!(Vec::<f64>::try_from(idle.grad().flatten(0, -1)).unwrap(), vec![0.0; 4]);
+    assert_eq!(Vec::<f64>::try_from(also_idle.grad()).unwrap(), vec![0.0]);
+    // Nothing left to define: no backward at all.
+    define_missing_grads(&params).unwrap();
+    assert_eq!(Vec::<f64>::try_from(ran.grad()).unwrap(), vec![0.5, -1.0]);
+}

@@ -4,7 +4,7 @@ use crate::config::{Algorithm, TrainConfig};
 use crate::data::Batch;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
-use crate::optim::{clip_grad_norm, Optimizer};
+use crate::optim::{clip_grad_norm, define_missing_grads, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
@@ -253,18 +253,14 @@ pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConf
     // and the cascade never learned its positive class.
     let controllers: Vec<String> =
         model.graph.controls.iter().map(|&c| format!("{}.", model.graph.nodes[c].name)).collect();
-    let mut params = Vec::new();
+    let named = model.parameters();
+    let params: Vec<Tensor> = named.iter().map(|(_, p)| p.shallow_clone()).collect();
+    define_missing_grads(&params)?;
     let (mut control, mut rest) = (Vec::new(), Vec::new());
-    for (name, p) in model.parameters() {
-        if !p.grad().defined() {
-            // Define a zero gradient: a module that no example ran still takes its (zero-grad)
-            // momentum and weight-decay update, identically on every replica.
-            (&p * 0.0).sum(Kind::Float).backward();
-        }
+    for (name, p) in named {
         let group =
             if controllers.iter().any(|prefix| name.starts_with(prefix.as_str())) { &mut control } else { &mut rest };
-        group.push(p.shallow_clone());
-        params.push(p);
+        group.push(p);
     }
     let control_norm = clip_grad_norm(&control, cfg.grad_clip)?;
     let rest_norm = clip_grad_norm(&rest, cfg.grad_clip)?;

@@ -16,17 +16,19 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Exec { config, static_config, batch, reps, device } => {
             bench_exec(config, static_config, batch, reps, device)
         }
-        BenchCommand::Runtime { config, steps, batch, rounds } => bench_runtime(config, steps, batch, rounds),
+        BenchCommand::Runtime { config, overrides, steps, batch, rounds } => {
+            bench_runtime(ConfigArgs { config, overrides }, steps, batch, rounds)
+        }
         BenchCommand::Allreduce(args) => super::bench_allreduce::run(args),
         BenchCommand::Cluster(args) => super::bench_cluster::run(args),
         BenchCommand::Train(args) => super::bench_train::run(args),
     }
 }
 
-fn bench_runtime(config: std::path::PathBuf, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {
+fn bench_runtime(args: ConfigArgs, steps: u64, batch: usize, rounds: usize) -> anyhow::Result<()> {
     use d2nn_coordinator::coordinator::{bench_local, bench_local_pair, bench_runtime, BenchResult};
-    let cfg = load_config(&ConfigArgs { config: config.clone(), overrides: vec![] })?;
-    let file = config.display().to_string();
+    let cfg = load_config(&args)?;
+    let file = args.config.display().to_string();
     let rt = tokio::runtime::Runtime::new()?;
     // Per-step milliseconds of each part of the runtime's step time, averaged over the workers.
     let split_ms = |r: &BenchResult| {

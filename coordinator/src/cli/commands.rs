@@ -375,6 +375,9 @@ pub enum BenchCommand {
     Runtime {
         #[arg(long, default_value = "configs/high_low.toml")]
         config: PathBuf,
+        /// Override a key, e.g. --set train.algorithm=reinforce (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
         /// Steps per measurement (40-step measurements varied by ±17 % between rounds).
         #[arg(long, default_value_t = 150)]
         steps: u64,

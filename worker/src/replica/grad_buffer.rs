@@ -151,12 +151,7 @@ impl FlatGrads {
     /// a module did not run here (another rank may have run it).
     pub fn unpack(&self, params: &[Tensor]) -> Result<(), Error> {
         self.check(params)?;
-        for p in params {
-            if !p.grad().defined() {
-                // The only way tch offers to create a leaf's `.grad()`: backward of a zero function.
-                (p * 0.0).f_sum(Kind::Float)?.f_backward()?;
-            }
-        }
+        d2nn_common::optim::define_missing_grads(params)?;
         let _guard = tch::no_grad_guard();
         for (e, p) in self.entries.iter().zip(params) {
             match &self.storage {
