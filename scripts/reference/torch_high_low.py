@@ -132,7 +132,11 @@ def run_training(args, rank=0, world=1):
     generator = torch.Generator().manual_seed(1 + rank)
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(7 + rank))
     baseline, times = 0.0, []
+    profiler = None
     for step in range(args.warmup + args.steps):
+        if step == args.warmup and getattr(args, "profile", False):
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         ids = order[(step * args.batch) % (images.shape[0] - args.batch) :][: args.batch]
         started = time.perf_counter()
         x = images.index_select(0, ids).float() / 255.0
@@ -140,6 +144,9 @@ def run_training(args, rank=0, world=1):
         baseline = train_step(model, net, opt, x, y, baseline, full, generator)
         if step >= args.warmup:
             times.append(time.perf_counter() - started)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
     return times
 
 
@@ -190,6 +197,7 @@ def main():
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     p.add_argument("--world", type=int, default=2, help="processes with --mode ddp")
     p.add_argument("--reps", type=int, default=20, help="timed forwards per case with --mode forward")
+    p.add_argument("--profile", action="store_true", help="--mode train: print torch.profiler's op table to stderr")
     p.add_argument(
         "--channels-last", action="store_true", help="--mode forward: weights and input in NHWC memory order"
     )
