@@ -6,12 +6,14 @@
 #
 #   python3 -m venv .venv-reference && .venv-reference/bin/pip install torch==2.11.0 numpy   # once, ~4.6 GB
 #   scripts/bench_vs_pytorch.sh [ROUNDS] [STEPS] > bench.jsonl
+#   scripts/bench_vs_pytorch.sh --table bench.jsonl               # the table again, from saved lines
 #
 # Nothing else should run meanwhile: both sides use every core they are given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-3}
-STEPS=${2:-300}
+ROUNDS=3
+STEPS=300
+[ "${1:-}" = --table ] || { ROUNDS=${1:-3}; STEPS=${2:-300}; }
 D2NN=${D2NN:-target/release/d2nn}
 PY=${PY:-.venv-reference/bin/python}
 REF=scripts/reference/torch_high_low.py
@@ -39,11 +41,13 @@ measure() {
       2>/dev/null | grep '"round"' | tag "{\"bench\":\"two_workers\",\"impl\":\"d2nn\",\"round\":$round}"
     "$PY" "$REF" --mode ddp --world 2 --threads 1 --batch 64 --steps $((STEPS / 2)) 2>/dev/null \
       | tag "{\"bench\":\"two_workers\",\"round\":$round}"
-  done
-  # Inference forwards, batch 256, one thread: d2nn bench exec's routing fractions and PyTorch's.
-  OMP_NUM_THREADS=1 "$D2NN" bench exec --batch 256 --reps 20 2>/dev/null | tag '{"bench":"forward","impl":"d2nn"}'
-  for layout in "" --channels-last; do
-    "$PY" "$REF" --mode forward --threads 1 --batch 256 --reps 20 $layout 2>/dev/null | tag '{"bench":"forward"}'
+    # Inference forwards, batch 256, one thread: d2nn bench exec's routing fractions and PyTorch's.
+    OMP_NUM_THREADS=1 "$D2NN" bench exec --batch 256 --reps 20 2>/dev/null \
+      | tag "{\"bench\":\"forward\",\"impl\":\"d2nn\",\"round\":$round}"
+    for layout in "" --channels-last; do
+      "$PY" "$REF" --mode forward --threads 1 --batch 256 --reps 20 $layout 2>/dev/null \
+        | tag "{\"bench\":\"forward\",\"round\":$round}"
+    done
   done
   # Peak resident memory of a training process, 100 steps, one thread.
   for side in d2nn pytorch_eager; do
@@ -59,7 +63,11 @@ measure() {
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-measure | tee "$TMP/lines"
+if [ "${1:-}" = --table ]; then
+  cp "$2" "$TMP/lines"   # the table of lines measured earlier
+else
+  measure | tee "$TMP/lines"
+fi
 python3 - "$TMP/lines" >&2 <<'PY'
 import json, statistics, sys
 
@@ -77,7 +85,7 @@ print(f"| 2 workers x 1 thread (in-process runtime) vs DDP/gloo 2 x 1, examples/
 for layout in (False, True):
     name = "channels-last" if layout else "NCHW"
     p = pick("forward", "pytorch_eager", "ms", case="static_high", channels_last=layout)
-    d = pick("forward", "d2nn", "static_ms", expensive_fraction=1.0)
+    d = pick("forward", "d2nn", "static_ms")  # bench exec times the static network with every case
     print(f"| forward, static high, batch 256, ms (PyTorch {name}) | {d:.1f} | {p:.1f} | {p / d:.2f} faster |")
     for f in (0.25, 0.5, 0.75, 1.0):
         p = pick("forward", "pytorch_eager", "ms", case=f"dynamic_high_{f}", channels_last=layout)

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Issue #18, hierarchical variant E (configs/hierarchical_regrouped.toml, dresses with the tops): collect
-its runs (runs/i18h2: the D2NN sweeps E_seedN and the all-experts statics allE_seedN) into the
-"hierarchical" object of docs/results/designs.json, print the per-seed table against the static front,
-and draw docs/img/hierarchical_issue18.png (matplotlib if importable, e.g. PYTHONPATH=/tmp/mpl).
+"""Issue #18, hierarchical variants E (configs/hierarchical_regrouped.toml, dresses with the tops) and F
+(configs/hierarchical_regrouped_coarse.toml, E with a stronger coarse classifier; its runs are named Fc):
+collect their runs (runs/i18h2 and runs/i18f: the D2NN sweeps E_seedN / Fc_seedN and the all-experts
+statics allE_seedN / allFc_seedN) into the "hierarchical" object of docs/results/designs.json, print each variant's per-seed
+table against the static front, and draw docs/img/hierarchical_issue18.png (matplotlib if importable,
+e.g. PYTHONPATH=/tmp/mpl).
 
 The front of a seed: the four flat classifiers (recorded in designs.json; they do not depend on the
-groups) and variant E's all-experts static of the same seed; its upper envelope, linear in MFLOPs.
+groups) and the variant's all-experts static of the same seed; its upper envelope, linear in MFLOPs.
 Criterion 3 of the issue: >= 0.5 points over the front at the D2NN's MFLOPs, or within 0.3 points of
 the front's best at <= 60 % of its MFLOPs.
 
@@ -17,9 +19,15 @@ import sys
 
 from front import envelope, front_at, load
 
-RUNS = "runs/i18h2"
-D2NN_CONFIG = "configs/hierarchical_regrouped.toml"
-ALL_CONFIG = "configs/static_hier_all_regrouped.toml"
+# name: (runs folder, D2NN config, all-experts static config, description)
+VARIANTS = {
+    "E": ("runs/i18h2", "configs/hierarchical_regrouped.toml", "configs/static_hier_all_regrouped.toml",
+          "E: dresses with the tops (data.coarse_groups), Q-learning, q_every_action, branch loss 1, cosine "
+          "(all in the file)"),
+    # Variant F ran as "Fc" from an identical copy, runs/i18f/cfg/Fc.toml (only [sweep].baselines differs).
+    "Fc": ("runs/i18f", "configs/hierarchical_regrouped_coarse.toml", "configs/static_hier_all_regrouped_coarse.toml",
+           "F: E with a coarse classifier at 14x14 (conv 8->16 + FC 64, 0.56 MFLOPs; all in the file)"),
+}
 FULL_MFLOPS = 10.335  # every node of configs/hierarchical.toml: the object's cost-fraction denominator
 NICE = "OMP_NUM_THREADS=1 nice -n -5 "
 FLAT = ["static_hier_flat", "static_hier_flat_mid", "static_hier_flat_half", "static_hier_flat_wide"]
@@ -30,30 +38,32 @@ def seed_of(d):
     return int(d.rsplit("seed", 1)[1])
 
 
-def fresh_statics():
+def fresh_statics(name):
+    runs, _, all_config, _ = VARIANTS[name]
     out = []
-    for d in sorted(glob.glob(f"{RUNS}/allE_seed*")):
+    for d in sorted(glob.glob(f"{runs}/all{name}_seed*")):
         s = os.path.join(d, "summary.json")
         if not os.path.exists(s):
             continue
         j, seed = load(s), seed_of(d)
-        out.append({"config": ALL_CONFIG, "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
+        out.append({"config": all_config, "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
                     "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"], "seed": seed,
                     "run_dir": d, "wall_seconds": j["wall_seconds"],
-                    "command": f"{NICE}d2nn train --config {ALL_CONFIG} --set seed={seed} --workers 1 --quiet "
+                    "command": f"{NICE}d2nn train --config {all_config} --set seed={seed} --workers 1 --quiet "
                                f"--run-dir {d}"})
     return out
 
 
-def fresh_dynamics():
+def fresh_dynamics(name):
+    runs, d2nn_config, _, variant = VARIANTS[name]
     out = []
-    for d in sorted(glob.glob(f"{RUNS}/E_seed*")):
+    for d in sorted(glob.glob(f"{runs}/{name}_seed*")):
         run = os.path.join(d, "lambda_0.99")
         if not os.path.exists(os.path.join(run, "summary.json")) or not os.path.exists(os.path.join(d, "sweep.json")):
             continue
         j, r, seed = load(os.path.join(run, "summary.json")), load(os.path.join(run, "routing.json")), seed_of(d)
         rnd = next(p for p in load(os.path.join(d, "sweep.json"))["points"] if p["kind"] == "random_routing")
-        out.append({"config": D2NN_CONFIG, "lambda": 0.99, "seed": seed,
+        out.append({"config": d2nn_config, "lambda": 0.99, "seed": seed,
                     "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
                     "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"],
                     "random_routing_metric": r["random_accuracy"], "random_routing_kind": EXACT,
@@ -62,11 +72,33 @@ def fresh_dynamics():
                     "action_rates": {"router": r["rates"]}, "actions": {"router": r["actions"]},
                     "forced_accuracy": r["forced_accuracy"], "cheapest_right_accuracy": r["cheapest_right_accuracy"],
                     "algorithm": "qlearning", "algorithm_name": "q_learning",
-                    "variant": "E: dresses with the tops (data.coarse_groups), Q-learning, q_every_action, branch "
-                               "loss 1, cosine (all in the file)",
+                    "variant": variant,
                     "run_dir": run, "wall_seconds": j["wall_seconds"],
-                    "sweep_command": f"{NICE}d2nn sweep --config {D2NN_CONFIG} --no-baselines --jobs 1 --lambdas 0.99 "
+                    "sweep_command": f"{NICE}d2nn sweep --config {d2nn_config} --no-baselines --jobs 1 --lambdas 0.99 "
                                      f"--set seed={seed} --run-dir {d}"})
+    return out
+
+
+# Steps on the way to G, kept as tried: each changed one thing of E (runs/i18f/cfg/*.toml).
+TRIED = {"G": "F with the coarse head's loss weighted 2 (seed 0 not run: seeds 1 and 2 missed)",
+         "Ff": "E with the tops expert's hidden FC 256 instead of 128 (seed 0 not run)"}
+
+
+def fresh_tried():
+    out = []
+    for name, what in TRIED.items():
+        for d in sorted(glob.glob(f"runs/i18f/{name}_seed*")):
+            run = os.path.join(d, "lambda_0.99")
+            if not os.path.exists(os.path.join(run, "routing.json")):
+                continue
+            j, r = load(os.path.join(run, "summary.json")), load(os.path.join(run, "routing.json"))
+            out.append({"design_variant": name, "kind": "d2nn", "config": f"runs/i18f/cfg/{name}.toml ({what})",
+                        "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"], "seed": seed_of(d),
+                        "random_routing_metric": r["random_accuracy"], "action_rates": {"router": r["rates"]},
+                        "cheapest_right_accuracy": r["cheapest_right_accuracy"], "run_dir": run,
+                        "wall_seconds": j["wall_seconds"],
+                        "sweep_command": f"OMP_NUM_THREADS=1 d2nn sweep --config runs/i18f/cfg/{name}.toml "
+                                         f"--no-baselines --jobs 1 --lambdas 0.99 --set seed={seed_of(d)} --run-dir {d}"})
     return out
 
 
@@ -75,20 +107,22 @@ def merge(recorded, fresh):
     return [p for p in recorded if p["run_dir"] not in dirs] + fresh
 
 
-def front_of(statics, seed):
-    """The seed's statics of variant E's front: the flat classifiers and E's all-experts static."""
+def front_of(statics, seed, all_config):
+    """The seed's statics of a variant's front: the flat classifiers and its all-experts static."""
     return [s for s in statics if s["seed"] == seed
-            and (s["config"] == ALL_CONFIG or os.path.basename(s["config"]).removesuffix(".toml") in FLAT)]
+            and (s["config"] == all_config or os.path.basename(s["config"]).removesuffix(".toml") in FLAT)]
 
 
-def table(statics, dynamics):
+def table(statics, dynamics, name):
+    _, d2nn_config, all_config, _ = VARIANTS[name]
+    print(f"variant {name} ({d2nn_config})")
     print("| seed | D2NN acc | MFLOPs | front's best (MFLOPs) | % of its MFLOPs | vs best | front there | vs front | "
-          "all-experts static E | rates tops / trousers / footwear / bags | random, exact | vs random | "
+          f"all-experts static {name} | rates tops / trousers / footwear / bags | random, exact | vs random | "
           "right on some path | criterion 3 | wall |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for p in sorted((p for p in dynamics if p["config"] == D2NN_CONFIG), key=lambda p: p["seed"]):
-        ss = front_of(statics, p["seed"])
-        all_e = next((s for s in ss if s["config"] == ALL_CONFIG), None)
+    for p in sorted((p for p in dynamics if p["config"] == d2nn_config), key=lambda p: p["seed"]):
+        ss = front_of(statics, p["seed"], all_config)
+        all_e = next((s for s in ss if s["config"] == all_config), None)
         best = max(ss, key=lambda s: s["metric"])
         env = envelope([(s["mflops"], s["metric"]) for s in ss])
         front = front_at(env, p["mflops"])
@@ -106,12 +140,19 @@ def table(statics, dynamics):
 def main():
     designs = load("docs/results/designs.json")
     obj = next(d for d in designs if d.get("design") == "hierarchical")
-    statics = merge(obj["static"], fresh_statics())
-    dynamics = merge(obj["dynamic"], fresh_dynamics())
-    table(statics, dynamics)
+    statics, dynamics = obj["static"], obj["dynamic"]
+    for name in VARIANTS:
+        statics = merge(statics, fresh_statics(name))
+        dynamics = merge(dynamics, fresh_dynamics(name))
+    for name in VARIANTS:
+        table(statics, dynamics, name)
+    for t in sorted(fresh_tried(), key=lambda t: (t["design_variant"], t["seed"])):
+        print(f"tried {t['design_variant']} seed {t['seed']}: {t['metric']:.4f} at {t['mflops']:.3f} MFLOPs, "
+              f"right on some path {t['cheapest_right_accuracy']:.4f}")
     if "--write" not in sys.argv:
         return
     obj["static"], obj["dynamic"] = statics, dynamics
+    obj["tried"] = merge(obj["tried"], fresh_tried())
     with open("docs/results/designs.json", "w") as f:
         json.dump(designs, f, indent=2, ensure_ascii=False)
     plot(obj)
@@ -128,7 +169,7 @@ def plot(obj):
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     statics = [s for s in obj["static"] if os.path.basename(s["config"]).removesuffix(".toml") in FLAT
-               or s["config"] == ALL_CONFIG]
+               or s["config"] in (VARIANTS["E"][2], VARIANTS["Fc"][2])]
     means = {}
     for s in statics:
         means.setdefault(s["config"], []).append(s)
@@ -142,7 +183,8 @@ def plot(obj):
                     fontsize=7)
     markers = {0: "s", 1: "^", 2: "D"}
     styles = {"configs/hierarchical.toml": ("tab:gray", "D2NN, variant C (configs/hierarchical.toml)"),
-              D2NN_CONFIG: ("tab:red", "D2NN, variant E (configs/hierarchical_regrouped.toml)")}
+              VARIANTS["E"][1]: ("tab:orange", "D2NN, variant E (configs/hierarchical_regrouped.toml)"),
+              VARIANTS["Fc"][1]: ("tab:red", "D2NN, variant F (configs/hierarchical_regrouped_coarse.toml)")}
     seen = set()
     for p in obj["dynamic"]:
         color, label = styles.get(p["config"], ("tab:blue", p["config"]))
