@@ -72,9 +72,10 @@ fn a_peer_whose_certificate_another_ca_signed_is_refused_and_the_ring_still_form
     let forged = other_ca.identity("rank-0");
     let rogue_identity = TestIdentity { ca: ca.identity("unused").ca, ..forged };
     let rogue_config = rogue_identity.config();
-    let target = addrs[1];
+    // Connected before the ring starts, so rank 1's listener has the rogue first in its backlog
+    // (connecting from the thread raced rank 0 and, when it lost, timed out unanswered).
+    let sock = TcpStream::connect(addrs[1]).unwrap();
     let rogue = std::thread::spawn(move || {
-        let sock = TcpStream::connect(target).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // TLS 1.3: the client's side completes before the server has checked its certificate;
         // the refusal arrives as an alert on the first read.
