@@ -249,6 +249,16 @@ fn channels_last_inference_matches_the_training_layout() {
             let scale = training.abs().max().double_value(&[]).max(1e-3);
             let diff = (&inference - &training).abs().max().double_value(&[]);
             assert!(diff <= 1e-4 * scale, "{file}, node {}: inference and training differ by {diff}", node.name);
+            // A one-channel input (the first convolution's) must not fall back to NCHW: every layer
+            // after it would run in the slow layout.
+            if inference.dim() == 4 && node.layers.iter().any(|l| matches!(l, crate::graph::LayerSpec::Conv2d { .. })) {
+                assert!(
+                    super::model::is_channels_last(&inference),
+                    "{file}, node {}: {:?}",
+                    node.name,
+                    inference.stride()
+                );
+            }
             values[i] = Some(training);
         }
     }
