@@ -35,9 +35,7 @@ impl Layer {
     /// `dropout_seed`: training mode, with the seed of this layer's dropout masks.
     fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Tensor {
         match self {
-            Layer::Conv(m, stride, padding) if dropout_seed.is_none() && x.device() == Device::Cpu => {
-                conv_channels_last(m, *stride, *padding, x)
-            }
+            Layer::Conv(m, stride, padding) if x.device() == Device::Cpu => conv_channels_last(m, *stride, *padding, x),
             Layer::Conv(m, ..) => m.forward(x),
             Layer::Linear(m) => m.forward(x),
             Layer::Relu => x.relu(),
@@ -71,12 +69,13 @@ impl Layer {
     }
 }
 
-/// Inference convolution on the CPU in channels-last (NHWC) memory order. libtorch's oneDNN
-/// convolutions take NHWC without reordering their input, output and weights on every call, and the
-/// ReLUs and max-pools after them run vectorised over channels: the static high network of
-/// high_low ran about twice as fast this way (docs/RESULTS.md, issue 19), in PyTorch and here.
-/// Values are the same up to float rounding; `flatten` still reads in NCHW order (it copies).
-/// Training keeps NCHW: there the mixed layouts of gradients made the step no faster.
+/// A convolution on the CPU in channels-last (NHWC) memory order. libtorch's oneDNN convolutions take
+/// NHWC without reordering their input, output and weights on every call, and the ReLUs and max-pools
+/// after them run vectorised over channels: the high_low training step ran 13 % faster at one thread
+/// and 8 % at two, inference about twice as fast (docs/RESULTS.md, issue 19). Values equal the NCHW
+/// path's up to float rounding; `flatten` still reads in NCHW order (it copies). The weights stay NCHW
+/// parameters (checkpoints, flat gradient buffers and optimizers see the same tensors); their NHWC
+/// copy is part of the autograd graph, so gradients flow back to them.
 fn conv_channels_last(conv: &nn::Conv2D, stride: i64, padding: i64, x: &Tensor) -> Tensor {
     if x.dim() != 4 {
         return conv.forward(x);
@@ -114,6 +113,18 @@ impl NodeModule {
         self.layers.iter().enumerate().fold(x.shallow_clone(), |h, (i, l)| {
             let dropout_seed = train.map(|(seed, step)| rng::hash_words(&[seed, step, node as u64, i as u64, DROPOUT]));
             l.forward(&h, dropout_seed)
+        })
+    }
+}
+
+#[cfg(test)]
+impl NodeModule {
+    /// Inference with libtorch's own NCHW convolutions: the reference the channels-last path is
+    /// tested against.
+    pub(crate) fn forward_nchw(&self, x: &Tensor) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |h, l| match l {
+            Layer::Conv(m, ..) => m.forward(&h),
+            other => other.forward(&h, None),
         })
     }
 }

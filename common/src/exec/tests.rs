@@ -229,10 +229,10 @@ inputs = ["body"]
     assert!(!run(7, false).equal(&first));
 }
 
-/// Inference runs convolutions in channels-last order on the CPU, training in NCHW: the same
-/// values up to float rounding, for every node of every shipped design with a convolution.
+/// Convolutions run in channels-last order on the CPU: the same values as libtorch's NCHW
+/// convolution up to float rounding, for every node of every shipped design with a convolution.
 #[test]
-fn channels_last_inference_matches_the_training_layout() {
+fn channels_last_convolutions_match_nchw() {
     for file in ["high_low.toml", "chain.toml", "hierarchical_regrouped.toml", "cascade.toml"] {
         let m = model(file);
         let (x, _) = input(8, 5);
@@ -245,10 +245,10 @@ fn channels_last_inference_matches_the_training_layout() {
             }
             let Some(input) = values[node.inputs[0]].as_ref().map(Tensor::shallow_clone) else { continue };
             let inference = tch::no_grad(|| m.run_node(i, &input));
-            let training = tch::no_grad(|| m.module(i).forward(&input, Some((0, 0)), i));
-            let scale = training.abs().max().double_value(&[]).max(1e-3);
-            let diff = (&inference - &training).abs().max().double_value(&[]);
-            assert!(diff <= 1e-4 * scale, "{file}, node {}: inference and training differ by {diff}", node.name);
+            let nchw = tch::no_grad(|| m.module(i).forward_nchw(&input));
+            let scale = nchw.abs().max().double_value(&[]).max(1e-3);
+            let diff = (&inference - &nchw).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4 * scale, "{file}, node {}: channels-last and NCHW differ by {diff}", node.name);
             // A one-channel input (the first convolution's) must not fall back to NCHW: every layer
             // after it would run in the slow layout.
             if inference.dim() == 4 && node.layers.iter().any(|l| matches!(l, crate::graph::LayerSpec::Conv2d { .. })) {
@@ -259,7 +259,37 @@ fn channels_last_inference_matches_the_training_layout() {
                     inference.stride()
                 );
             }
-            values[i] = Some(training);
+            values[i] = Some(nchw);
         }
     }
+}
+
+/// Training through the channels-last convolutions gives the parameters NCHW's gradients (the NHWC
+/// weight copy is in the autograd graph), up to float rounding.
+#[test]
+fn channels_last_gradients_match_nchw() {
+    let m = model("high_low.toml");
+    let (x, _) = input(8, 6);
+    let stem = m.graph.nodes.iter().position(|n| n.name == "stem").unwrap();
+    let high = m.graph.nodes.iter().position(|n| n.name == "high").unwrap();
+    let mut runs = Vec::new();
+    for channels_last in [true, false] {
+        zero_grads(&m);
+        let forward = |node: usize, h: &Tensor| {
+            if channels_last {
+                m.module(node).forward(h, Some((0, 0)), node)
+            } else {
+                m.module(node).forward_nchw(h)
+            }
+        };
+        let out = forward(high, &forward(stem, &x));
+        (out.square().sum(Kind::Float)).backward();
+        runs.push(grads(&m));
+    }
+    for ((name, cl), (_, nchw)) in runs[0].iter().zip(&runs[1]) {
+        let scale = nchw.abs().max().double_value(&[]).max(1e-6);
+        let diff = (cl - nchw).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4 * scale, "{name}: gradients differ by {diff} (scale {scale})");
+    }
+    assert!(runs[1].iter().any(|(_, g)| g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
 }
