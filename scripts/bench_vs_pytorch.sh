@@ -75,7 +75,7 @@ lines = [json.loads(l) for l in open(sys.argv[1])]
 def pick(bench, impl, key, **match):
     xs = [l[key] for l in lines if l["bench"] == bench and l["impl"] == impl and all(l.get(k) == v for k, v in match.items())]
     return statistics.median(xs) if xs else float("nan")
-print("| measurement | d2nn | PyTorch eager | d2nn / PyTorch |\n|---|---|---|---|")
+print("| measurement | d2nn | PyTorch eager | d2nn / PyTorch (examples/s, MB); PyTorch / d2nn (ms): speed |\n|---|---|---|---|")
 for t in (1, 2):
     d, p = (pick("train", i, "examples_per_sec", threads=t) for i in ("d2nn", "pytorch_eager"))
     print(f"| training, {t} thread(s), examples/s | {d:,.0f} | {p:,.0f} | {d / p:.2f} |")
@@ -86,11 +86,11 @@ for layout in (False, True):
     name = "channels-last" if layout else "NCHW"
     p = pick("forward", "pytorch_eager", "ms", case="static_high", channels_last=layout)
     d = pick("forward", "d2nn", "static_ms")  # bench exec times the static network with every case
-    print(f"| forward, static high, batch 256, ms (PyTorch {name}) | {d:.1f} | {p:.1f} | {p / d:.2f} faster |")
+    print(f"| forward, static high, batch 256, ms (PyTorch {name}) | {d:.1f} | {p:.1f} | {p / d:.2f} (speed) |")
     for f in (0.25, 0.5, 0.75, 1.0):
         p = pick("forward", "pytorch_eager", "ms", case=f"dynamic_high_{f}", channels_last=layout)
         d = pick("forward", "d2nn", "dynamic_ms", expensive_fraction=f)
-        print(f"| forward, dynamic, {f:.0%} high, ms (PyTorch {name}) | {d:.1f} | {p:.1f} | {p / d:.2f} faster |")
+        print(f"| forward, dynamic, {f:.0%} high, ms (PyTorch {name}) | {d:.1f} | {p:.1f} | {p / d:.2f} (speed) |")
 d, p = (pick("peak_memory", i, "max_rss_mb") for i in ("d2nn", "pytorch_eager"))
 print(f"| peak RSS of a training process, MB | {d:.0f} | {p:.0f} | {d / p:.2f} |")
 PY
