@@ -7,8 +7,12 @@ use crate::{rng, Result};
 /// One built layer.
 #[derive(Debug)]
 enum Layer {
-    /// With its stride and padding (tch keeps its config private).
-    Conv(nn::Conv2D, i64, i64),
+    /// The stride and padding are kept here too: tch keeps its conv config private.
+    Conv {
+        conv: nn::Conv2D,
+        stride: i64,
+        padding: i64,
+    },
     Linear(nn::Linear),
     Relu,
     MaxPool {
@@ -35,8 +39,10 @@ impl Layer {
     /// `dropout_seed`: training mode, with the seed of this layer's dropout masks.
     fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Tensor {
         match self {
-            Layer::Conv(m, stride, padding) if x.device() == Device::Cpu => conv_channels_last(m, *stride, *padding, x),
-            Layer::Conv(m, ..) => m.forward(x),
+            Layer::Conv { conv, stride, padding } if x.device() == Device::Cpu => {
+                conv_channels_last(conv, *stride, *padding, x)
+            }
+            Layer::Conv { conv, .. } => conv.forward(x),
             Layer::Linear(m) => m.forward(x),
             Layer::Relu => x.relu(),
             Layer::MaxPool { kernel, stride } => {
@@ -123,7 +129,7 @@ impl NodeModule {
     /// tested against.
     pub(crate) fn forward_nchw(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.shallow_clone(), |h, l| match l {
-            Layer::Conv(m, ..) => m.forward(&h),
+            Layer::Conv { conv, .. } => conv.forward(&h),
             other => other.forward(&h, None),
         })
     }
@@ -183,7 +189,8 @@ impl D2nn {
                     let layer = match spec {
                         LayerSpec::Conv2d { out, kernel, stride, padding } => {
                             let cfg = nn::ConvConfig { stride: *stride, padding: *padding, ..Default::default() };
-                            Layer::Conv(nn::conv2d(p, shape[0], *out, *kernel, cfg), *stride, *padding)
+                            let conv = nn::conv2d(p, shape[0], *out, *kernel, cfg);
+                            Layer::Conv { conv, stride: *stride, padding: *padding }
                         }
                         LayerSpec::Linear { out } => Layer::Linear(nn::linear(p, shape[0], *out, Default::default())),
                         LayerSpec::Relu => Layer::Relu,

@@ -2,6 +2,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::bench::BenchCommand;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "d2nn",
@@ -345,57 +347,4 @@ pub enum CheckpointsCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Selective execution of a one-controller design against its most expensive static baseline
-    /// (or --static), with a fraction of the batch forced onto the controller's most expensive
-    /// action and the rest onto its cheapest; and against a bound (each node alone on its rows).
-    Exec {
-        #[arg(long, default_value = "configs/high_low.toml")]
-        config: PathBuf,
-        /// The static network to compare with (default: the config's `sweep.baselines` entry with
-        /// the most FLOPs).
-        #[arg(long = "static")]
-        static_config: Option<PathBuf>,
-        #[arg(long, default_value_t = 256)]
-        batch: i64,
-        /// Timed repetitions per case (the median is reported).
-        #[arg(long, default_value_t = 20)]
-        reps: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
-    /// Training throughput: the runtime with 1 and 2 in-process workers (1 thread each, same
-    /// per-worker batch), the bare single-process loop, and two bare loops side by side, free-running
-    /// and in lock-step (meeting after every step, as synchronous ranks must: what this machine
-    /// allows two synchronous workers at best), in interleaved rounds; the runtime's step time is
-    /// split into compute, all-reduce, barrier wait and coordination.
-    Runtime {
-        #[arg(long, default_value = "configs/high_low.toml")]
-        config: PathBuf,
-        /// Override a key, e.g. --set train.algorithm=reinforce (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Steps per measurement (40-step measurements varied by ±17 % between rounds).
-        #[arg(long, default_value_t = 150)]
-        steps: u64,
-        /// Examples per worker per step.
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        /// Rounds of (local, two locals free-running, two locals in lock-step, 1 worker, 2 workers); medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-    },
-    /// TCP ring all-reduce between worker processes on loopback: seconds, algbw and busbw per size.
-    Allreduce(super::bench_allreduce::AllreduceArgs),
-    /// Training throughput of worker processes (coordinator + workers, TCP ring on loopback) against
-    /// as many in-process workers, same config, steps and threads per worker, in interleaved rounds.
-    Cluster(super::bench_cluster::ClusterBenchArgs),
-    /// Training-step throughput of one replica, the step split into data, forward (with losses and
-    /// rewards), backward and optimizer; warm-up excluded. Compare with PyTorch eager:
-    ///   d2nn bench train --set train.algorithm=reinforce --threads 1,2
-    ///   .venv-reference/bin/python scripts/reference/torch_high_low.py --threads 1
-    Train(super::bench_train::TrainBenchArgs),
 }
