@@ -25,13 +25,13 @@ fn high_low() -> RunConfig {
 /// has seen one step.
 fn replica(seed: u64) -> (D2nn, Box<dyn Optimizer>, EmaBaseline) {
     let model = D2nn::new(graph_of("high_low.toml"), Device::Cpu, seed).unwrap();
-    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
+    let flat = model.flat_parameters(0).unwrap();
     let adam = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false };
-    let mut optimizer = optim::try_build(&adam, &params).unwrap();
-    for p in &params {
+    let mut optimizer = optim::try_build(&adam, &flat).unwrap();
+    for p in flat.params() {
         (p * p).sum(tch::Kind::Float).backward();
     }
-    optimizer.step(&params, 0.01).unwrap();
+    optimizer.step(&flat, 0.01).unwrap();
     let mut baseline = EmaBaseline::new(&[2], 0.9);
     let mut stats = RewardStats::new(&[2]);
     let rewards = Tensor::from_slice(&[0.1f32, 0.7, -0.3]);

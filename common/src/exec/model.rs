@@ -2,6 +2,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::graph::{Graph, LayerSpec, NodeKind};
+use crate::optim::FlatParams;
 use crate::{rng, Result};
 
 /// One built layer.
@@ -231,6 +232,14 @@ impl D2nn {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
+    }
+
+    /// Moves the parameters (in [`D2nn::parameters`] order) and their gradients into flat buffers
+    /// with `extra` trailing gradient slots (see [`FlatParams::new`]); call once per model, before
+    /// building its optimizer.
+    pub fn flat_parameters(&self, extra: usize) -> Result<FlatParams> {
+        let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, p)| p).collect();
+        FlatParams::new(&params, extra)
     }
 
     /// Number of parameters of one node.

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use super::{check_step_args, load_exact, zeros_like_all, Optimizer};
+use super::{check_step_args, load_exact, FlatParams, Layout, Optimizer};
 use crate::error::{Error, Result};
 
 pub struct Adam {
@@ -16,117 +16,103 @@ pub struct Adam {
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    /// Per-parameter step counts drive the bias correction, as PyTorch's `state[p]["step"]`
-    /// does: a parameter skipped for an undefined grad later starts with a fresh correction
-    /// instead of one already decayed by steps it never took.
-    param_steps: Vec<u64>,
+    /// First and second moments, laid out like the flat parameters.
+    m: Tensor,
+    v: Tensor,
+    layout: Layout,
+    /// Every parameter takes every step (the flat buffers update them together), so one count
+    /// drives the bias correction of all of them.
     steps: u64,
 }
 
 impl Adam {
     pub fn new(
-        params: &[Tensor],
+        flat: &FlatParams,
         beta1: f64,
         beta2: f64,
         eps: f64,
         weight_decay: f64,
         decoupled: bool,
     ) -> Result<Self> {
-        Ok(Adam {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            decoupled,
-            m: zeros_like_all(params)?,
-            v: zeros_like_all(params)?,
-            param_steps: vec![0; params.len()],
-            steps: 0,
-        })
-    }
-
-    fn update(&mut self, i: usize, p: &Tensor, lr: f64) -> Result<()> {
-        let g = p.f_grad()?;
-        if !g.defined() {
-            return Ok(());
-        }
-        let mut p = p.shallow_clone();
-        let g = if self.weight_decay == 0.0 {
-            g
-        } else if self.decoupled {
-            let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
-            g
-        } else {
-            g.f_add(&p.f_mul_scalar(self.weight_decay)?)?
-        };
-        self.param_steps[i] += 1;
-        let t = self.param_steps[i] as f64;
-        let (m, v) = (&mut self.m[i], &mut self.v[i]);
-        let _ = m.f_lerp_(&g, 1.0 - self.beta1)?;
-        let _ = v.f_mul_scalar_(self.beta2)?;
-        let _ = v.f_addcmul_(&g, &g.f_mul_scalar(1.0 - self.beta2)?)?;
-        let step_size = lr / (1.0 - self.beta1.powf(t));
-        let bias_correction2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
-        let mut denom = v.f_sqrt()?;
-        let _ = denom.f_div_scalar_(bias_correction2_sqrt)?;
-        let _ = denom.f_add_scalar_(self.eps)?;
-        let _ = p.f_addcdiv_(&m.f_mul_scalar(-step_size)?, &denom)?;
-        Ok(())
+        let (m, v) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
+            Ok((flat.data().f_zeros_like()?, flat.data().f_zeros_like()?))
+        })?;
+        Ok(Adam { beta1, beta2, eps, weight_decay, decoupled, m, v, layout: flat.layout().clone(), steps: 0 })
     }
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
-        check_step_args(params, self.m.len(), lr)?;
-        tch::no_grad(|| params.iter().enumerate().try_for_each(|(i, p)| self.update(i, p, lr)))?;
+    fn step(&mut self, flat: &FlatParams, lr: f64) -> Result<()> {
+        check_step_args(flat, &self.layout, lr)?;
+        let t = (self.steps + 1) as f64;
+        tch::no_grad(|| -> Result<()> {
+            let mut p = flat.data().shallow_clone();
+            let g = flat.grads()?;
+            let g = if self.weight_decay == 0.0 {
+                g
+            } else if self.decoupled {
+                let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
+                g
+            } else {
+                g.f_add(&p.f_mul_scalar(self.weight_decay)?)?
+            };
+            let (m, v) = (&mut self.m, &mut self.v);
+            let _ = m.f_lerp_(&g, 1.0 - self.beta1)?;
+            let _ = v.f_mul_scalar_(self.beta2)?;
+            let _ = v.f_addcmul_(&g, &g.f_mul_scalar(1.0 - self.beta2)?)?;
+            let step_size = lr / (1.0 - self.beta1.powf(t));
+            let bias_correction2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
+            let mut denom = v.f_sqrt()?;
+            let _ = denom.f_div_scalar_(bias_correction2_sqrt)?;
+            let _ = denom.f_add_scalar_(self.eps)?;
+            let _ = p.f_addcdiv_(&m.f_mul_scalar(-step_size)?, &denom)?;
+            Ok(())
+        })?;
         self.steps += 1;
         Ok(())
     }
 
-    /// The per-parameter step counts travel as 0-dim int64 CPU tensors (`adam.step.{i}`), so a
-    /// checkpoint needs no side channel for them.
+    /// Per parameter `adam.m.{i}` and `adam.v.{i}` (views of the moments) and `adam.step.{i}`, a
+    /// 0-dim int64 CPU tensor: checkpoints keep PyTorch's per-parameter step, which here is the
+    /// global one for every parameter.
     fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(3 * self.m.len());
-        for (i, ((m, v), &t)) in self.m.iter().zip(&self.v).zip(&self.param_steps).enumerate() {
-            out.push((format!("adam.m.{i}"), m.shallow_clone()));
-            out.push((format!("adam.v.{i}"), v.shallow_clone()));
-            out.push((format!("adam.step.{i}"), Tensor::from(t as i64)));
+        let (m, v) = (self.layout.views(&self.m), self.layout.views(&self.v));
+        let mut out = Vec::with_capacity(3 * m.len());
+        for (i, (m, v)) in m.into_iter().zip(v).enumerate() {
+            out.push((format!("adam.m.{i}"), m));
+            out.push((format!("adam.v.{i}"), v));
+            out.push((format!("adam.step.{i}"), Tensor::from(self.steps as i64)));
         }
         out
     }
 
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
-        let n = self.m.len();
-        // Counts are range-checked before anything is copied, so a bad checkpoint loads nothing;
-        // their presence, shape and dtype are left to `load_exact` like every other tensor.
+        // Counts are checked before anything is copied, so a bad checkpoint loads nothing; their
+        // presence, shape and dtype are left to `load_exact` like every other tensor.
         let given: HashMap<&str, &Tensor> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-        for i in 0..n {
+        for i in 0..self.layout.slots.len() {
             let name = format!("adam.step.{i}");
             let Some(t) = given.get(name.as_str()) else {
                 continue;
             };
             if t.defined() && t.size().is_empty() && t.kind() == Kind::Int64 {
                 let c = t.f_int64_value(&[])?;
-                if c < 0 || c as u64 > steps {
+                if c != steps as i64 {
                     return Err(Error::Invalid(format!(
-                        "optimizer state: tensor `{name}` = {c}, expected 0..={steps} (the global step)"
+                        "optimizer state: tensor `{name}` = {c}, expected {steps} (the global step: every \
+                         parameter takes every step)"
                     )));
                 }
             }
         }
-        // Step counts land in scratch tensors so they go through the same strict checks.
-        let counts: Vec<Tensor> =
-            (0..n).map(|_| Tensor::f_scalar_tensor(0i64, (Kind::Int64, Device::Cpu))).collect::<Result<_, _>>()?;
-        let mut own = Vec::with_capacity(3 * n);
-        for (i, ((m, v), c)) in self.m.iter().zip(&self.v).zip(&counts).enumerate() {
-            own.push((format!("adam.m.{i}"), m.shallow_clone()));
-            own.push((format!("adam.v.{i}"), v.shallow_clone()));
-            own.push((format!("adam.step.{i}"), c.shallow_clone()));
+        // The counts go through the same strict checks as the moments, into the global count.
+        let mut own = self.state_tensors();
+        for (name, t) in &mut own {
+            if name.starts_with("adam.step.") {
+                *t = Tensor::from(steps as i64);
+            }
         }
         load_exact("optimizer state", own, tensors)?;
-        self.param_steps = counts.iter().map(|c| c.f_int64_value(&[]).map(|c| c as u64)).collect::<Result<_, _>>()?;
         self.steps = steps;
         Ok(())
     }
@@ -140,6 +126,7 @@ impl Optimizer for Adam {
 mod tests {
     use super::*;
     use crate::optim::tests::{assert_close, param, set_grad};
+    use crate::optim::FlatParams;
 
     const G1: [f64; 2] = [0.5, 1.0];
     const G2: [f64; 2] = [1.0, -1.0];
@@ -147,11 +134,12 @@ mod tests {
     /// Runs Adam(lr 0.1, β 0.9/0.999, eps 1e-8) from p = [1, -2], returning p after each step.
     fn run(wd: f64, decoupled: bool, grads: &[[f64; 2]]) -> Vec<Vec<f64>> {
         let p = param(&[1.0, -2.0]);
-        let mut opt = Adam::new(std::slice::from_ref(&p), 0.9, 0.999, 1e-8, wd, decoupled).unwrap();
+        let flat = FlatParams::new(std::slice::from_ref(&p), 0).unwrap();
+        let mut opt = Adam::new(&flat, 0.9, 0.999, 1e-8, wd, decoupled).unwrap();
         let mut out = Vec::new();
         for g in grads {
             set_grad(&p, g);
-            opt.step(std::slice::from_ref(&p), 0.1).unwrap();
+            opt.step(&flat, 0.1).unwrap();
             out.push(Vec::<f64>::try_from(&p).unwrap());
         }
         out
@@ -187,24 +175,19 @@ mod tests {
     }
 
     #[test]
-    fn undefined_grad_is_untouched_and_keeps_its_own_bias_correction() {
+    fn every_parameter_takes_every_step() {
+        // A parameter no example reached has a zero gradient: AdamW still decays it, its moments
+        // stay zero (so no Adam move), and the bias correction is the global step's.
         let moving = param(&[1.0, -2.0]);
-        let late = param(&[3.0, 4.0]);
-        let params = [moving.shallow_clone(), late.shallow_clone()];
-        let mut opt = Adam::new(&params, 0.9, 0.999, 1e-8, 0.1, true).unwrap();
+        let idle = param(&[3.0, 4.0]);
+        let flat = FlatParams::new(&[moving.shallow_clone(), idle.shallow_clone()], 0).unwrap();
+        let mut opt = Adam::new(&flat, 0.9, 0.999, 1e-8, 0.1, true).unwrap();
         for _ in 0..3 {
             set_grad(&moving, &G1);
-            opt.step(&params, 0.1).unwrap();
+            opt.step(&flat, 0.1).unwrap();
         }
-        assert_eq!(Vec::<f64>::try_from(&late).unwrap(), vec![3.0, 4.0]);
-        assert_eq!(opt.param_steps, vec![3, 0]);
-        // Its first real step is a first step for the bias correction (as in PyTorch), so it
-        // moves by the full lr·g/(|g| + eps) after the decoupled decay.
-        set_grad(&late, &G1);
-        opt.step(&params, 0.1).unwrap();
-        let got = Vec::<f64>::try_from(&late).unwrap();
-        assert_close(&got, &[3.0 * 0.99 - 0.1 * 0.5 / (0.5 + 1e-8), 4.0 * 0.99 - 0.1 / (1.0 + 1e-8)]);
-        assert_eq!(opt.param_steps, vec![4, 1]);
-        assert_eq!(opt.steps(), 4);
+        assert_close(&Vec::<f64>::try_from(&idle).unwrap(), &[3.0 * 0.99f64.powi(3), 4.0 * 0.99f64.powi(3)]);
+        assert!(opt.state_tensors().iter().all(|(n, t)| !n.starts_with("adam.step.") || t.int64_value(&[]) == 3));
+        assert_eq!(opt.steps(), 3);
     }
 }

@@ -6,14 +6,14 @@
 //! `dampening = 0`, `maximize = false`, `amsgrad = false`), so hyper-parameters from papers and
 //! PyTorch baselines carry over unchanged.
 //!
-//! Undefined grads: like PyTorch skipping a parameter whose `.grad` is `None`, a parameter whose
-//! grad is undefined is left exactly as it is — no weight decay, no momentum drift, and (Adam) its
-//! own step count does not advance. The training loop nevertheless defines every grad (zeros for
-//! modules that did not execute), so that every replica does identical work and stays in step;
-//! the skip exists only so a frozen or never-reached parameter is not silently decayed.
+//! They update [`FlatParams`]: every parameter and gradient is a view of one flat buffer, so a
+//! step is a handful of whole-buffer ops. Every parameter therefore takes every step: a module no
+//! example ran has a zero gradient (not PyTorch's `None`), and still takes its weight decay and
+//! momentum, identically on every replica, which keeps replicas in step.
 
 mod adam;
 mod clip;
+mod flat;
 mod schedule;
 mod sgd;
 
@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 
 pub use adam::Adam;
 pub use clip::clip_grad_norm;
+pub use flat::{FlatParams, Layout};
 pub use schedule::LrSchedule;
 pub use sgd::Sgd;
 
@@ -114,12 +115,11 @@ impl OptimizerConfig {
     }
 }
 
-/// An optimizer over a fixed, ordered list of parameters; state index `i` belongs to `params[i]`,
-/// so the same list (same order) must be passed to `build` and to every `step`.
+/// An optimizer over the flat parameters it was built for; state index `i` belongs to parameter
+/// `i` of their layout, and every `step` must be given the same [`FlatParams`].
 pub trait Optimizer: Send {
-    /// One update of every parameter from its `.grad()`, in place and without autograd tracking.
-    /// A parameter with an undefined grad is skipped entirely (see the module docs).
-    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()>;
+    /// One update of every parameter from its gradient, in place and without autograd tracking.
+    fn step(&mut self, flat: &FlatParams, lr: f64) -> Result<()>;
     /// Every piece of state as named tensors with stable names (`sgd.momentum.3`, `adam.m.3`,
     /// `adam.v.3`, `adam.step.3`), the global step count being [`Optimizer::steps`].
     /// The tensors share storage with the live state: serialize or copy them before the next step.
@@ -132,24 +132,24 @@ pub trait Optimizer: Send {
     fn steps(&self) -> u64;
 }
 
-/// Builds the optimizer for `params`, allocating its state (zeros, like PyTorch's first step sees)
-/// on each parameter's device.
+/// Builds the optimizer for `flat`, allocating its state (zeros, like PyTorch's first step sees)
+/// as flat buffers on the parameters' device.
 ///
 /// # Panics
 /// If the config is invalid or state cannot be allocated; use [`try_build`] to get the error.
-pub fn build(cfg: &OptimizerConfig, params: &[Tensor]) -> Box<dyn Optimizer> {
-    try_build(cfg, params).unwrap_or_else(|e| panic!("building optimizer: {e}"))
+pub fn build(cfg: &OptimizerConfig, flat: &FlatParams) -> Box<dyn Optimizer> {
+    try_build(cfg, flat).unwrap_or_else(|e| panic!("building optimizer: {e}"))
 }
 
 /// Fallible [`build`]: validates the config and allocates state.
-pub fn try_build(cfg: &OptimizerConfig, params: &[Tensor]) -> Result<Box<dyn Optimizer>> {
+pub fn try_build(cfg: &OptimizerConfig, flat: &FlatParams) -> Result<Box<dyn Optimizer>> {
     cfg.validate()?;
     Ok(match *cfg {
         OptimizerConfig::Sgd { momentum, nesterov, weight_decay } => {
-            Box::new(Sgd::new(params, momentum, nesterov, weight_decay)?)
+            Box::new(Sgd::new(flat, momentum, nesterov, weight_decay)?)
         }
         OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
-            Box::new(Adam::new(params, beta1, beta2, eps, weight_decay, decoupled)?)
+            Box::new(Adam::new(flat, beta1, beta2, eps, weight_decay, decoupled)?)
         }
     })
 }
@@ -173,23 +173,21 @@ pub fn define_missing_grads(params: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Fresh optimizer state: zeros shaped, typed and placed like each parameter, untracked.
-fn zeros_like_all(params: &[Tensor]) -> Result<Vec<Tensor>> {
-    let zeros = tch::no_grad(|| params.iter().map(|p| p.f_zeros_like()).collect::<Result<_, _>>());
-    Ok(zeros?)
-}
-
-fn check_step_args(params: &[Tensor], n_state: usize, lr: f64) -> Result<()> {
-    if params.len() != n_state {
+/// The step's parameters must be the ones the optimizer was built for, still in their buffers.
+fn check_step_args(flat: &FlatParams, built_for: &Layout, lr: f64) -> Result<()> {
+    if flat.layout() != built_for {
         return Err(Error::Invalid(format!(
-            "optimizer built for {n_state} parameters was stepped with {}",
-            params.len()
+            "optimizer built for {} parameters ({} elements) was stepped with {} ({})",
+            built_for.slots.len(),
+            built_for.numel,
+            flat.layout().slots.len(),
+            flat.layout().numel
         )));
     }
     if !(lr >= 0.0 && lr.is_finite()) {
         return Err(Error::Invalid(format!("optimizer: learning rate {lr} must be finite and >= 0")));
     }
-    Ok(())
+    flat.check_aliased()
 }
 
 /// Copies `given` into `own` (shallow handles onto live state: an optimizer's buffers, a model's

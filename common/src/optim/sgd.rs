@@ -3,53 +3,52 @@
 
 use tch::Tensor;
 
-use super::{check_step_args, load_exact, zeros_like_all, Optimizer};
+use super::{check_step_args, load_exact, FlatParams, Layout, Optimizer};
 use crate::error::Result;
 
 pub struct Sgd {
     momentum: f64,
     nesterov: bool,
     weight_decay: f64,
-    /// One buffer per parameter, or none at all when momentum is 0 (PyTorch keeps none either).
-    /// Zero-initialised: with dampening 0, `μ·0 + d` is exactly PyTorch's first-step `buf = d`.
-    bufs: Vec<Tensor>,
-    n_params: usize,
+    /// The momentum buffer, laid out like the flat parameters, or none at all when momentum is 0
+    /// (PyTorch keeps none either). Zero-initialised: with dampening 0, `μ·0 + d` is exactly
+    /// PyTorch's first-step `buf = d`.
+    buf: Option<Tensor>,
+    layout: Layout,
     steps: u64,
 }
 
 impl Sgd {
-    pub fn new(params: &[Tensor], momentum: f64, nesterov: bool, weight_decay: f64) -> Result<Self> {
-        let bufs = if momentum != 0.0 { zeros_like_all(params)? } else { Vec::new() };
-        Ok(Sgd { momentum, nesterov, weight_decay, bufs, n_params: params.len(), steps: 0 })
-    }
-
-    fn update(&mut self, i: usize, p: &Tensor, lr: f64) -> Result<()> {
-        let g = p.f_grad()?;
-        if !g.defined() {
-            return Ok(());
-        }
-        let mut d = if self.weight_decay != 0.0 { g.f_add(&p.f_mul_scalar(self.weight_decay)?)? } else { g };
-        if let Some(buf) = self.bufs.get_mut(i) {
-            let _ = buf.f_mul_scalar_(self.momentum)?;
-            let _ = buf.f_add_(&d)?;
-            d = if self.nesterov { d.f_add(&buf.f_mul_scalar(self.momentum)?)? } else { buf.shallow_clone() };
-        }
-        let _ = p.shallow_clone().f_sub_(&d.f_mul_scalar(lr)?)?;
-        Ok(())
+    pub fn new(flat: &FlatParams, momentum: f64, nesterov: bool, weight_decay: f64) -> Result<Self> {
+        let buf = if momentum != 0.0 { Some(tch::no_grad(|| flat.data().f_zeros_like())?) } else { None };
+        Ok(Sgd { momentum, nesterov, weight_decay, buf, layout: flat.layout().clone(), steps: 0 })
     }
 }
 
 impl Optimizer for Sgd {
-    fn step(&mut self, params: &[Tensor], lr: f64) -> Result<()> {
-        check_step_args(params, self.n_params, lr)?;
-        tch::no_grad(|| params.iter().enumerate().try_for_each(|(i, p)| self.update(i, p, lr)))?;
+    fn step(&mut self, flat: &FlatParams, lr: f64) -> Result<()> {
+        check_step_args(flat, &self.layout, lr)?;
+        tch::no_grad(|| -> Result<()> {
+            let (p, g) = (flat.data(), flat.grads()?);
+            let mut d = if self.weight_decay != 0.0 { g.f_add(&p.f_mul_scalar(self.weight_decay)?)? } else { g };
+            if let Some(buf) = &mut self.buf {
+                let _ = buf.f_mul_scalar_(self.momentum)?;
+                let _ = buf.f_add_(&d)?;
+                d = if self.nesterov { d.f_add(&buf.f_mul_scalar(self.momentum)?)? } else { buf.shallow_clone() };
+            }
+            let _ = p.shallow_clone().f_sub_(&d.f_mul_scalar(lr)?)?;
+            Ok(())
+        })?;
         self.steps += 1;
         Ok(())
     }
 
+    /// One `sgd.momentum.{i}` view per parameter, so checkpoints name the state per parameter.
     fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let named = self.bufs.iter().enumerate();
-        named.map(|(i, b)| (format!("sgd.momentum.{i}"), b.shallow_clone())).collect()
+        let Some(buf) = &self.buf else {
+            return Vec::new();
+        };
+        self.layout.views(buf).into_iter().enumerate().map(|(i, b)| (format!("sgd.momentum.{i}"), b)).collect()
     }
 
     fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
@@ -67,13 +66,15 @@ impl Optimizer for Sgd {
 mod tests {
     use super::*;
     use crate::optim::tests::{assert_close, param, set_grad};
+    use crate::optim::FlatParams;
 
     fn run(momentum: f64, nesterov: bool, wd: f64, grads: &[[f64; 2]]) -> Vec<f64> {
         let p = param(&[1.0, -2.0]);
-        let mut opt = Sgd::new(std::slice::from_ref(&p), momentum, nesterov, wd).unwrap();
+        let flat = FlatParams::new(std::slice::from_ref(&p), 0).unwrap();
+        let mut opt = Sgd::new(&flat, momentum, nesterov, wd).unwrap();
         for g in grads {
             set_grad(&p, g);
-            opt.step(std::slice::from_ref(&p), 0.1).unwrap();
+            opt.step(&flat, 0.1).unwrap();
         }
         assert_eq!(opt.steps(), grads.len() as u64);
         Vec::<f64>::try_from(&p).unwrap()
@@ -108,24 +109,23 @@ mod tests {
     }
 
     #[test]
-    fn undefined_grad_is_untouched_even_with_decay_and_momentum() {
+    fn a_parameter_no_example_reached_still_decays() {
+        // Its gradient is zero, not skipped: d = 0.1·p = [0.3, 0.4], buf = d, Nesterov
+        // d + 0.9·buf = [0.57, 0.76], p -= 0.1·d.
         let moving = param(&[1.0, -2.0]);
-        let frozen = param(&[3.0, 4.0]);
-        let params = [moving.shallow_clone(), frozen.shallow_clone()];
-        let mut opt = Sgd::new(&params, 0.9, true, 0.1).unwrap();
-        for _ in 0..2 {
-            set_grad(&moving, &G1);
-            opt.step(&params, 0.1).unwrap();
-        }
-        assert_eq!(Vec::<f64>::try_from(&frozen).unwrap(), vec![3.0, 4.0]);
-        assert_ne!(Vec::<f64>::try_from(&moving).unwrap(), vec![1.0, -2.0]);
-        assert_eq!(Vec::<f64>::try_from(&opt.state_tensors()[1].1).unwrap(), vec![0.0, 0.0]);
+        let idle = param(&[3.0, 4.0]);
+        let flat = FlatParams::new(&[moving.shallow_clone(), idle.shallow_clone()], 0).unwrap();
+        let mut opt = Sgd::new(&flat, 0.9, true, 0.1).unwrap();
+        set_grad(&moving, &G1);
+        opt.step(&flat, 0.1).unwrap();
+        assert_close(&Vec::<f64>::try_from(&idle).unwrap(), &[2.943, 3.924]);
+        assert_close(&Vec::<f64>::try_from(&opt.state_tensors()[1].1).unwrap(), &[0.3, 0.4]);
     }
 
     #[test]
     fn no_momentum_means_no_state() {
         let p = param(&[1.0]);
-        let opt = Sgd::new(std::slice::from_ref(&p), 0.0, false, 0.0).unwrap();
+        let opt = Sgd::new(&FlatParams::new(std::slice::from_ref(&p), 0).unwrap(), 0.0, false, 0.0).unwrap();
         assert!(opt.state_tensors().is_empty());
     }
 }

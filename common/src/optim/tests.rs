@@ -78,18 +78,27 @@ fn validate_names_bad_hyper_parameters() {
     for (cfg, field) in cases {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains(field), "{cfg:?}: {err}");
-        assert!(try_build(&cfg, &[param(&[1.0])]).is_err());
+        assert!(try_build(&cfg, &flat(&[param(&[1.0])])).is_err());
     }
 }
 
 #[test]
-fn step_rejects_wrong_parameter_count_and_bad_lr() {
-    let p = param(&[1.0]);
-    let mut opt = build(&OptimizerConfig::default(), std::slice::from_ref(&p));
-    assert!(opt.step(&[], 0.1).is_err());
-    assert!(opt.step(std::slice::from_ref(&p), -0.1).is_err());
-    assert!(opt.step(std::slice::from_ref(&p), f64::NAN).is_err());
+fn step_rejects_other_parameters_and_bad_lr() {
+    let p = flat(&[param(&[1.0])]);
+    let mut opt = build(&OptimizerConfig::default(), &p);
+    let err = opt.step(&flat(&[param(&[1.0, 2.0])]), 0.1).unwrap_err().to_string();
+    assert!(err.contains("built for 1 parameters (1 elements)"), "{err}");
+    assert!(opt.step(&p, -0.1).is_err());
+    assert!(opt.step(&p, f64::NAN).is_err());
+    // A gradient that left the flat buffer would be missed by the update: refused.
+    p.params()[0].grad().set_data(&Tensor::from_slice(&[1.0f64]));
+    assert!(opt.step(&p, 0.1).unwrap_err().to_string().contains("replaced"));
     assert_eq!(opt.steps(), 0);
+}
+
+/// The flat buffers of `params` (no extra slots).
+pub(super) fn flat(params: &[Tensor]) -> FlatParams {
+    FlatParams::new(params, 0).unwrap()
 }
 
 fn adam_cfg() -> OptimizerConfig {
@@ -108,26 +117,26 @@ fn make_params() -> Vec<Tensor> {
 }
 
 /// A grad that depends on the parameter and the step, so any state difference shows up.
-fn train(opt: &mut dyn Optimizer, params: &[Tensor], steps: std::ops::Range<u64>) {
+fn train(opt: &mut dyn Optimizer, flat: &FlatParams, steps: std::ops::Range<u64>) {
     let sched = LrSchedule::Cosine { warmup_steps: 2, min_factor: 0.1 };
     for step in steps {
-        for p in params {
-            p.shallow_clone().zero_grad();
+        flat.zero_grad().unwrap();
+        for p in flat.params() {
             let loss = (p * p * (1.0 + 0.1 * step as f64) + p.sin()).sum(Kind::Float);
             loss.backward();
         }
-        opt.step(params, sched.lr_at(0.05, step, 6)).unwrap();
+        opt.step(flat, sched.lr_at(0.05, step, 6)).unwrap();
     }
 }
 
-fn deep_copy(params: &[Tensor]) -> Vec<Tensor> {
-    params.iter().map(|p| p.detach().copy().set_requires_grad(true)).collect()
+fn deep_copy(params: &FlatParams) -> FlatParams {
+    flat(&params.params().iter().map(|p| p.detach().copy().set_requires_grad(true)).collect::<Vec<_>>())
 }
 
 #[test]
 fn resume_from_state_tensors_is_bitwise_identical() {
     for cfg in [sgd_cfg(), adam_cfg()] {
-        let a = make_params();
+        let a = flat(&make_params());
         let mut opt_a = build(&cfg, &a);
         train(opt_a.as_mut(), &a, 0..3);
         // What a checkpoint would hold: CPU copies, detached from the live state.
@@ -147,10 +156,10 @@ fn resume_from_state_tensors_is_bitwise_identical() {
         train(opt_c.as_mut(), &c, 3..6);
         assert_eq!(opt_a.steps(), 6);
         assert_eq!(opt_b.steps(), 6);
-        for (pa, pb) in a.iter().zip(&b) {
+        for (pa, pb) in a.params().iter().zip(b.params()) {
             assert!(pa.equal(pb), "{cfg:?}: parameters diverged after resume");
         }
-        assert!(a.iter().zip(&c).any(|(pa, pc)| !pa.equal(pc)), "{cfg:?}: control did not diverge");
+        assert!(a.params().iter().zip(c.params()).any(|(pa, pc)| !pa.equal(pc)), "{cfg:?}: control did not diverge");
         for ((na, ta), (nb, tb)) in opt_a.state_tensors().iter().zip(&opt_b.state_tensors()) {
             assert_eq!(na, nb);
             assert!(ta.equal(tb), "{cfg:?}: state `{na}` diverged after resume");
@@ -159,7 +168,7 @@ fn resume_from_state_tensors_is_bitwise_identical() {
 }
 
 fn load_err(cfg: &OptimizerConfig, edit: impl FnOnce(&mut Vec<(String, Tensor)>), steps: u64) -> String {
-    let params = make_params();
+    let params = flat(&make_params());
     let mut opt = build(cfg, &params);
     let mut state = opt.state_tensors();
     edit(&mut state);
@@ -187,7 +196,7 @@ fn load_state_errors_name_the_tensor() {
 
 #[test]
 fn failed_load_changes_nothing() {
-    let params = make_params();
+    let params = flat(&make_params());
     let mut donor = build(&adam_cfg(), &params);
     train(donor.as_mut(), &params, 0..2);
     let mut state: Vec<_> = donor.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
@@ -205,7 +214,7 @@ fn minimise_quadratic(cfg: &OptimizerConfig, base_lr: f64, sched: &LrSchedule, s
     let target = Tensor::from_slice(&[1.0f32, -2.0, 3.0]);
     let scale = Tensor::from_slice(&[1.0f32, 0.5, 2.0]);
     let x = Tensor::zeros([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let params = [x.shallow_clone()];
+    let params = flat(&[x.shallow_clone()]);
     let mut opt = build(cfg, &params);
     for step in 0..steps {
         x.shallow_clone().zero_grad();

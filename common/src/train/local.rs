@@ -38,8 +38,8 @@ impl LocalRun<'_> {
         let (cfg, t) = (self.cfg, &self.cfg.train);
         let opened = Opened::open(cfg, self.config_file, self.run_dir, self.resume, self.allow_config_change)?;
         let (dataset, model) = build_model(cfg, self.config_file, self.device)?;
-        let params: Vec<tch::Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
-        let mut optimizer = optim::try_build(&t.optimizer, &params)?;
+        let flat = model.flat_parameters(0)?;
+        let mut optimizer = optim::try_build(&t.optimizer, &flat)?;
         let train_n = dataset.train.len();
         if let Some((dir, meta)) = opened.resumed() {
             restore_replica(dir, meta, cfg, self.config_file, train_n, &model, optimizer.as_mut())?;
@@ -66,7 +66,7 @@ impl LocalRun<'_> {
                 routing: Routing::Policy,
             };
             let stats = train_step(&model, &batch, &ctx)?;
-            apply_update(&model, optimizer.as_mut(), t, place.lr)?;
+            apply_update(&model, &flat, optimizer.as_mut(), t, place.lr)?;
             ledger.baseline.update(&stats.rewards);
             ledger.record(StepEnd::Committed(&stats), step_started.elapsed().as_secs_f64(), None)?;
             if let Some(line) = ledger.log_if_due()? {

@@ -4,7 +4,7 @@ use crate::config::{Algorithm, TrainConfig};
 use crate::data::Batch;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
-use crate::optim::{clip_grad_norm, define_missing_grads, Optimizer};
+use crate::optim::{clip_grad_norm, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
@@ -245,17 +245,22 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
     Ok((StepLosses { total, task, control }, stats))
 }
 
-/// Clip (per config) and apply one optimizer update with learning rate `lr`. Every parameter gets a
-/// defined gradient first (zeros for modules no example ran), so every replica does the same work.
-pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<f64> {
+/// Clip (per config) and apply one optimizer update with learning rate `lr` to `flat`, the model's
+/// parameters in their flat buffers (a module no example ran has zero gradients there, so every
+/// replica does the same work).
+pub fn apply_update(
+    model: &D2nn,
+    flat: &FlatParams,
+    optimizer: &mut dyn Optimizer,
+    cfg: &TrainConfig,
+    lr: f64,
+) -> Result<f64> {
     // The controllers and the other modules are clipped apart: with one global norm, a large control
     // loss (a mini-bag's Q is the sum of 32 examples' Q) scaled the classifiers' gradients to nothing,
     // and the cascade never learned its positive class.
     let controllers: Vec<String> =
         model.graph.controls.iter().map(|&c| format!("{}.", model.graph.nodes[c].name)).collect();
     let named = model.parameters();
-    let params: Vec<Tensor> = named.iter().map(|(_, p)| p.shallow_clone()).collect();
-    define_missing_grads(&params)?;
     let (mut control, mut rest) = (Vec::new(), Vec::new());
     for (name, p) in named {
         let group =
@@ -264,7 +269,7 @@ pub fn apply_update(model: &D2nn, optimizer: &mut dyn Optimizer, cfg: &TrainConf
     }
     let control_norm = clip_grad_norm(&control, cfg.grad_clip)?;
     let rest_norm = clip_grad_norm(&rest, cfg.grad_clip)?;
-    optimizer.step(&params, lr)?;
+    optimizer.step(flat, lr)?;
     Ok(control_norm.hypot(rest_norm))
 }
 

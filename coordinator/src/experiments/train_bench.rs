@@ -44,8 +44,8 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
     let mut cfg = cfg.clone();
     cfg.train.batch_size = spec.batch;
     let (dataset, model) = build_model(&cfg, config_file, spec.device)?;
-    let params: Vec<tch::Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
-    let mut optimizer = optim::try_build(&cfg.train.optimizer, &params)?;
+    let flat = model.flat_parameters(0)?;
+    let mut optimizer = optim::try_build(&cfg.train.optimizer, &flat)?;
     let baselines = vec![0.0; model.graph.num_actions().len()];
     let n = dataset.train.len() as u64;
     let sync = || {
@@ -74,7 +74,7 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
         losses.backward(&mut stats);
         sync();
         let t3 = Instant::now();
-        apply_update(&model, optimizer.as_mut(), &cfg.train, cfg.train.lr)?;
+        apply_update(&model, &flat, optimizer.as_mut(), &cfg.train, cfg.train.lr)?;
         sync();
         let t4 = Instant::now();
         if step >= spec.warmup {

@@ -6,7 +6,7 @@ use d2nn_common::checkpoint::{self, SavedTensors, WriteSteps};
 use d2nn_common::config::RunConfig;
 use d2nn_common::data::Dataset;
 use d2nn_common::exec::{param_digest, D2nn};
-use d2nn_common::optim::{self, Optimizer};
+use d2nn_common::optim::{self, FlatParams, Optimizer};
 
 use d2nn_common::data::DataSource;
 use d2nn_common::rl::BaselineStore;
@@ -14,7 +14,7 @@ use d2nn_common::train::{
     apply_update, build_model, build_model_without_data, restore_replica, summarize, train_step, validation_accuracy,
     zero_grads, Routing, StepContext, StepStats, Summary,
 };
-use tch::{Device, Tensor};
+use tch::Device;
 
 use super::grad_buffer::FlatGrads;
 use super::ReplicaHost;
@@ -29,7 +29,7 @@ use crate::Error;
 struct Pending {
     step: u64,
     lr: f64,
-    /// The reduced gradients were unpacked: a commit may apply them.
+    /// Every rank's step succeeded and the gradients are reduced: a commit may apply them.
     ready: bool,
 }
 
@@ -42,7 +42,8 @@ pub(super) struct Engine {
     dataset: Option<Dataset>,
     train_examples: usize,
     model: D2nn,
-    params: Vec<Tensor>,
+    /// The model's parameters and gradients in flat buffers; the gradients' is `flat`'s buffer.
+    params: FlatParams,
     optimizer: Box<dyn Optimizer>,
     collective: Box<dyn Collective>,
     flat: FlatGrads,
@@ -81,7 +82,8 @@ impl Engine {
                 )))
             }
         };
-        let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, p)| p).collect();
+        // One extra gradient slot: the step status the all-reduce carries.
+        let params = model.flat_parameters(1)?;
         let mut optimizer = optim::try_build(&spec.cfg.train.optimizer, &params)?;
         let reduce_device = collective.reduce_device();
         if reduce_device.is_some_and(|d| d != host.device) {
@@ -202,7 +204,7 @@ impl Engine {
             routing: Routing::Policy,
         };
         let stats = train_step(&self.model, &batch, &ctx)?;
-        self.flat.pack(&self.params)?;
+        self.flat.mark_ok()?;
         Ok(stats)
     }
 
@@ -212,10 +214,10 @@ impl Engine {
         let started = Instant::now();
         let local = self.compute(&order);
         if local.is_err() {
-            self.flat.pack_failed()?;
+            self.flat.mark_failed()?;
             zero_grads(&self.model);
         }
-        let mut compute_seconds = started.elapsed().as_secs_f64();
+        let compute_seconds = started.elapsed().as_secs_f64();
         let waited = Instant::now();
         self.collective.barrier()?;
         let wait_seconds = waited.elapsed().as_secs_f64();
@@ -224,20 +226,12 @@ impl Engine {
         let allreduce_seconds = reducing.elapsed().as_secs_f64();
         // Every rank reads the same reduced status, so all reach the same verdict.
         let all_ranks_ok = self.flat.status()? == self.world as f32;
-        let unpacking = Instant::now();
-        let mut ready = false;
+        // The reduced gradients are already the parameters' (the buffer is theirs).
+        let ready = local.is_ok() && all_ranks_ok;
         let outcome = match local {
-            Ok(stats) if all_ranks_ok => match self.flat.unpack(&self.params) {
-                Ok(()) => {
-                    ready = true;
-                    StepOutcome::Ok(stats)
-                }
-                Err(e) => StepOutcome::Failed(format!("rank {}: unpacking the reduced gradients: {e}", self.rank)),
-            },
             Ok(stats) => StepOutcome::Ok(stats),
             Err(e) => StepOutcome::Failed(e.to_string()),
         };
-        compute_seconds += unpacking.elapsed().as_secs_f64();
         self.pending = Some(Pending { step: order.step, lr: order.lr, ready });
         Ok(StepReport {
             rank: self.rank,
@@ -264,7 +258,7 @@ impl Engine {
             }
         };
         let started = Instant::now();
-        apply_update(&self.model, self.optimizer.as_mut(), &self.cfg.train, lr)?;
+        apply_update(&self.model, &self.params, self.optimizer.as_mut(), &self.cfg.train, lr)?;
         let update_seconds = started.elapsed().as_secs_f64();
         self.next_step = commit.step + 1;
         self.baselines = commit.baselines;
