@@ -11,6 +11,10 @@ groups) and the variant's all-experts static of the same seed; its upper envelop
 Criterion 3 of the issue: >= 0.5 points over the front at the D2NN's MFLOPs, or within 0.3 points of
 the front's best at <= 60 % of its MFLOPs.
 
+Variant F8 is F trained 8 epochs instead of 5, the D2NN and its whole front (runs/i18h8: F8_seedN,
+allF8_seedN and the flat classifiers flat*_seedN, all with --set train.epochs=8); each entry of
+designs.json carries its "epochs", and a front only holds statics of its variant's epochs.
+
 Usage: python3 scripts/hierarchical_issue18.py [--write]"""
 import glob
 import json
@@ -19,15 +23,19 @@ import sys
 
 from front import envelope, front_at, load
 
-# name: (runs folder, D2NN config, all-experts static config, description)
+# name: (runs folder, D2NN config, all-experts static config, description, epochs)
 VARIANTS = {
     "E": ("runs/i18h2", "configs/hierarchical_regrouped.toml", "configs/static_hier_all_regrouped.toml",
           "E: dresses with the tops (data.coarse_groups), Q-learning, q_every_action, branch loss 1, cosine "
-          "(all in the file)"),
+          "(all in the file)", 5),
     # Variant F ran as "Fc" from an identical copy, runs/i18f/cfg/Fc.toml (only [sweep].baselines differs).
     "Fc": ("runs/i18f", "configs/hierarchical_regrouped_coarse.toml", "configs/static_hier_all_regrouped_coarse.toml",
-           "F: E with a coarse classifier at 14x14 (conv 8->16 + FC 64, 0.56 MFLOPs; all in the file)"),
+           "F: E with a coarse classifier at 14x14 (conv 8->16 + FC 64, 0.56 MFLOPs; all in the file)", 5),
+    # F trained 8 epochs, its statics too (runs named Fc_seedN, allFc_seedN, flat*_seedN in runs/i18h8).
+    "F8": ("runs/i18h8", "configs/hierarchical_regrouped_coarse.toml",
+           "configs/static_hier_all_regrouped_coarse.toml", "F trained 8 epochs (--set train.epochs=8)", 8),
 }
+RUN_NAME = {"E": "E", "Fc": "Fc", "F8": "Fc"}  # the runs' folder prefix of each variant
 FULL_MFLOPS = 10.335  # every node of configs/hierarchical.toml: the object's cost-fraction denominator
 NICE = "OMP_NUM_THREADS=1 nice -n -5 "
 FLAT = ["static_hier_flat", "static_hier_flat_mid", "static_hier_flat_half", "static_hier_flat_wide"]
@@ -38,26 +46,36 @@ def seed_of(d):
     return int(d.rsplit("seed", 1)[1])
 
 
+def epochs_set(epochs):
+    return "" if epochs == 5 else f" --set train.epochs={epochs}"
+
+
 def fresh_statics(name):
-    runs, _, all_config, _ = VARIANTS[name]
+    """The variant's all-experts static and, for a variant not at the default 5 epochs, its own flat
+    classifiers (the recorded 5-epoch ones do not belong to its front)."""
+    runs, _, all_config, _, epochs = VARIANTS[name]
+    kinds = [(f"all{RUN_NAME[name]}", all_config)]
+    if epochs != 5:
+        kinds += [(f.removeprefix("static_hier_"), f"configs/{f}.toml") for f in FLAT]
     out = []
-    for d in sorted(glob.glob(f"{runs}/all{name}_seed*")):
-        s = os.path.join(d, "summary.json")
-        if not os.path.exists(s):
-            continue
-        j, seed = load(s), seed_of(d)
-        out.append({"config": all_config, "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
-                    "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"], "seed": seed,
-                    "run_dir": d, "wall_seconds": j["wall_seconds"],
-                    "command": f"{NICE}d2nn train --config {all_config} --set seed={seed} --workers 1 --quiet "
-                               f"--run-dir {d}"})
+    for prefix, config in kinds:
+        for d in sorted(glob.glob(f"{runs}/{prefix}_seed*")):
+            s = os.path.join(d, "summary.json")
+            if not os.path.exists(s):
+                continue
+            j, seed = load(s), seed_of(d)
+            out.append({"config": config, "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
+                        "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"], "seed": seed,
+                        "epochs": epochs, "run_dir": d, "wall_seconds": j["wall_seconds"],
+                        "command": f"{NICE}d2nn train --config {config} --set seed={seed}{epochs_set(epochs)} "
+                                   f"--workers 1 --quiet --run-dir {d}"})
     return out
 
 
 def fresh_dynamics(name):
-    runs, d2nn_config, _, variant = VARIANTS[name]
+    runs, d2nn_config, _, variant, epochs = VARIANTS[name]
     out = []
-    for d in sorted(glob.glob(f"{runs}/{name}_seed*")):
+    for d in sorted(glob.glob(f"{runs}/{RUN_NAME[name]}_seed*")):
         run = os.path.join(d, "lambda_0.99")
         if not os.path.exists(os.path.join(run, "summary.json")) or not os.path.exists(os.path.join(d, "sweep.json")):
             continue
@@ -72,10 +90,10 @@ def fresh_dynamics(name):
                     "action_rates": {"router": r["rates"]}, "actions": {"router": r["actions"]},
                     "forced_accuracy": r["forced_accuracy"], "cheapest_right_accuracy": r["cheapest_right_accuracy"],
                     "algorithm": "qlearning", "algorithm_name": "q_learning",
-                    "variant": variant,
+                    "variant": variant, "epochs": epochs,
                     "run_dir": run, "wall_seconds": j["wall_seconds"],
                     "sweep_command": f"{NICE}d2nn sweep --config {d2nn_config} --no-baselines --jobs 1 --lambdas 0.99 "
-                                     f"--set seed={seed} --run-dir {d}"})
+                                     f"--set seed={seed}{epochs_set(epochs)} --run-dir {d}"})
     return out
 
 
@@ -107,21 +125,26 @@ def merge(recorded, fresh):
     return [p for p in recorded if p["run_dir"] not in dirs] + fresh
 
 
-def front_of(statics, seed, all_config):
-    """The seed's statics of a variant's front: the flat classifiers and its all-experts static."""
-    return [s for s in statics if s["seed"] == seed
+def front_of(statics, seed, all_config, epochs):
+    """The seed's statics of a variant's front: the flat classifiers and its all-experts static, trained
+    as many epochs as the variant."""
+    return [s for s in statics if s["seed"] == seed and s.get("epochs", 5) == epochs
             and (s["config"] == all_config or os.path.basename(s["config"]).removesuffix(".toml") in FLAT)]
 
 
 def table(statics, dynamics, name):
-    _, d2nn_config, all_config, _ = VARIANTS[name]
-    print(f"variant {name} ({d2nn_config})")
+    _, d2nn_config, all_config, _, epochs = VARIANTS[name]
+    print(f"variant {name} ({d2nn_config}, {epochs} epochs)")
     print("| seed | D2NN acc | MFLOPs | front's best (MFLOPs) | % of its MFLOPs | vs best | front there | vs front | "
           f"all-experts static {name} | rates tops / trousers / footwear / bags | random, exact | vs random | "
           "right on some path | criterion 3 | wall |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for p in sorted((p for p in dynamics if p["config"] == d2nn_config), key=lambda p: p["seed"]):
-        ss = front_of(statics, p["seed"], all_config)
+    mine = (p for p in dynamics if p["config"] == d2nn_config and p.get("epochs", 5) == epochs)
+    for p in sorted(mine, key=lambda p: p["seed"]):
+        ss = front_of(statics, p["seed"], all_config, epochs)
+        if not ss:
+            print(f"| {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} | no static of this seed yet |")
+            continue
         all_e = next((s for s in ss if s["config"] == all_config), None)
         best = max(ss, key=lambda s: s["metric"])
         env = envelope([(s["mflops"], s["metric"]) for s in ss])
@@ -155,10 +178,12 @@ def main():
     obj["tried"] = merge(obj["tried"], fresh_tried())
     with open("docs/results/designs.json", "w") as f:
         json.dump(designs, f, indent=2, ensure_ascii=False)
-    plot(obj)
+    plot(obj, 5, "docs/img/hierarchical_issue18.png")
+    plot(obj, 8, "docs/img/hierarchical_issue18_e8.png")
 
 
-def plot(obj):
+def plot(obj, epochs, path):
+    """The front and the D2NNs of the runs trained `epochs` epochs."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -168,8 +193,9 @@ def plot(obj):
         print("matplotlib not importable: no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    statics = [s for s in obj["static"] if os.path.basename(s["config"]).removesuffix(".toml") in FLAT
-               or s["config"] in (VARIANTS["E"][2], VARIANTS["Fc"][2])]
+    statics = [s for s in obj["static"] if s.get("epochs", 5) == epochs and (
+               os.path.basename(s["config"]).removesuffix(".toml") in FLAT
+               or s["config"] in (VARIANTS["E"][2], VARIANTS["Fc"][2]))]
     means = {}
     for s in statics:
         means.setdefault(s["config"], []).append(s)
@@ -188,7 +214,7 @@ def plot(obj):
               VARIANTS["E"][1]: ("tab:orange", "D2NN, variant E (configs/hierarchical_regrouped.toml)"),
               VARIANTS["Fc"][1]: ("tab:red", "D2NN, variant F (configs/hierarchical_regrouped_coarse.toml)")}
     seen = set()
-    for p in obj["dynamic"]:
+    for p in (p for p in obj["dynamic"] if p.get("epochs", 5) == epochs):
         color, label = styles.get(p["config"], ("tab:blue", p["config"]))
         ax.scatter(p["mflops"], p["metric"], color=color, marker=markers.get(p["seed"], "o"), s=40, zorder=4,
                    label=None if p["config"] in seen else label)
@@ -199,13 +225,13 @@ def plot(obj):
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("mean MFLOPs per example (log)")
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
-    ax.set_title("hierarchical at equal cost (issue #18); markers: seed 0 square, 1 triangle, 2 diamond\n"
+    ax.set_title(f"hierarchical at equal cost (issue #18), {epochs} epochs; markers: seed 0 square, 1 triangle, 2 diamond\n"
                  "dotted box: within 0.3 points of the front's best at <= 60 % of its MFLOPs", fontsize=9)
-    ax.set_ylim(0.885, 0.92)
+    ax.set_ylim(0.885, 0.925)
     ax.legend(fontsize=8, loc="center left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig("docs/img/hierarchical_issue18.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

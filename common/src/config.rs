@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
-use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation};
+use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation, QTargets};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +121,11 @@ pub struct TrainConfig {
     /// the final reward) the reward of the path the later controllers choose greedily by their own
     /// Q. Needs per-example rewards (`bag_credit = "marginal"` or `bag_size = 1`).
     pub q_continuation: QContinuation,
+    /// With `q_every_action`: `"raw"` (default) regresses each action's Q onto its path's reward;
+    /// `"centered"` (not the paper's) regresses an example's Q-values relative to their mean over
+    /// the controller's actions onto its rewards relative to theirs, so a controller fits only what
+    /// tells its actions apart, not the part of the reward they share. Needs per-example rewards.
+    pub q_targets: QTargets,
     pub log_every: u64,
     /// Workers' shares of each global batch (`equal` or `throughput`); one worker or the local loop
     /// ignores it.
@@ -154,6 +159,7 @@ impl Default for TrainConfig {
             q_every_action: false,
             bag_credit: BagCredit::Bag,
             q_continuation: QContinuation::BestPath,
+            q_targets: QTargets::Raw,
             log_every: 20,
             balance: Balance::Equal,
             eval_batch_size: 256,
@@ -347,6 +353,18 @@ impl RunConfig {
                 return bad(
                     "q_continuation",
                     "\"greedy_path\" follows each example's own path: it needs per-example rewards \
+                     (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
+                );
+            }
+        }
+        if t.q_targets == QTargets::Centered {
+            if !t.q_every_action {
+                return bad("q_targets", "\"centered\" needs `train.q_every_action = true` (every action's reward)");
+            }
+            if t.bag_credit == BagCredit::Bag && t.bag_size > 1 {
+                return bad(
+                    "q_targets",
+                    "\"centered\" compares each example's own rewards: it needs per-example rewards \
                      (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
                 );
             }

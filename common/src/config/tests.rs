@@ -102,6 +102,14 @@ fn wrong_types_and_ranges_are_errors_naming_the_key() {
     let sets = ["train.q_every_action=true".into(), "train.algorithm=reinforce".into()];
     let e = RunConfig::load(&high_low, &[], &sets).unwrap_err().to_string();
     assert!(e.contains("train.q_every_action") && e.contains("q_learning"), "{e}");
+    let cascade = chain.with_file_name("cascade.toml");
+    RunConfig::load(&cascade, &[], &["train.q_targets=centered".into()]).unwrap();
+    let e = RunConfig::load(&cascade, &[], &["train.q_targets=centered".into(), "train.bag_credit=bag".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.q_targets") && e.contains("per-example"), "{e}");
+    let e = RunConfig::load(f.path(), &[], &["train.q_targets=centered".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.q_targets") && e.contains("q_every_action"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["nonsense".into()]).unwrap_err().to_string();
     assert!(e.contains("key=value"), "{e}");
     let e = RunConfig::load(std::path::Path::new("/no/such.toml"), &[], &[]).unwrap_err().to_string();

@@ -19,7 +19,7 @@ pub use baseline::{BaselineStore, EmaBaseline, RewardStats};
 pub use epsilon::EpsilonSchedule;
 pub use marginal::{marginal_rewards, BagCredit, PassOutcome};
 pub use minibag::{bag_index, bag_rewards, f1_score, Accuracy};
-pub use qlearn::{q_loss, QContinuation};
+pub use qlearn::{centered_q_loss, q_loss, QContinuation, QTargets};
 pub use reinforce::{advantages, reinforce_loss};
 pub use reward::example_rewards;
 

@@ -24,6 +24,46 @@ pub enum QContinuation {
     GreedyPath,
 }
 
+/// With `train.q_every_action` and per-example rewards: what an example's Q-values regress onto.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QTargets {
+    /// Each action's Q onto the reward of its path (the paper's regression, for every action).
+    #[default]
+    Raw,
+    /// Each action's Q minus the mean of the example's Q-values over the controller's actions, onto
+    /// the action's reward minus the mean of the example's rewards over them ([`centered_q_loss`]).
+    /// Only the differences between actions decide, and a part of the reward that every action of
+    /// an example shares (with marginal credit: large, and set by the rest of its mini-bag) no longer
+    /// has to be fitted: the controller learns the small input-dependent differences, such as the
+    /// cost that exiting saves, instead of the common level.
+    Centered,
+}
+
+/// `Σ_i Σ_a ((q[i,a] − mean_b q[i,b]) − (t[i,a] − mean_b t[i,b]))²` as a scalar SUM, differentiable
+/// w.r.t. `scores [n, k]`; `targets [n, k]` (every action's reward per example) are constants. The
+/// argmax of the fitted Q is that of the fitted differences, so the decisions keep their meaning.
+pub fn centered_q_loss(scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (n, k) = match scores.size()[..] {
+        [n, k] => (n, k),
+        _ => {
+            return Err(crate::Error::Invalid(format!(
+                "centered_q_loss: scores must be [n, k], got {:?}",
+                scores.size()
+            )))
+        }
+    };
+    if targets.size() != [n, k] {
+        return Err(crate::Error::Invalid(format!(
+            "centered_q_loss: targets must be [{n}, {k}] like the scores, got {:?}",
+            targets.size()
+        )));
+    }
+    let center = |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(1, true, t.kind())?)?) };
+    let t = targets.detach().f_to_kind(scores.kind())?.f_to_device(scores.device())?;
+    Ok(center(scores)?.f_sub(&center(&t)?)?.f_square()?.f_sum(scores.kind())?)
+}
+
 /// `Σ_bags (Σ_{i in bag, node ran} q_i[a_i] − r_bag)²` as a scalar SUM, differentiable w.r.t.
 /// `scores` (the rewards are constants). Bags where the node ran on no example contribute
 /// nothing: the node made no decision there to credit. When it ran on only part of a bag, the
@@ -93,6 +133,24 @@ mod tests {
         let loss = q_loss(&s, &i64s(&[1, 0, 0]), &i64s(&[0, 1, 3]), &r, 2).unwrap();
         loss.backward();
         assert!(!r.grad().defined() || vals(&r.grad()).iter().all(|g| *g == 0.0));
+    }
+
+    #[test]
+    fn centered_value_and_gradient() {
+        let s = scores();
+        // Rewards of both actions per example: centered [[−1, 1], [2, −2], [0, 0]].
+        let t = Tensor::from_slice(&[0.0f32, 2.0, 5.0, 1.0, 7.0, 7.0]).view([3, 2]);
+        let loss = centered_q_loss(&s, &t).unwrap();
+        // Centered q: [[−0.5, 0.5], [0.75, −0.75], [1.5, −1.5]]; differences from the centered
+        // targets: [[0.5, −0.5], [−1.25, 1.25], [1.5, −1.5]]; squares sum to 2·(0.25 + 1.5625 + 2.25).
+        assert_close(&vals(&loss), &[8.125], 1e-6);
+        loss.backward();
+        // d/dq[i,a] = 2·(e[i,a] − mean_b e[i,b]) with e the difference above (whose row mean is 0).
+        assert_close(&vals(&s.grad()), &[1.0, -1.0, -2.5, 2.5, 3.0, -3.0], 1e-6);
+        // A reward shared by every action of an example changes nothing.
+        let shifted = &t + Tensor::from_slice(&[10.0f32, -3.0, 100.0]).view([3, 1]);
+        assert_close(&vals(&centered_q_loss(&s, &shifted).unwrap()), &[8.125], 1e-4);
+        assert!(centered_q_loss(&s, &t.narrow(0, 0, 2)).is_err(), "targets of another shape");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 use super::step::{representable_targets, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
-use crate::rl::{self, BagCredit, PassOutcome, QContinuation};
+use crate::rl::{self, BagCredit, PassOutcome, QContinuation, QTargets};
 use crate::{Error, Result};
 
 /// The most forced passes a step may run (the product of the controllers' action counts).
@@ -130,18 +130,44 @@ pub(crate) fn every_action_q_loss(
             (r, 1)
         }
     };
+    let continuation = |p: usize, j: usize| match cfg.q_continuation {
+        QContinuation::BestPath => Ok(best_continuation(paths, &rewards, p, j)),
+        QContinuation::GreedyPath => greedy_continuation(model, paths, &rewards, p, j),
+    };
+    let control_of = |d: &crate::exec::Decision| {
+        model.graph.control_index(d.node).ok_or_else(|| Error::Invalid(format!("node {} is not a controller", d.node)))
+    };
     let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
-    for (p, path) in paths.iter().enumerate() {
-        for d in &path.fwd.decisions {
-            let j = model
-                .graph
-                .control_index(d.node)
-                .ok_or_else(|| Error::Invalid(format!("node {} is not a controller", d.node)))?;
-            let target = match cfg.q_continuation {
-                QContinuation::BestPath => best_continuation(paths, &rewards, p, j),
-                QContinuation::GreedyPath => greedy_continuation(model, paths, &rewards, p, j)?,
-            };
-            loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &target, m)?;
+    match cfg.q_targets {
+        QTargets::Raw => {
+            for (p, path) in paths.iter().enumerate() {
+                for d in &path.fwd.decisions {
+                    loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &continuation(p, control_of(d)?)?, m)?;
+                }
+            }
+        }
+        // Once per controller and prefix of earlier actions (the passes that feed it the same input):
+        // every action's reward for each example it decided on, centered against their mean.
+        QTargets::Centered => {
+            let mut done: Vec<(usize, &[i64])> = Vec::new();
+            for path in paths {
+                for d in &path.fwd.decisions {
+                    let j = control_of(d)?;
+                    let prefix = &path.actions[..j];
+                    if done.contains(&(j, prefix)) {
+                        continue;
+                    }
+                    done.push((j, prefix));
+                    let mut columns = Vec::new();
+                    for a in 0..d.scores.size()[1] {
+                        let q = paths.iter().position(|r| &r.actions[..j] == prefix && r.actions[j] == a).ok_or_else(
+                            || Error::Invalid(format!("no forced pass takes action {a} after {prefix:?}")),
+                        )?;
+                        columns.push(continuation(q, j)?.index_select(0, &d.rows));
+                    }
+                    loss += rl::centered_q_loss(&d.scores, &Tensor::stack(&columns, 1))?;
+                }
+            }
         }
     }
     Ok(loss / (global_examples / m as f64))

@@ -4,7 +4,7 @@ use tch::{Device, Kind, Tensor};
 use super::{config, small};
 use crate::config::RunConfig;
 use crate::exec::DecisionKey;
-use crate::rl::QContinuation;
+use crate::rl::{QContinuation, QTargets};
 use crate::train::{build_model, forced, step};
 
 /// Σ over examples and decisions of (Q − target)² / B for the cascade on 64 training images, with
@@ -37,13 +37,27 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
     let gate2 = &paths[1].fwd.decisions[1].scores;
     let greedy2 = Vec::<i64>::try_from(gate2.argmax(1, false)).unwrap();
     let mut expected = 0.0;
+    // `q_targets = "centered"`: each gate once per example, its two Q-values and two rewards
+    // centered on their means.
+    let centered = |qa: f64, qb: f64, ta: f64, tb: f64| {
+        let (qm, tm) = ((qa + qb) / 2.0, (ta + tb) / 2.0);
+        ((qa - qm) - (ta - tm)).powi(2) + ((qb - qm) - (tb - tm)).powi(2)
+    };
     for i in 0..64 {
         let after_continue = continue_target(r[1][i], r[2][i], greedy2[i]);
-        expected += (q_exit1[i] - r[0][i]).powi(2)
-            + (q_cont_a[i] - after_continue).powi(2)
-            + (q_cont_b[i] - after_continue).powi(2)
-            + (q_exit2[i] - r[1][i]).powi(2)
-            + (q_stage3[i] - r[2][i]).powi(2);
+        expected += match cfg.train.q_targets {
+            QTargets::Raw => {
+                (q_exit1[i] - r[0][i]).powi(2)
+                    + (q_cont_a[i] - after_continue).powi(2)
+                    + (q_cont_b[i] - after_continue).powi(2)
+                    + (q_exit2[i] - r[1][i]).powi(2)
+                    + (q_stage3[i] - r[2][i]).powi(2)
+            }
+            QTargets::Centered => {
+                centered(q_exit1[i], q_cont_a[i], r[0][i], after_continue)
+                    + centered(q_exit2[i], q_stage3[i], r[1][i], r[2][i])
+            }
+        };
     }
     expected /= 64.0;
     let sampled = step::Outcome::of(&paths[0].fwd, &batch.y, full);
@@ -76,6 +90,20 @@ fn greedy_continuation_follows_the_later_gate() {
     assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
     let (_, best) = cascade_q_loss(&cfg, |r1, r2, _| r1.max(r2));
     assert!((got - best).abs() > 1e-3 * best, "greedy {got} and best-path {best} targets gave the same loss");
+}
+
+/// `q_targets = "centered"`: each gate's two Q-values, centered, regress once per example onto its
+/// two actions' rewards, centered; a loss apart from the raw regression's.
+#[test]
+fn centered_targets_regress_the_differences_between_actions() {
+    let sets: Vec<&str> = PER_EXAMPLE.iter().copied().chain(["train.q_targets=centered"]).collect();
+    let cfg = small(config("cascade.toml", &sets), 256, 100);
+    assert_eq!(cfg.train.q_targets, QTargets::Centered);
+    let (got, expected) = cascade_q_loss(&cfg, |r1, r2, _| r1.max(r2));
+    assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
+    let raw = small(config("cascade.toml", &PER_EXAMPLE), 256, 100);
+    let (raw_loss, _) = cascade_q_loss(&raw, |r1, r2, _| r1.max(r2));
+    assert!((got - raw_loss).abs() > 1e-3 * raw_loss, "centered {got} and raw {raw_loss} gave the same loss");
 }
 
 /// The config refuses `greedy_path` without forced passes or with the bag's shared reward.
