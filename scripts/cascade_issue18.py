@@ -102,9 +102,10 @@ def recorded():
 
 
 def merged(fresh, old):
-    """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here."""
+    """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here,
+    and those of another epoch count (scripts/cascade_centered.py's, which that script keeps)."""
     dirs = {p["run_dir"] for p in fresh}
-    return fresh + [p for p in old if p["run_dir"] not in dirs and not os.path.exists(p["run_dir"])]
+    return fresh + [p for p in old if p["run_dir"] not in dirs and (not os.path.exists(p["run_dir"]) or "epochs" in p)]
 
 
 def main():

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Issue #18, cascade with centered Q targets (configs/cascade_centered.toml, 3 epochs): collect its runs
+(runs/i18c: the D2NN sweeps ct_lLL_seedN and the statics static_NAME_e3_seedN, all trained 3 epochs) into
+the "cascade" object of docs/results/designs.json (entries marked "epochs": 3, beside the 1-epoch runs of
+scripts/cascade_issue18.py), print the per-seed table against the 3-epoch static front, and draw
+docs/img/cascade_centered.png (matplotlib if importable).
+
+Criterion 3 of the issue: >= 0.5 F1 points over the front at the D2NN's MFLOPs, or within 0.3 points of
+the front's best at <= 60 % of its MFLOPs. Random routing: the exact expectation at the controllers'
+test-set rates (the sweep's routing report, as `d2nn eval --routing`).
+
+Usage: python3 scripts/cascade_centered.py [--write]"""
+import glob
+import json
+import os
+import sys
+
+from front import envelope, front_at, load
+
+RUNS = "runs/i18c"
+EPOCHS = 3
+STATICS = {"stage1": "configs/static_cascade_stage1.toml", "stage12": "configs/static_cascade_stage12.toml",
+           "full": "configs/static_cascade_full.toml"}
+# Sweep folder prefix: (config, extra --set of its command, what it is).
+VARIANTS = {
+    "ct": ("configs/cascade_centered.toml", "", "centered Q targets (q_targets = \"centered\")"),
+    "raw": ("configs/cascade_centered.toml", "--set train.q_targets=raw", "the same, raw Q targets"),
+    "ctpe": ("configs/cascade_centered.toml",
+             "--set train.bag_size=1 --set train.accuracy=per_example --set train.bag_credit=bag",
+             "centered Q targets, per-example reward (no mini-bags)"),
+}
+EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
+FULL_MFLOPS = 5.266  # every node of the cascade (d2nn inspect)
+NICE = "OMP_NUM_THREADS=1 nice -n 10 "
+
+
+def statics():
+    out = []
+    for name, config in STATICS.items():
+        for d in sorted(glob.glob(f"{RUNS}/static_{name}_e{EPOCHS}_seed*")):
+            s = os.path.join(d, "summary.json")
+            if not os.path.exists(s):
+                continue
+            seed, j = int(d.rsplit("seed", 1)[1]), load(s)
+            out.append({"config": config, "name": name, "seed": seed, "epochs": EPOCHS,
+                        "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
+                        "mflops": j["mean_mflops_per_example"], "metric": j["test_f1"], "accuracy": j["test_accuracy"],
+                        "run_dir": d, "wall_seconds": j["wall_seconds"],
+                        "command": f"{NICE}d2nn train --config {config} --set seed={seed} --set train.epochs={EPOCHS} "
+                                   f"--workers 1 --quiet --run-dir {d}"})
+    return out
+
+
+def dynamics():
+    out = []
+    for sweep in sorted(glob.glob(f"{RUNS}/*_l*_seed*/sweep.json")):
+        d = os.path.dirname(sweep)
+        base = os.path.basename(d)
+        variant = base.split("_l", 1)[0]
+        if variant not in VARIANTS:
+            continue
+        config, sets, what = VARIANTS[variant]
+        seed = int(base.rsplit("seed", 1)[1])
+        for p in load(sweep)["points"]:
+            if p["kind"] != "d2nn":
+                continue
+            run = p["run_dir"]
+            j, r = load(os.path.join(run, "summary.json")), load(os.path.join(run, "routing.json"))
+            out.append({"config": config, "variant": what, "lambda": p["lambda"], "seed": seed, "epochs": EPOCHS,
+                        "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
+                        "metric": j["test_f1"], "accuracy": j["test_accuracy"],
+                        "random_routing_metric": r["random_f1"], "random_routing": EXACT,
+                        "forced_f1": r["forced_f1"], "action_rates": j["action_rates"],
+                        "controller_run_rates": j["controller_run_rates"], "algorithm": "q_learning",
+                        "run_dir": run, "wall_seconds": j["wall_seconds"],
+                        "command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 --lambdas {p['lambda']} "
+                                   f"--set seed={seed} {sets} --run-dir {d}".replace("  ", " ")})
+    return out
+
+
+def table(st, dy):
+    print("| static | seed | MFLOPs | F1 | accuracy | wall |")
+    print("|---|---|---|---|---|---|")
+    for s in sorted(st, key=lambda s: (s["mflops"], s["seed"])):
+        print(f"| {s['name']} | {s['seed']} | {s['mflops']:.3f} | {s['metric']:.4f} | {s['accuracy']:.4f} | "
+              f"{s['wall_seconds']:.0f} s |")
+    print()
+    print("| variant | λ | seed | F1 | MFLOPs (fraction) | front there | vs front | best static (MFLOPs) | % of its cost | "
+          "vs best | criterion 3 | random routing F1 | vs random | gate1 exit/cont | gate2 exit/cont | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for p in sorted(dy, key=lambda p: (p["variant"], p["lambda"], p["seed"])):
+        ss = [s for s in st if s["seed"] == p["seed"]]
+        g1, g2 = p["action_rates"].get("gate1", [0, 0]), p["action_rates"].get("gate2", [0, 0])
+        head = f"| {p['variant']} | {p['lambda']} | {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} ({p['cost_fraction']:.3f}) |"
+        tail = (f" {p['random_routing_metric']:.4f} | {100 * (p['metric'] - p['random_routing_metric']):+.2f} | "
+                f"{g1[0]:.3f}/{g1[1]:.3f} | {g2[0]:.3f}/{g2[1]:.3f} | {p['wall_seconds']:.0f} s |")
+        if len(ss) < len(STATICS):
+            print(head + " – | – | – | – | – | – |" + tail)
+            continue
+        front = front_at(envelope([(s["mflops"], s["metric"]) for s in ss]), p["mflops"])
+        best = max(ss, key=lambda s: s["metric"])
+        pct, vs_best, vs_front = 100 * p["mflops"] / best["mflops"], 100 * (p["metric"] - best["metric"]), \
+            100 * (p["metric"] - front)
+        met = vs_front >= 0.5 or (vs_best >= -0.3 and pct <= 60)
+        print(head + f" {front:.4f} | {vs_front:+.2f} | {best['metric']:.4f} ({best['mflops']:.3f}) | {pct:.1f} % | "
+                     f"{vs_best:+.2f} | {'met' if met else 'missed'} |" + tail)
+
+
+def plot(st, dy):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not importable: no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    means = {}
+    for s in st:
+        means.setdefault(s["name"], []).append(s)
+    pts = [(v[0]["mflops"], sum(s["metric"] for s in v) / len(v)) for v in means.values()]
+    env = envelope(pts)
+    ax.plot([c for c, _ in env], [m for _, m in env], color="black", lw=1.2, label="static front (seed means)")
+    ax.scatter([s["mflops"] for s in st], [s["metric"] for s in st], color="black", s=12, zorder=3)
+    for name, v in means.items():
+        ax.annotate(name, (v[0]["mflops"], min(s["metric"] for s in v)), textcoords="offset points",
+                    xytext=(4, -11), fontsize=7)
+    markers = {0: "s", 1: "^", 2: "D"}
+    colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue"}
+    seen = set()
+    for p in dy:
+        label = f"D2NN, {p['variant']}"
+        ax.scatter(p["mflops"], p["metric"], color=colors.get(p["variant"], "tab:green"),
+                   marker=markers.get(p["seed"], "o"), s=40, zorder=4, label=None if label in seen else label)
+        ax.scatter(p["mflops"], p["random_routing_metric"], facecolors="none",
+                   edgecolors=colors.get(p["variant"], "tab:green"), marker=markers.get(p["seed"], "o"), s=40, zorder=4)
+        seen.add(label)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean MFLOPs per example (log)")
+    ax.set_ylabel("test F1, Shirt vs rest (Fashion-MNIST)")
+    ax.set_title(f"cascade at equal cost, {EPOCHS} epochs (issue #18); markers: seed 0 square, 1 triangle, "
+                 "2 diamond;\nhollow: random routing at the same rates (exact expectation)", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig("docs/img/cascade_centered.png", dpi=110)
+
+
+def main():
+    st, dy = statics(), dynamics()
+    table(st, dy)
+    if "--write" not in sys.argv:
+        return
+    designs = load("docs/results/designs.json")
+    obj = next(d for d in designs if d.get("design") == "cascade")
+    fresh = {p["run_dir"] for p in st + dy}
+    obj["static"] = [s for s in obj["static"] if s["run_dir"] not in fresh] + st
+    obj["dynamic"] = [p for p in obj["dynamic"] if p["run_dir"] not in fresh] + dy
+    with open("docs/results/designs.json", "w") as f:
+        json.dump(designs, f, indent=2, ensure_ascii=False)
+    plot(st, dy)
+
+
+if __name__ == "__main__":
+    main()
