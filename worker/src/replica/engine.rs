@@ -12,7 +12,7 @@ use d2nn_common::data::DataSource;
 use d2nn_common::rl::BaselineStore;
 use d2nn_common::train::{
     apply_update, build_model, build_model_without_data, restore_replica, summarize, train_step, validation_accuracy,
-    zero_grads, Routing, StepContext, StepStats, Summary,
+    Routing, StepContext, StepStats, Summary,
 };
 use tch::Device;
 
@@ -214,8 +214,8 @@ impl Engine {
         let started = Instant::now();
         let local = self.compute(&order);
         if local.is_err() {
+            // Zeroes the whole buffer: the parameters' gradients are views of it.
             self.flat.mark_failed()?;
-            zero_grads(&self.model);
         }
         let compute_seconds = started.elapsed().as_secs_f64();
         let waited = Instant::now();
@@ -275,7 +275,7 @@ impl Engine {
                 )));
             }
         }
-        zero_grads(&self.model);
+        self.params.zero_grad()?;
         tracing::warn!(rank = self.rank, step = abort.step, reason = %abort.reason, "step aborted");
         self.next_step = abort.step + 1;
         Ok(Acknowledged { rank: self.rank, step: abort.step, update_seconds: 0.0, digest: Some(self.digest()?) })
