@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from front import envelope, front_at, load
+from front import envelope, front_at, load, pyplot
 
 RUNS = "runs/i18c"
 EPOCHS = 3
@@ -107,12 +107,8 @@ def table(st, dy):
 
 
 def plot(st, dy):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not importable: no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     means = {}

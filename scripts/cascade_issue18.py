@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from front import envelope, front_at, load
+from front import envelope, front_at, load, pyplot
 
 RUNS = ["runs/i18k", "runs/i18k2"]
 STATICS = {"stage1": "configs/static_cascade_stage1.toml", "stage12": "configs/static_cascade_stage12.toml",
@@ -172,13 +172,8 @@ def main():
 
 
 def plot(st, dy, full):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("matplotlib not importable: no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     names = ["stage1", "stage12", "full"]
@@ -213,8 +208,8 @@ def plot(st, dy, full):
                    marker=markers.get(p["seed"], "o"), s=30, zorder=2)
     ax.set_xscale("log")
     ax.set_xticks([0.132, 0.3, 0.586, 1, 2, 5.256])
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
     ax.set_xlabel("mean MFLOPs per example (log)")
     ax.set_ylabel("test F1 (Shirt vs rest)")
     ax.set_title("cascade at equal cost (issue #18); hollow: random routing at the same rates")

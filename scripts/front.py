@@ -25,3 +25,17 @@ def front_at(env, c):
         if c <= c1:
             return m0 + (m1 - m0) * (c - c0) / (c1 - c0)
     return env[-1][1]
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or None (and a message) where matplotlib is not importable."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401  (plots reach it as plt.matplotlib.ticker)
+    except ImportError:
+        import sys
+        print("matplotlib not importable: no plot", file=sys.stderr)
+        return None
+    return plt

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from front import envelope, front_at, load
+from front import envelope, front_at, load, pyplot
 
 # name: (runs folder, D2NN config, all-experts static config, description, epochs)
 VARIANTS = {
@@ -184,13 +184,8 @@ def main():
 
 def plot(obj, epochs, path):
     """The front and the D2NNs of the runs trained `epochs` epochs."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("matplotlib not importable: no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     statics = [s for s in obj["static"] if s.get("epochs", 5) == epochs and (
@@ -222,7 +217,7 @@ def plot(obj, epochs, path):
     best = envelope(pts)[-1]
     ax.add_patch(plt.Rectangle((0, best[1] - 0.003), 0.6 * best[0], 0.003, fill=False, ls=":", color="tab:red"))
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("mean MFLOPs per example (log)")
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
     ax.set_title(f"hierarchical at equal cost (issue #18), {epochs} epochs; markers: seed 0 square, 1 triangle, 2 diamond\n"
