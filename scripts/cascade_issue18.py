@@ -102,15 +102,17 @@ def recorded():
 
 
 def merged(fresh, old):
-    """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here,
-    and those of another epoch count (scripts/cascade_centered.py's, which that script keeps)."""
+    """`fresh` runs plus the recorded ones whose run directory is not among them and no longer exists here."""
     dirs = {p["run_dir"] for p in fresh}
-    return fresh + [p for p in old if p["run_dir"] not in dirs and (not os.path.exists(p["run_dir"]) or "epochs" in p)]
+    return fresh + [p for p in old if p["run_dir"] not in dirs and not os.path.exists(p["run_dir"])]
 
 
 def main():
     st, dy = statics(), dynamics()
     old = recorded() or {"static": [], "dynamic": []}
+    # Entries with an "epochs" key are scripts/cascade_centered.py's: kept as they are, not tabled here.
+    others = {k: [p for p in old[k] if "epochs" in p] for k in ("static", "dynamic")}
+    old = {k: [p for p in old[k] if "epochs" not in p] for k in ("static", "dynamic")}
     for s in old["static"]:
         s.setdefault("name", s["config"].split("static_cascade_")[1].removesuffix(".toml"))
     st, dy = merged(st, old["static"]), merged(dy, old["dynamic"])
@@ -164,6 +166,8 @@ def main():
                                           "accuracy", "random_routing_metric", "random_routing_mflops",
                                           "random_routing", "action_rates", "controller_run_rates", "run_dir",
                                           "wall_seconds", "command")} for p in dy]}
+    obj["static"] += others["static"]
+    obj["dynamic"] += others["dynamic"]
     designs = load("docs/results/designs.json")
     designs = [d for d in designs if d.get("design") != "cascade"] + [obj]
     with open("docs/results/designs.json", "w") as f:
