@@ -9,6 +9,7 @@ use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation, QTargets};
+use crate::train::BranchPaths;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +101,11 @@ pub struct TrainConfig {
     /// controllers' action counts) are refused; without a controller (a static baseline) it does
     /// nothing, as the only path already learns from every example.
     pub branch_loss_weight: f64,
+    /// Which forced passes the branch loss trains: `"every"` (default) every distinct joint action,
+    /// as above; `"uniform"` (not the paper's) only those where every controller takes the same
+    /// action index (a chain's all-full, all-slim, all-skip: one pass per action index, so graphs
+    /// with many controllers are allowed). `q_every_action` needs `"every"`.
+    pub branch_paths: BranchPaths,
     /// Q-learning only: regress every action's Q onto the reward that action earns on the example
     /// (false: only the taken action's, the paper's eq. (3)). Each step runs the forced passes the
     /// branch loss runs, so the reward of every path is observed rather than sampled; ε-greedy then
@@ -156,6 +162,7 @@ impl Default for TrainConfig {
             control_grad_to_trunk: false,
             warmup_steps: 200,
             branch_loss_weight: 0.0,
+            branch_paths: BranchPaths::Every,
             q_every_action: false,
             bag_credit: BagCredit::Bag,
             q_continuation: QContinuation::BestPath,
@@ -328,16 +335,25 @@ impl RunConfig {
         // Both run the network once per distinct joint action of its controllers.
         let joint = controls.iter().fold(1usize, |acc, n| acc.saturating_mul(n.actions.len().max(1)));
         let limit = crate::train::MAX_JOINT_ACTIONS;
-        for (key, on) in [("branch_loss_weight", t.branch_loss_weight > 0.0), ("q_every_action", t.q_every_action)] {
+        let every_paths = t.branch_loss_weight > 0.0 && t.branch_paths == BranchPaths::Every;
+        for (key, on) in [("branch_loss_weight", every_paths), ("q_every_action", t.q_every_action)] {
             if on && joint > limit {
                 return bad(
                     key,
                     &format!(
                         "needs a graph with at most {limit} joint actions (the product of its controllers' \
-                         action counts); this one has {joint}"
+                         action counts); this one has {joint}{}",
+                        if key == "branch_loss_weight" {
+                            " (`train.branch_paths = \"uniform\"` trains fewer paths)"
+                        } else {
+                            ""
+                        }
                     ),
                 );
             }
+        }
+        if t.branch_paths == BranchPaths::Uniform && t.q_every_action {
+            return bad("branch_paths", "\"uniform\" cannot serve `train.q_every_action`, which needs every path");
         }
         if t.bag_credit == BagCredit::Marginal && !t.q_every_action {
             return bad("bag_credit", "\"marginal\" needs `train.q_every_action = true` (its forced passes)");

@@ -1,6 +1,7 @@
 //! Forced passes: the network once per distinct joint action of its controllers, each forced for the
 //! whole batch, so that every path learns from every example (`train.branch_loss_weight`) and every
 //! action's Q is regressed onto the reward its path earns (`train.q_every_action`).
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::step::{representable_targets, Outcome, IGNORE};
@@ -11,6 +12,23 @@ use crate::{Error, Result};
 
 /// The most forced passes a step may run (the product of the controllers' action counts).
 pub const MAX_JOINT_ACTIONS: usize = 8;
+
+/// Which forced passes `train.branch_loss_weight` trains on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchPaths {
+    /// Every distinct joint action of the controllers ([`forced_paths`]; at most
+    /// [`MAX_JOINT_ACTIONS`]).
+    #[default]
+    Every,
+    /// Only the joint actions in which every controller takes the same action index (a chain's
+    /// all-full, all-slim and all-skip; a controller with fewer actions takes its last one), one pass
+    /// per index ([`uniform_paths`]): the widest and the narrowest network and those between, as the
+    /// "sandwich rule" of slimmable networks trains them, so that blocks and a shared classifier
+    /// shaped by many paths stay as good on each as a static network, at a cost linear in the number
+    /// of actions rather than their product. Not the paper's.
+    Uniform,
+}
 
 /// One forced pass: the action of each controller (decision index) and what the network did.
 pub(crate) struct ForcedPath {
@@ -66,6 +84,32 @@ pub(crate) fn forced_paths(
         let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
         let fwd = model.forward(x, ids, &forced, key, train)?;
         path_of.push(paths.len());
+        paths.push(ForcedPath { actions, fwd });
+    }
+    Ok(paths)
+}
+
+/// The passes [`BranchPaths::Uniform`] trains on: for each action index a, every controller forced
+/// to a (or to its last action where it has fewer), each distinct joint action once. Empty for a
+/// graph without controllers.
+pub(crate) fn uniform_paths(
+    model: &D2nn,
+    x: &Tensor,
+    ids: &[i64],
+    key: DecisionKey,
+    train: bool,
+) -> Result<Vec<ForcedPath>> {
+    let num_actions = model.graph.num_actions();
+    let widest = num_actions.iter().copied().max().unwrap_or(0);
+    let n = ids.len() as i64;
+    let mut paths: Vec<ForcedPath> = Vec::new();
+    for a in 0..widest {
+        let actions: Vec<i64> = num_actions.iter().map(|&k| a.min(k - 1) as i64).collect();
+        if paths.iter().any(|p| p.actions == actions) {
+            continue;
+        }
+        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
+        let fwd = model.forward(x, ids, &forced, key, train)?;
         paths.push(ForcedPath { actions, fwd });
     }
     Ok(paths)

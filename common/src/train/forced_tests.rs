@@ -119,3 +119,52 @@ fn greedy_continuation_needs_forced_passes_and_per_example_rewards() {
     let e = load(&["train.q_continuation=greedy_path", "train.bag_credit=bag"]);
     assert!(e.contains("train.q_continuation") && e.contains("per-example"), "{e}");
 }
+
+/// `branch_paths = "uniform"` on the cascade runs two of its three paths (both gates exit at once:
+/// (0, 0); both continue: (1, 1)), so its branch loss is the every-path loss less the path that
+/// exits at stage 2; on the chain it runs all-full, all-slim and all-skip, each cheaper than the last.
+#[test]
+fn uniform_paths_train_the_paths_where_every_controller_agrees() {
+    let cfg = small(config("cascade.toml", &PER_EXAMPLE), 256, 100);
+    let (dataset, model) = build_model(&cfg, "cascade.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let key = DecisionKey { seed: 0, step: 0 };
+    let every = forced::forced_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
+    let uniform = forced::uniform_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
+    let actions: Vec<Vec<i64>> = uniform.iter().map(|p| p.actions.clone()).collect();
+    assert_eq!(actions, [vec![0, 0], vec![1, 1]]);
+    let ce = |p: &forced::ForcedPath| {
+        p.fwd.output.cross_entropy_loss::<Tensor>(&batch.y, None, tch::Reduction::Sum, -100, 0.0).double_value(&[])
+    };
+    let exit2 = every.iter().find(|p| p.actions == [1, 0]).map(ce).unwrap();
+    let got = forced::branch_loss(&model, &uniform, &batch.y).double_value(&[]);
+    let expected = forced::branch_loss(&model, &every, &batch.y).double_value(&[]) - exit2;
+    assert!((got - expected).abs() < 1e-4 * expected, "uniform branch loss {got} against {expected}");
+
+    let cfg = small(config("chain.toml", &["train.branch_loss_weight=1", "train.branch_paths=uniform"]), 256, 100);
+    let (dataset, model) = build_model(&cfg, "chain.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let paths = forced::uniform_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
+    let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
+    assert_eq!(actions, [vec![0, 0, 0], vec![1, 1, 1], vec![2, 2, 2]]);
+    let cost: Vec<f64> =
+        paths.iter().map(|p| p.fwd.cost.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])).collect();
+    assert!(cost[0] > cost[1] && cost[1] > cost[2], "all-full, all-slim, all-skip costs {cost:?}");
+}
+
+/// The chain's 27 joint actions are refused for every-path training and accepted with the uniform
+/// paths, which in turn cannot serve `q_every_action`.
+#[test]
+fn branch_paths_are_checked_against_the_graph() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/chain.toml");
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::load(&path, &[], &sets).map(|_| ())
+    };
+    let e = load(&["train.branch_loss_weight=1"]).unwrap_err().to_string();
+    assert!(e.contains("train.branch_loss_weight") && e.contains("27") && e.contains("branch_paths"), "{e}");
+    load(&["train.branch_loss_weight=1", "train.branch_paths=uniform"]).unwrap();
+    let cascade = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cascade.toml");
+    let e = RunConfig::load(&cascade, &[], &["train.branch_paths=uniform".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.branch_paths") && e.contains("q_every_action"), "{e}");
+}

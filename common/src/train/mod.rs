@@ -15,7 +15,7 @@ mod step;
 mod tensorboard;
 
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
-pub use forced::MAX_JOINT_ACTIONS;
+pub use forced::{BranchPaths, MAX_JOINT_ACTIONS};
 pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepEnd, StepPlace};
 pub use local::{restore_replica, LocalRun};
 pub use model::{
