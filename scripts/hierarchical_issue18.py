@@ -19,6 +19,7 @@ Usage: python3 scripts/hierarchical_issue18.py [--write]"""
 import glob
 import json
 import os
+import re
 import sys
 
 from front import envelope, front_at, load, pyplot
@@ -46,8 +47,19 @@ def seed_of(d):
     return int(d.rsplit("seed", 1)[1])
 
 
-def epochs_set(epochs):
-    return "" if epochs == 5 else f" --set train.epochs={epochs}"
+# The epochs a config trains when no --set says otherwise (5 for every config not named here).
+CONFIG_EPOCHS = {"configs/hierarchical_regrouped_coarse.toml": 8}
+
+
+def epochs_set(epochs, config):
+    return "" if epochs == CONFIG_EPOCHS.get(config, 5) else f" --set train.epochs={epochs}"
+
+
+def with_epochs(command, config, seed, epochs):
+    """`command` for `config` with the --set that trains `epochs` epochs, whatever it said before
+    (commands recorded when the config said another number)."""
+    command = re.sub(r" --set train\.epochs=\d+", "", command)
+    return command.replace(f"--set seed={seed}", f"--set seed={seed}{epochs_set(epochs, config)}")
 
 
 def fresh_statics(name):
@@ -67,7 +79,7 @@ def fresh_statics(name):
             out.append({"config": config, "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
                         "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"], "seed": seed,
                         "epochs": epochs, "run_dir": d, "wall_seconds": j["wall_seconds"],
-                        "command": f"{NICE}d2nn train --config {config} --set seed={seed}{epochs_set(epochs)} "
+                        "command": f"{NICE}d2nn train --config {config} --set seed={seed}{epochs_set(epochs, config)} "
                                    f"--workers 1 --quiet --run-dir {d}"})
     return out
 
@@ -93,7 +105,7 @@ def fresh_dynamics(name):
                     "variant": variant, "epochs": epochs,
                     "run_dir": run, "wall_seconds": j["wall_seconds"],
                     "sweep_command": f"{NICE}d2nn sweep --config {d2nn_config} --no-baselines --jobs 1 --lambdas 0.99 "
-                                     f"--set seed={seed}{epochs_set(epochs)} --run-dir {d}"})
+                                     f"--set seed={seed}{epochs_set(epochs, d2nn_config)} --run-dir {d}"})
     return out
 
 
@@ -174,6 +186,9 @@ def main():
               f"right on some path {t['cheapest_right_accuracy']:.4f}")
     if "--write" not in sys.argv:
         return
+    for p in dynamics:
+        if "sweep_command" in p:
+            p["sweep_command"] = with_epochs(p["sweep_command"], p["config"], p["seed"], p.get("epochs", 5))
     obj["static"], obj["dynamic"] = statics, dynamics
     obj["tried"] = merge(obj["tried"], fresh_tried())
     with open("docs/results/designs.json", "w") as f:
