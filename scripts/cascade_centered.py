@@ -28,6 +28,8 @@ VARIANTS = {
     "ctpe": ("configs/cascade_centered.toml",
              "--set train.bag_size=1 --set train.accuracy=per_example --set train.bag_credit=bag",
              "centered Q targets, per-example reward (no mini-bags)"),
+    "ctg": ("configs/cascade_centered.toml", "--set train.q_continuation=greedy_path",
+            "centered Q targets, gate 1 onto gate 2's greedy path (q_continuation = \"greedy_path\")"),
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
 FULL_MFLOPS = 5.266  # every node of the cascade (d2nn inspect)
@@ -106,6 +108,24 @@ def table(st, dy):
                      f"{vs_best:+.2f} | {'met' if met else 'missed'} |" + tail)
 
 
+def minibags_against_per_example(dy):
+    """Criterion 5: each mini-bag point (variant ct) against the same seed's per-example points (ctpe),
+    their upper envelope read at the mini-bag point's MFLOPs (linear between them, flat beyond their
+    ends: beyond the dearest one, the per-example reward's best at less cost)."""
+    print()
+    print("| λ | seed | mini-bag F1 | MFLOPs | per-example envelope there | vs per-example | per-example points (λ: F1 @ MFLOPs) |")
+    print("|---|---|---|---|---|---|---|")
+    minibag, per_example = VARIANTS["ct"][2], VARIANTS["ctpe"][2]
+    for p in sorted((p for p in dy if p["variant"] == minibag), key=lambda p: (p["lambda"], p["seed"])):
+        pe = sorted((q for q in dy if q["variant"] == per_example and q["seed"] == p["seed"]), key=lambda q: q["lambda"])
+        if not pe:
+            continue
+        there = front_at(envelope([(q["mflops"], q["metric"]) for q in pe]), p["mflops"])
+        points = ", ".join(f"{q['lambda']}: {q['metric']:.4f} @ {q['mflops']:.3f}" for q in pe)
+        print(f"| {p['lambda']} | {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} | {there:.4f} | "
+              f"{100 * (p['metric'] - there):+.2f} | {points} |")
+
+
 def plot(st, dy):
     plt = pyplot()
     if plt is None:
@@ -122,7 +142,8 @@ def plot(st, dy):
         ax.annotate(name, (v[0]["mflops"], min(s["metric"] for s in v)), textcoords="offset points",
                     xytext=(4, -11), fontsize=7)
     markers = {0: "s", 1: "^", 2: "D"}
-    colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue"}
+    colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue",
+              VARIANTS["ctg"][2]: "tab:purple"}
     seen = set()
     for p in dy:
         label = f"D2NN, {p['variant']}"
@@ -145,6 +166,7 @@ def plot(st, dy):
 def main():
     st, dy = statics(), dynamics()
     table(st, dy)
+    minibags_against_per_example(dy)
     if "--write" not in sys.argv:
         return
     designs = load("docs/results/designs.json")

@@ -36,17 +36,33 @@ pub(crate) struct ForcedPath {
     pub fwd: Forward,
 }
 
-/// Every distinct path: joint actions in lexicographic order, the first controller's the most
-/// significant. A joint action that differs from an earlier one only in a controller that did not
-/// run there (a cascade's second gate after the first one exited) is the same path and is not run
-/// again. Empty for a graph without controllers.
+/// The forced passes of `which` on the batch `x` (example ids `ids`), each forced for the whole
+/// batch. Empty for a graph without controllers.
 pub(crate) fn forced_paths(
     model: &D2nn,
     x: &Tensor,
     ids: &[i64],
     key: DecisionKey,
     train: bool,
+    which: BranchPaths,
 ) -> Result<Vec<ForcedPath>> {
+    let n = ids.len() as i64;
+    let run = |actions: Vec<i64>| -> Result<ForcedPath> {
+        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
+        let fwd = model.forward(x, ids, &forced, key, train)?;
+        Ok(ForcedPath { actions, fwd })
+    };
+    match which {
+        BranchPaths::Every => every_path(model, run),
+        BranchPaths::Uniform => uniform_paths(model, run),
+    }
+}
+
+/// Every distinct path: joint actions in lexicographic order, the first controller's the most
+/// significant. A joint action that differs from an earlier one only in a controller that did not
+/// run there (a cascade's second gate after the first one exited) is the same path and is not run
+/// again.
+fn every_path(model: &D2nn, run: impl Fn(Vec<i64>) -> Result<ForcedPath>) -> Result<Vec<ForcedPath>> {
     let num_actions = model.graph.num_actions();
     if num_actions.is_empty() {
         return Ok(Vec::new());
@@ -58,7 +74,6 @@ pub(crate) fn forced_paths(
              {MAX_JOINT_ACTIONS} joint actions (the product of its controllers' action counts); this one has {joint}"
         )));
     }
-    let n = ids.len() as i64;
     let mut paths: Vec<ForcedPath> = Vec::new();
     // For each joint action (by its lexicographic index): the path it runs, an index into `paths`.
     let mut path_of: Vec<usize> = Vec::with_capacity(joint);
@@ -81,36 +96,23 @@ pub(crate) fn forced_paths(
             path_of.push(p);
             continue;
         }
-        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
-        let fwd = model.forward(x, ids, &forced, key, train)?;
         path_of.push(paths.len());
-        paths.push(ForcedPath { actions, fwd });
+        paths.push(run(actions)?);
     }
     Ok(paths)
 }
 
 /// The passes [`BranchPaths::Uniform`] trains on: for each action index a, every controller forced
-/// to a (or to its last action where it has fewer), each distinct joint action once. Empty for a
-/// graph without controllers.
-pub(crate) fn uniform_paths(
-    model: &D2nn,
-    x: &Tensor,
-    ids: &[i64],
-    key: DecisionKey,
-    train: bool,
-) -> Result<Vec<ForcedPath>> {
+/// to a (or to its last action where it has fewer), each distinct joint action once.
+fn uniform_paths(model: &D2nn, run: impl Fn(Vec<i64>) -> Result<ForcedPath>) -> Result<Vec<ForcedPath>> {
     let num_actions = model.graph.num_actions();
     let widest = num_actions.iter().copied().max().unwrap_or(0);
-    let n = ids.len() as i64;
     let mut paths: Vec<ForcedPath> = Vec::new();
     for a in 0..widest {
         let actions: Vec<i64> = num_actions.iter().map(|&k| a.min(k - 1) as i64).collect();
-        if paths.iter().any(|p| p.actions == actions) {
-            continue;
+        if paths.iter().all(|p| p.actions != actions) {
+            paths.push(run(actions)?);
         }
-        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
-        let fwd = model.forward(x, ids, &forced, key, train)?;
-        paths.push(ForcedPath { actions, fwd });
     }
     Ok(paths)
 }

@@ -5,7 +5,7 @@ use super::{config, small};
 use crate::config::RunConfig;
 use crate::exec::DecisionKey;
 use crate::rl::{QContinuation, QTargets};
-use crate::train::{build_model, forced, step};
+use crate::train::{build_model, forced, step, BranchPaths};
 
 /// Σ over examples and decisions of (Q − target)² / B for the cascade on 64 training images, with
 /// per-example rewards; `continue_target(i, r1, r2, greedy2)` is gate1's `continue` target from the
@@ -14,7 +14,7 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
     let (dataset, model) = build_model(cfg, "cascade.toml", Device::Cpu).unwrap();
     let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let key = DecisionKey { seed: 0, step: 0 };
-    let paths = forced::forced_paths(&model, &batch.x, &batch.ids, key, true).unwrap();
+    let paths = forced::forced_paths(&model, &batch.x, &batch.ids, key, true, BranchPaths::Every).unwrap();
     let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
     assert_eq!(actions, [vec![0, 0], vec![1, 0], vec![1, 1]]);
     assert_eq!(paths[0].fwd.decisions.len(), 1, "gate2 does not run after gate1 exits");
@@ -129,8 +129,8 @@ fn uniform_paths_train_the_paths_where_every_controller_agrees() {
     let (dataset, model) = build_model(&cfg, "cascade.toml", Device::Cpu).unwrap();
     let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
     let key = DecisionKey { seed: 0, step: 0 };
-    let every = forced::forced_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
-    let uniform = forced::uniform_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
+    let every = forced::forced_paths(&model, &batch.x, &batch.ids, key, false, BranchPaths::Every).unwrap();
+    let uniform = forced::forced_paths(&model, &batch.x, &batch.ids, key, false, BranchPaths::Uniform).unwrap();
     let actions: Vec<Vec<i64>> = uniform.iter().map(|p| p.actions.clone()).collect();
     assert_eq!(actions, [vec![0, 0], vec![1, 1]]);
     let ce = |p: &forced::ForcedPath| {
@@ -144,7 +144,7 @@ fn uniform_paths_train_the_paths_where_every_controller_agrees() {
     let cfg = small(config("chain.toml", &["train.branch_loss_weight=1", "train.branch_paths=uniform"]), 256, 100);
     let (dataset, model) = build_model(&cfg, "chain.toml", Device::Cpu).unwrap();
     let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
-    let paths = forced::uniform_paths(&model, &batch.x, &batch.ids, key, false).unwrap();
+    let paths = forced::forced_paths(&model, &batch.x, &batch.ids, key, false, BranchPaths::Uniform).unwrap();
     let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
     assert_eq!(actions, [vec![0, 0, 0], vec![1, 1, 1], vec![2, 2, 2]]);
     let cost: Vec<f64> =

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-use super::forced::{forced_paths, ran, ForcedPath, MAX_JOINT_ACTIONS};
+use super::forced::{forced_paths, ran, BranchPaths, ForcedPath, MAX_JOINT_ACTIONS};
 use crate::data::Split;
 use crate::exec::{D2nn, DecisionKey, Policy};
 use crate::rl::f1_score;
@@ -112,7 +112,7 @@ pub fn routing_report(
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = split.batch(chunk, device)?;
         let y = batch.y.to_device(device);
-        let forced = forced_paths(model, &batch.x, &batch.ids, key, false)?;
+        let forced = forced_paths(model, &batch.x, &batch.ids, key, false, BranchPaths::Every)?;
         if paths.is_empty() {
             paths = forced.iter().map(|p| path_key(model, p)).collect();
             names = forced.iter().map(|p| path_name(model, p)).collect();

@@ -8,7 +8,7 @@ use crate::optim::{clip_grad_norm, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
-use super::forced::{branch_loss, every_action_q_loss, forced_paths, uniform_paths, BranchPaths};
+use super::forced::{branch_loss, every_action_q_loss, forced_paths, BranchPaths};
 use super::StepStats;
 
 /// Everything a step needs besides the model and the batch.
@@ -185,10 +185,10 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
         task += head.logits.cross_entropy_loss::<Tensor>(&t, None, tch::Reduction::Sum, -100, 0.0) * head.weight;
     }
     let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
-    let forced = if every_action_q || (cfg.branch_loss_weight > 0.0 && cfg.branch_paths == BranchPaths::Every) {
-        forced_paths(model, &x, &batch.ids, key, true)?
+    let forced = if every_action_q {
+        forced_paths(model, &x, &batch.ids, key, true, BranchPaths::Every)?
     } else if cfg.branch_loss_weight > 0.0 {
-        uniform_paths(model, &x, &batch.ids, key, true)?
+        forced_paths(model, &x, &batch.ids, key, true, cfg.branch_paths)?
     } else {
         Vec::new()
     };
