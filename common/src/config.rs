@@ -9,7 +9,7 @@ use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation, QTargets};
-use crate::train::BranchPaths;
+use crate::train::{BranchPaths, QAlternatives};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +114,14 @@ pub struct TrainConfig {
     /// acting greedily on the observed rewards); with one, onto its own path's reward. Same limit of
     /// 8 joint actions; without a controller it does nothing.
     pub q_every_action: bool,
+    /// With `q_every_action`: which passes observe the rewards of the actions not taken.
+    /// `"joint_paths"` (default) the forced passes above, every joint action (at most 8);
+    /// `"one_at_a_time"` (not the paper's) one pass per controller and action, that controller
+    /// forced to the action on every example and the others keeping their sampled actions (a chain
+    /// of three 3-way controllers: 6 passes without gradients instead of 27), so each action is
+    /// credited with what it changes given the others' decisions. Needs per-example rewards
+    /// (`bag_size = 1`).
+    pub q_alternatives: QAlternatives,
     /// With `q_every_action`: `"bag"` (default, the paper's credit) regresses the sum of a bag's
     /// Q-values onto the bag's reward; `"marginal"` (not the paper's) regresses each example's Q onto
     /// m × the change of its bag's reward (F-score or accuracy, and cost) when that example alone
@@ -164,6 +172,7 @@ impl Default for TrainConfig {
             branch_loss_weight: 0.0,
             branch_paths: BranchPaths::Every,
             q_every_action: false,
+            q_alternatives: QAlternatives::JointPaths,
             bag_credit: BagCredit::Bag,
             q_continuation: QContinuation::BestPath,
             q_targets: QTargets::Raw,
@@ -336,7 +345,8 @@ impl RunConfig {
         let joint = controls.iter().fold(1usize, |acc, n| acc.saturating_mul(n.actions.len().max(1)));
         let limit = crate::train::MAX_JOINT_ACTIONS;
         let every_paths = t.branch_loss_weight > 0.0 && t.branch_paths == BranchPaths::Every;
-        for (key, on) in [("branch_loss_weight", every_paths), ("q_every_action", t.q_every_action)] {
+        let joint_q = t.q_every_action && t.q_alternatives == QAlternatives::JointPaths;
+        for (key, on) in [("branch_loss_weight", every_paths), ("q_every_action", joint_q)] {
             if on && joint > limit {
                 return bad(
                     key,
@@ -352,7 +362,21 @@ impl RunConfig {
                 );
             }
         }
-        if t.branch_paths == BranchPaths::Uniform && t.q_every_action {
+        if t.q_alternatives == QAlternatives::OneAtATime {
+            if !t.q_every_action {
+                return bad("q_alternatives", "\"one_at_a_time\" needs `train.q_every_action = true`");
+            }
+            if t.q_continuation == QContinuation::GreedyPath {
+                return bad("q_alternatives", "\"one_at_a_time\" has no continuations: drop `train.q_continuation`");
+            }
+            if t.bag_size > 1 {
+                return bad(
+                    "q_alternatives",
+                    "\"one_at_a_time\" compares each example's own rewards: it needs `train.bag_size = 1`",
+                );
+            }
+        }
+        if t.branch_paths == BranchPaths::Uniform && joint_q {
             return bad("branch_paths", "\"uniform\" cannot serve `train.q_every_action`, which needs every path");
         }
         if t.bag_credit == BagCredit::Marginal && !t.q_every_action {

@@ -2,6 +2,7 @@
 //! distributed runtime runs unchanged in every worker; the run ledger every driver shares; the bare
 //! single-process loop; building and loading models; evaluation, run outputs, and the routing report
 //! of a trained one-controller D2NN.
+mod counterfactual;
 mod evaluate;
 mod forced;
 mod ledger;
@@ -14,6 +15,7 @@ mod stats;
 mod step;
 mod tensorboard;
 
+pub use counterfactual::QAlternatives;
 pub use evaluate::{evaluate, is_binary, EvalMetrics};
 pub use forced::{BranchPaths, MAX_JOINT_ACTIONS};
 pub use ledger::{steps_per_epoch, Opened, ResumePoint, RunLedger, StepEnd, StepPlace};

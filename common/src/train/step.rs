@@ -8,6 +8,7 @@ use crate::optim::{clip_grad_norm, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
+use super::counterfactual::{one_at_a_time_q_loss, QAlternatives};
 use super::forced::{branch_loss, every_action_q_loss, forced_paths, BranchPaths};
 use super::StepStats;
 
@@ -185,7 +186,8 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
         task += head.logits.cross_entropy_loss::<Tensor>(&t, None, tch::Reduction::Sum, -100, 0.0) * head.weight;
     }
     let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
-    let forced = if every_action_q {
+    let joint_q = every_action_q && cfg.q_alternatives == QAlternatives::JointPaths;
+    let forced = if joint_q {
         forced_paths(model, &x, &batch.ids, key, true, BranchPaths::Every)?
     } else if cfg.branch_loss_weight > 0.0 {
         forced_paths(model, &x, &batch.ids, key, true, cfg.branch_paths)?
@@ -239,8 +241,10 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
             };
             control += loss / global_bags;
         }
-        if every_action_q {
+        if joint_q {
             control += every_action_q_loss(model, &forced, &sampled, cfg, &y, global)?;
+        } else if every_action_q {
+            control += one_at_a_time_q_loss(model, &x, &batch.ids, key, &fwd, cfg, &y, global)?;
         }
     }
     let total = &task + &control * cfg.control_weight;

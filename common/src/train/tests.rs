@@ -1,4 +1,6 @@
 //! CI-sized training runs on small slices of the real data.
+#[path = "counterfactual_tests.rs"]
+mod counterfactual_tests;
 #[path = "forced_tests.rs"]
 mod forced_tests;
 use std::path::{Path, PathBuf};
