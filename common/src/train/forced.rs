@@ -36,6 +36,19 @@ pub(crate) struct ForcedPath {
     pub fwd: Forward,
 }
 
+/// An error naming `what` unless the graph has at most `limit` joint actions (the product of its
+/// controllers' action counts): [`BranchPaths::Every`] runs that many passes.
+pub(crate) fn check_joint_actions(model: &D2nn, limit: usize, what: &str) -> Result<()> {
+    let joint: usize = model.graph.num_actions().iter().product();
+    if joint > limit {
+        return Err(Error::Invalid(format!(
+            "{what}: needs a graph with at most {limit} joint actions (the product of its controllers' action \
+             counts); this one has {joint}"
+        )));
+    }
+    Ok(())
+}
+
 /// The forced passes of `which` on the batch `x` (example ids `ids`), each forced for the whole
 /// batch. Empty for a graph without controllers.
 pub(crate) fn forced_paths(
@@ -68,12 +81,6 @@ fn every_path(model: &D2nn, run: impl Fn(Vec<i64>) -> Result<ForcedPath>) -> Res
         return Ok(Vec::new());
     }
     let joint: usize = num_actions.iter().product();
-    if joint > MAX_JOINT_ACTIONS {
-        return Err(Error::Invalid(format!(
-            "keys `train.branch_loss_weight` and `train.q_every_action`: need a graph with at most \
-             {MAX_JOINT_ACTIONS} joint actions (the product of its controllers' action counts); this one has {joint}"
-        )));
-    }
     let mut paths: Vec<ForcedPath> = Vec::new();
     // For each joint action (by its lexicographic index): the path it runs, an index into `paths`.
     let mut path_of: Vec<usize> = Vec::with_capacity(joint);

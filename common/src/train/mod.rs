@@ -24,7 +24,7 @@ pub use model::{
     build_model, build_model_without_data, controller_names, load_checkpoint, load_run, summarize, validation_accuracy,
 };
 pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
-pub use routing::{routing_report, RightPaths, RoutingReport};
+pub use routing::{routing_report, RightPaths, RoutingReport, MAX_REPORT_JOINT_ACTIONS};
 pub use stats::{StepSplit, StepStats};
 pub use step::{
     apply_update, policy_for_step, representable_targets, step_losses, train_step, zero_grads, Routing, StepContext,

@@ -53,6 +53,10 @@ impl RoutingReport {
             pct(self.cheapest_right_accuracy),
             self.cheapest_right_cost_fraction
         );
+        if self.by_right_paths.is_empty() {
+            out += "(controllers' rates by which paths are right: left out for more than 8 paths)\n";
+            return out;
+        }
         out += "controllers' rates by which paths are right:\n";
         for g in &self.by_right_paths {
             let right = match g.right.as_slice() {

@@ -102,22 +102,29 @@ fn a_cascades_random_routing_is_exact_in_accuracy_and_in_f1() {
     assert!(table.contains("every example on `stage2 → exit2`") && table.contains("F1 +23.81"), "{table}");
 }
 
+/// A shipped config's untrained network on `test` test images, the parameters of the controllers
+/// (named `prefix`…) scaled up so their argmax depends on the image.
+fn decisive_network(file: &str, prefix: &str, test: usize) -> (crate::data::Dataset, crate::exec::D2nn) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cfg = crate::config::RunConfig::load(&root.join("configs").join(file), &[], &[]).unwrap();
+    cfg.data.dir = std::env::var_os("D2NN_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("data"));
+    cfg.data.train_limit = Some(64);
+    cfg.data.test_limit = Some(test);
+    let (dataset, model) = super::super::build_model(&cfg, file, tch::Device::Cpu).unwrap();
+    for (name, p) in model.parameters() {
+        if name.starts_with(prefix) {
+            tch::no_grad(|| p.shallow_clone().f_mul_(&tch::Tensor::from(50.0)).map(|_| ()).unwrap());
+        }
+    }
+    (dataset, model)
+}
+
 /// On the cascade's real network (gates scaled up so their argmax depends on the image), the report's
 /// routed figures are `evaluate`'s, its three paths are named by the nodes they enable, and random
 /// routing at the gates' own rates takes each path as often as the gates do (a tree of decisions).
 #[test]
 fn a_cascades_report_matches_evaluate() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cfg = crate::config::RunConfig::load(&root.join("configs/cascade.toml"), &[], &[]).unwrap();
-    cfg.data.dir = std::env::var_os("D2NN_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("data"));
-    cfg.data.train_limit = Some(64);
-    cfg.data.test_limit = Some(300);
-    let (dataset, model) = super::super::build_model(&cfg, "cascade.toml", tch::Device::Cpu).unwrap();
-    for (name, p) in model.parameters() {
-        if name.starts_with("gate") {
-            tch::no_grad(|| p.shallow_clone().f_mul_(&tch::Tensor::from(50.0)).map(|_| ()).unwrap());
-        }
-    }
+    let (dataset, model) = decisive_network("cascade.toml", "gate", 300);
     let key = DecisionKey { seed: 0, step: u64::MAX };
     let r = routing_report(&model, &dataset.test, 64, key, true).unwrap();
     let eval = super::super::evaluate(&model, &dataset.test, 64, &Policy::Argmax, key, true).unwrap();
@@ -131,4 +138,28 @@ fn a_cascades_report_matches_evaluate() {
         assert!((p - rate).abs() < 1e-12, "{:?} against {:?}", r.random_path_probability, r.rates);
     }
     eprintln!("{}", r.render());
+}
+
+/// The chain's 27 paths fit the report: routed figures are `evaluate`'s, random routing takes each
+/// path with the product of its controllers' rates, and the grouping by right paths is left out.
+#[test]
+fn a_chains_report_covers_its_27_paths() {
+    let (dataset, model) = decisive_network("chain.toml", "pick", 200);
+    let key = DecisionKey { seed: 0, step: u64::MAX };
+    let r = routing_report(&model, &dataset.test, 64, key, false).unwrap();
+    let eval = super::super::evaluate(&model, &dataset.test, 64, &Policy::Argmax, key, false).unwrap();
+    assert_eq!(r.actions.len(), 27);
+    assert_eq!(r.actions[0], "full1a → full2a → full3a");
+    assert_eq!(r.routed_accuracy, eval.accuracy);
+    assert!((r.routed_cost_fraction - eval.mean_cost_fraction).abs() < 1e-9);
+    let rates = &r.controller_rates;
+    for (p, prob) in r.random_path_probability.iter().enumerate() {
+        let (a, b, c) = (p / 9, p / 3 % 3, p % 3);
+        assert!((prob - rates[0][a] * rates[1][b] * rates[2][c]).abs() < 1e-12, "path {p}");
+    }
+    let lo = r.forced_accuracy.iter().copied().fold(1.0, f64::min);
+    let hi = r.forced_accuracy.iter().copied().fold(0.0, f64::max);
+    assert!((lo..=hi).contains(&r.random_accuracy), "{} outside [{lo}, {hi}]", r.random_accuracy);
+    assert!(r.by_right_paths.is_empty());
+    assert!(r.render().contains("left out for more than 8 paths"));
 }

@@ -9,7 +9,9 @@ use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
 use super::counterfactual::{one_at_a_time_q_loss, QAlternatives};
-use super::forced::{branch_loss, every_action_q_loss, forced_paths, BranchPaths};
+use super::forced::{
+    branch_loss, check_joint_actions, every_action_q_loss, forced_paths, BranchPaths, MAX_JOINT_ACTIONS,
+};
 use super::StepStats;
 
 /// Everything a step needs besides the model and the batch.
@@ -187,6 +189,10 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
     }
     let every_action_q = cfg.q_every_action && cfg.algorithm == Algorithm::QLearning;
     let joint_q = every_action_q && cfg.q_alternatives == QAlternatives::JointPaths;
+    let every_path = joint_q || (cfg.branch_loss_weight > 0.0 && cfg.branch_paths == BranchPaths::Every);
+    if every_path {
+        check_joint_actions(model, MAX_JOINT_ACTIONS, "keys `train.branch_loss_weight` and `train.q_every_action`")?;
+    }
     let forced = if joint_q {
         forced_paths(model, &x, &batch.ids, key, true, BranchPaths::Every)?
     } else if cfg.branch_loss_weight > 0.0 {

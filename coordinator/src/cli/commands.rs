@@ -323,8 +323,8 @@ pub struct EvalArgs {
     pub checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Also run every path through the controllers (at most 8 joint actions: high_low, cascade,
-    /// hierarchical) on every test example and print how the controllers compare with random
+    /// Also run every path through the controllers (at most 27 joint actions: every shipped design)
+    /// on every test example and print how the controllers compare with random
     /// routing at their own rates (exact expectation, not sampled; F1 too on binary tasks) and with
     /// two oracles; written to routing.json in the run directory.
     #[arg(long)]

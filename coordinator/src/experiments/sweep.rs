@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use d2nn_common::config::RunConfig;
 use d2nn_common::exec::{DecisionKey, Policy};
 use d2nn_common::train::{
-    evaluate, is_binary, load_run, routing_report, EvalMetrics, RunDir, Summary, MAX_JOINT_ACTIONS,
+    evaluate, is_binary, load_run, routing_report, EvalMetrics, RunDir, Summary, MAX_REPORT_JOINT_ACTIONS,
 };
 use serde::Serialize;
 use tch::Device;
@@ -62,7 +62,7 @@ pub struct Job {
 }
 
 /// What a finished job adds: its summary, and for a D2NN the random-routing evaluation and, with at most
-/// [`MAX_JOINT_ACTIONS`] joint actions, the exact expected accuracy of that random routing (from the
+/// [`MAX_REPORT_JOINT_ACTIONS`] joint actions, the exact expected accuracy of that random routing (from the
 /// routing report, which is written to the run's routing.json with the F-score's for binary tasks).
 pub struct Done {
     pub summary: Summary,
@@ -72,7 +72,7 @@ pub struct Done {
 
 /// Random routing: the same trained network, its controllers replaced by coin flips at the rates it
 /// chose. If the D2NN does not beat this, its controllers learned nothing. With at most
-/// [`MAX_JOINT_ACTIONS`] joint actions, also the exact expectation of these coin flips, from the routing
+/// [`MAX_REPORT_JOINT_ACTIONS`] joint actions, also the exact expectation of these coin flips, from the routing
 /// report.
 pub fn random_routing(
     dir: &Path,
@@ -91,7 +91,7 @@ pub fn random_routing(
     let binary = is_binary(dataset.task);
     let random = evaluate(&model, &dataset.test, batch, &Policy::Random(ordered), key, binary)?;
     let joint: usize = model.graph.num_actions().iter().product();
-    let expected = if joint <= MAX_JOINT_ACTIONS {
+    let expected = if joint <= MAX_REPORT_JOINT_ACTIONS {
         let report = routing_report(&model, &dataset.test, batch, key, binary)?;
         RunDir::open(dir)?.write_routing(&report)?;
         Some(report.random_accuracy)
