@@ -18,10 +18,13 @@ impl RoutingReport {
                 f1(self.forced_f1.as_ref().map(|f| f[a]))
             );
         }
+        // With many paths, only those the controllers take.
+        let many = self.actions.len() > 8;
         let rates = self
             .actions
             .iter()
             .zip(&self.rates)
+            .filter(|(_, &r)| !many || r > 0.0)
             .map(|(name, r)| format!("{name} {:.1} %", 100.0 * r))
             .collect::<Vec<_>>()
             .join(", ");

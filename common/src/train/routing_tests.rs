@@ -161,5 +161,9 @@ fn a_chains_report_covers_its_27_paths() {
     let hi = r.forced_accuracy.iter().copied().fold(0.0, f64::max);
     assert!((lo..=hi).contains(&r.random_accuracy), "{} outside [{lo}, {hi}]", r.random_accuracy);
     assert!(r.by_right_paths.is_empty());
-    assert!(r.render().contains("left out for more than 8 paths"));
+    let table = r.render();
+    assert!(table.contains("left out for more than 8 paths"), "{table}");
+    let routed_line = table.lines().find(|l| l.starts_with("the controllers")).unwrap();
+    let taken = r.rates.iter().filter(|&&x| x > 0.0).count();
+    assert_eq!(routed_line.matches(" %").count(), taken, "only the paths taken are listed: {routed_line}");
 }
