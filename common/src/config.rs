@@ -335,83 +335,9 @@ impl RunConfig {
             return bad("eval_batch_size", "must be positive");
         }
         self.data.checked_coarse_groups().map_err(|e| e.to_string())?;
-        if t.branch_loss_weight < 0.0 || t.branch_loss_weight.is_nan() {
-            return bad("branch_loss_weight", "must be zero (off) or positive");
-        }
         let controls: Vec<&crate::graph::NodeSpec> =
             self.model.nodes.iter().filter(|n| n.kind == crate::graph::NodeKind::Control).collect();
-        let controllers = controls.len();
-        // Both run the network once per distinct joint action of its controllers.
-        let joint = controls.iter().fold(1usize, |acc, n| acc.saturating_mul(n.actions.len().max(1)));
-        let limit = crate::train::MAX_JOINT_ACTIONS;
-        let every_paths = t.branch_loss_weight > 0.0 && t.branch_paths == BranchPaths::Every;
-        let joint_q = t.q_every_action && t.q_alternatives == QAlternatives::JointPaths;
-        for (key, on) in [("branch_loss_weight", every_paths), ("q_every_action", joint_q)] {
-            if on && joint > limit {
-                return bad(
-                    key,
-                    &format!(
-                        "needs a graph with at most {limit} joint actions (the product of its controllers' \
-                         action counts); this one has {joint}{}",
-                        if key == "branch_loss_weight" {
-                            " (`train.branch_paths = \"uniform\"` trains fewer paths)"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-            }
-        }
-        if t.q_alternatives == QAlternatives::OneAtATime {
-            if !t.q_every_action {
-                return bad("q_alternatives", "\"one_at_a_time\" needs `train.q_every_action = true`");
-            }
-            if t.q_continuation == QContinuation::GreedyPath {
-                return bad("q_alternatives", "\"one_at_a_time\" has no continuations: drop `train.q_continuation`");
-            }
-            if t.bag_size > 1 {
-                return bad(
-                    "q_alternatives",
-                    "\"one_at_a_time\" compares each example's own rewards: it needs `train.bag_size = 1`",
-                );
-            }
-        }
-        if t.branch_paths == BranchPaths::Uniform && joint_q {
-            return bad("branch_paths", "\"uniform\" cannot serve `train.q_every_action`, which needs every path");
-        }
-        if t.bag_credit == BagCredit::Marginal && !t.q_every_action {
-            return bad("bag_credit", "\"marginal\" needs `train.q_every_action = true` (its forced passes)");
-        }
-        if t.q_continuation == QContinuation::GreedyPath {
-            if !t.q_every_action {
-                return bad(
-                    "q_continuation",
-                    "\"greedy_path\" needs `train.q_every_action = true` (its forced passes)",
-                );
-            }
-            if t.bag_credit == BagCredit::Bag && t.bag_size > 1 {
-                return bad(
-                    "q_continuation",
-                    "\"greedy_path\" follows each example's own path: it needs per-example rewards \
-                     (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
-                );
-            }
-        }
-        if t.q_targets == QTargets::Centered {
-            if !t.q_every_action {
-                return bad("q_targets", "\"centered\" needs `train.q_every_action = true` (every action's reward)");
-            }
-            if t.bag_credit == BagCredit::Bag && t.bag_size > 1 {
-                return bad(
-                    "q_targets",
-                    "\"centered\" compares each example's own rewards: it needs per-example rewards \
-                     (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
-                );
-            }
-        }
-        if t.q_every_action && controllers > 0 && t.algorithm != Algorithm::QLearning {
-            return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");
-        }
+        t.check_forced_passes(&controls).map_err(|(key, why)| format!("key `train.{key}`: {why}"))?;
         if self.checkpoint.keep_last == 0 {
             return Err("key `checkpoint.keep_last`: must be at least 1 (the latest checkpoint is always kept)".into());
         }
@@ -419,5 +345,6 @@ impl RunConfig {
     }
 }
 
+mod forced_checks;
 #[cfg(test)]
 mod tests;
