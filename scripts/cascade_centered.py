@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from front import envelope, front_at, load, pyplot
+from front import d2nn_points, draw_front_and_points, envelope, front_at, load, pyplot
 
 RUNS = "runs/i18c"
 EPOCHS = 3
@@ -55,28 +55,19 @@ def statics():
 
 def dynamics():
     out = []
-    for sweep in sorted(glob.glob(f"{RUNS}/*_l*_seed*/sweep.json")):
-        d = os.path.dirname(sweep)
-        base = os.path.basename(d)
-        variant = base.split("_l", 1)[0]
-        if variant not in VARIANTS:
-            continue
+    for variant, seed, d, p in d2nn_points(RUNS, VARIANTS):
         config, sets, what = VARIANTS[variant]
-        seed = int(base.rsplit("seed", 1)[1])
-        for p in load(sweep)["points"]:
-            if p["kind"] != "d2nn":
-                continue
-            run = p["run_dir"]
-            j, r = load(os.path.join(run, "summary.json")), load(os.path.join(run, "routing.json"))
-            out.append({"config": config, "variant": what, "lambda": p["lambda"], "seed": seed, "epochs": EPOCHS,
-                        "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
-                        "metric": j["test_f1"], "accuracy": j["test_accuracy"],
-                        "random_routing_metric": r["random_f1"], "random_routing": EXACT,
-                        "forced_f1": r["forced_f1"], "action_rates": j["action_rates"],
-                        "controller_run_rates": j["controller_run_rates"], "algorithm": "q_learning",
-                        "run_dir": run, "wall_seconds": j["wall_seconds"],
-                        "command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 --lambdas {p['lambda']} "
-                                   f"--set seed={seed} {sets} --run-dir {d}".replace("  ", " ")})
+        run = p["run_dir"]
+        j, r = load(os.path.join(run, "summary.json")), load(os.path.join(run, "routing.json"))
+        out.append({"config": config, "variant": what, "lambda": p["lambda"], "seed": seed, "epochs": EPOCHS,
+                    "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
+                    "metric": j["test_f1"], "accuracy": j["test_accuracy"],
+                    "random_routing_metric": r["random_f1"], "random_routing": EXACT,
+                    "forced_f1": r["forced_f1"], "action_rates": j["action_rates"],
+                    "controller_run_rates": j["controller_run_rates"], "algorithm": "q_learning",
+                    "run_dir": run, "wall_seconds": j["wall_seconds"],
+                    "command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 --lambdas {p['lambda']} "
+                               f"--set seed={seed} {sets} --run-dir {d}".replace("  ", " ")})
     return out
 
 
@@ -130,35 +121,13 @@ def plot(st, dy):
     plt = pyplot()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    means = {}
-    for s in st:
-        means.setdefault(s["name"], []).append(s)
-    pts = [(v[0]["mflops"], sum(s["metric"] for s in v) / len(v)) for v in means.values()]
-    env = envelope(pts)
-    ax.plot([c for c, _ in env], [m for _, m in env], color="black", lw=1.2, label="static front (seed means)")
-    ax.scatter([s["mflops"] for s in st], [s["metric"] for s in st], color="black", s=12, zorder=3)
-    for name, v in means.items():
-        ax.annotate(name, (v[0]["mflops"], min(s["metric"] for s in v)), textcoords="offset points",
-                    xytext=(4, -11), fontsize=7)
-    markers = {0: "s", 1: "^", 2: "D"}
     colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue",
               VARIANTS["ctg"][2]: "tab:purple"}
-    seen = set()
-    for p in dy:
-        label = f"D2NN, {p['variant']}"
-        ax.scatter(p["mflops"], p["metric"], color=colors.get(p["variant"], "tab:green"),
-                   marker=markers.get(p["seed"], "o"), s=40, zorder=4, label=None if label in seen else label)
-        ax.scatter(p["mflops"], p["random_routing_metric"], facecolors="none",
-                   edgecolors=colors.get(p["variant"], "tab:green"), marker=markers.get(p["seed"], "o"), s=40, zorder=4)
-        seen.add(label)
-    ax.set_xscale("log")
-    ax.set_xlabel("mean MFLOPs per example (log)")
+    fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test F1, Shirt vs rest (Fashion-MNIST)")
     ax.set_title(f"cascade at equal cost, {EPOCHS} epochs (issue #18); markers: seed 0 square, 1 triangle, "
                  "2 diamond;\nhollow: random routing at the same rates (exact expectation)", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig("docs/img/cascade_centered.png", dpi=110)
 

@@ -1,11 +1,29 @@
-"""What the issue-18 collectors (cascade_issue18.py, hierarchical_issue18.py) share: reading a JSON file
-and a static front, the upper envelope of (MFLOPs, metric) points, linear between its corners."""
+"""What the issue-18 collectors (cascade_issue18.py, cascade_centered.py, chain_issue18.py,
+hierarchical_issue18.py) share: reading a JSON file and a static front, the upper envelope of (MFLOPs, metric)
+points, linear between its corners, and drawing a front with the D2NN points beside it."""
+import glob
 import json
+import os
 
 
 def load(path):
     with open(path) as f:
         return json.load(f)
+
+
+def d2nn_points(runs, variants):
+    """(variant, seed, sweep folder, point) for every D2NN point of the sweeps `runs`/VARIANT_lLL_seedN
+    (d2nn sweep --run-dir) whose VARIANT is a key of `variants`."""
+    for sweep in sorted(glob.glob(f"{runs}/*_l*_seed*/sweep.json")):
+        d = os.path.dirname(sweep)
+        base = os.path.basename(d)
+        variant = base.rsplit("_l", 1)[0]
+        if variant not in variants:
+            continue
+        seed = int(base.rsplit("seed", 1)[1])
+        for p in load(sweep)["points"]:
+            if p["kind"] == "d2nn":
+                yield variant, seed, d, p
 
 
 def envelope(points):
@@ -39,3 +57,35 @@ def pyplot():
         print("matplotlib not importable: no plot", file=sys.stderr)
         return None
     return plt
+
+
+SEED_MARKERS = {0: "s", 1: "^", 2: "D"}
+
+
+def draw_front_and_points(plt, statics, dynamics, colors):
+    """A log-cost axes with the static front of the seed means (`statics`: dicts with name, mflops,
+    metric), every static run as a dot, and each D2NN of `dynamics` as a marker by seed, coloured by its
+    variant (`colors`), with its random routing at the same rates hollow beneath it. Returns (fig, ax)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    means = {}
+    for s in statics:
+        means.setdefault(s["name"], []).append(s)
+    env = envelope([(v[0]["mflops"], sum(s["metric"] for s in v) / len(v)) for v in means.values()])
+    ax.plot([c for c, _ in env], [m for _, m in env], color="black", lw=1.2, label="static front (seed means)")
+    ax.scatter([s["mflops"] for s in statics], [s["metric"] for s in statics], color="black", s=12, zorder=3)
+    for name, v in means.items():
+        ax.annotate(name, (v[0]["mflops"], min(s["metric"] for s in v)), textcoords="offset points",
+                    xytext=(4, -11), fontsize=7)
+    seen = set()
+    for p in dynamics:
+        color, marker = colors.get(p["variant"], "tab:green"), SEED_MARKERS.get(p["seed"], "o")
+        label = f"D2NN, {p['variant']}"
+        ax.scatter(p["mflops"], p["metric"], color=color, marker=marker, s=40, zorder=4,
+                   label=None if label in seen else label)
+        ax.scatter(p["mflops"], p["random_routing_metric"], facecolors="none", edgecolors=color, marker=marker,
+                   s=40, zorder=4)
+        seen.add(label)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean MFLOPs per example (log)")
+    ax.grid(alpha=0.3)
+    return fig, ax

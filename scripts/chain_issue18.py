@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Issue #18, the chain with every block trained on the uniform paths (train.branch_paths = "uniform"):
+collect its runs (runs/i18ch: the D2NN sweeps VARIANT_lLL_seedN and the statics static_X_seedN of seeds 1
+and 2; seed 0's statics as recorded in docs/results/designs.json) into the "chain" object of
+docs/results/designs.json, print the per-seed table against the same seed's static front, and draw
+docs/img/chain_issue18_uniform.png (matplotlib if importable).
+
+Criterion 3: >= 0.5 points over the front at the D2NN's MFLOPs, or within 0.3 points of the front's best
+at <= 60 % of its MFLOPs. Criterion 4: every controller's test-set rates in [0.05, 0.95] for at least two
+actions, and >= 1 point over random routing at those rates (the exact expectation of the routing report,
+`d2nn eval --routing`, all 27 paths).
+
+Usage: python3 scripts/chain_issue18.py [--write]"""
+import glob
+import json
+import os
+import sys
+
+from front import d2nn_points, draw_front_and_points, envelope, front_at, load, pyplot
+
+RUNS = "runs/i18ch"
+STATICS = ["skip", "slim_skip_skip", "slim", "full_skip_skip", "full_slim_skip", "full_full_skip", "full"]
+FULL_MFLOPS = 13.7237  # every node of configs/chain.toml (d2nn inspect): the cost-fraction denominator
+UNIFORM = "--set train.branch_loss_weight=1 --set train.branch_paths=uniform"
+ONE_AT_A_TIME = ("--set train.algorithm=q_learning --set train.q_every_action=true "
+                 "--set train.q_alternatives=one_at_a_time --set train.q_targets=centered "
+                 "--set train.epsilon.decay_steps=500")
+# Sweep folder prefix: (config, its --sets, what it is, algorithm).
+VARIANTS = {
+    "bu_rf": ("configs/chain.toml", UNIFORM, "REINFORCE, branch loss on the uniform paths", "reinforce"),
+    "bu_q": ("configs/chain.toml", f"{UNIFORM} --set train.algorithm=q_learning --set train.epsilon.decay_steps=500",
+             "Q-learning (taken action), branch loss on the uniform paths", "q_learning"),
+    "oat": ("configs/chain.toml", f"{UNIFORM} {ONE_AT_A_TIME}",
+            "Q-learning, every action one at a time, centered, branch loss on the uniform paths", "q_learning"),
+}
+EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
+NICE = "OMP_NUM_THREADS=1 nice -n 10 "
+UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a → slim3a": "all-slim",
+                 "skip1 → skip2 → skip3": "all-skip"}
+
+
+def statics(designs):
+    obj = next(d for d in designs if d.get("design") == "chain")
+    out = [dict(s, name=os.path.basename(s["config"]).removeprefix("static_chain_").removesuffix(".toml"))
+           for s in obj["static"] if s["seed"] == 0]
+    for name in STATICS:
+        for d in sorted(glob.glob(f"{RUNS}/static_{name}_seed*")):
+            s = os.path.join(d, "summary.json")
+            if not os.path.exists(s):
+                continue
+            seed, j = int(d.rsplit("seed", 1)[1]), load(s)
+            config = f"configs/static_chain_{name}.toml"
+            out.append({"config": config, "name": name, "seed": seed,
+                        "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
+                        "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"],
+                        "run_dir": d, "wall_seconds": j["wall_seconds"],
+                        "command": f"{NICE}d2nn train --config {config} --set seed={seed} --workers 1 --quiet "
+                                   f"--run-dir {d}"})
+    return out
+
+
+def dynamics():
+    out = []
+    for variant, seed, d, p in d2nn_points(RUNS, VARIANTS):
+        config, sets, what, algorithm = VARIANTS[variant]
+        run = p["run_dir"]
+        routing = os.path.join(run, "routing.json")
+        if not os.path.exists(routing):
+            print(f"{run}: no routing.json yet (d2nn eval --run-dir {run} --routing)", file=sys.stderr)
+            continue
+        j, r = load(os.path.join(run, "summary.json")), load(routing)
+        forced = {UNIFORM_PATHS[a]: {"accuracy": acc, "mflops": c * FULL_MFLOPS}
+                  for a, acc, c in zip(r["actions"], r["forced_accuracy"], r["forced_cost_fraction"])
+                  if a in UNIFORM_PATHS}
+        out.append({"config": config, "variant": what, "lambda": p["lambda"], "seed": seed,
+                    "cost_fraction": j["mean_cost_fraction"], "mflops": j["mean_mflops_per_example"],
+                    "metric": j["test_accuracy"], "random_routing_metric": r["random_accuracy"],
+                    "random_routing": EXACT, "action_rates": j["action_rates"], "uniform_paths": forced,
+                    "cheapest_right_accuracy": r["cheapest_right_accuracy"], "algorithm": algorithm,
+                    "run_dir": run, "wall_seconds": j["wall_seconds"],
+                    "sweep_command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 "
+                                     f"--lambdas {p['lambda']} --set seed={seed} {sets} --run-dir {d}"})
+    return out
+
+
+def mixes(rates):
+    return sum(0.05 <= x <= 0.95 for x in rates) >= 2
+
+
+def table(st, dy):
+    print("| static | seed | MFLOPs | accuracy | wall |")
+    print("|---|---|---|---|---|")
+    for s in sorted(st, key=lambda s: (s["mflops"], s["seed"])):
+        print(f"| {s['name']} | {s['seed']} | {s['mflops']:.3f} | {s['metric']:.4f} | {s['wall_seconds']:.0f} s |")
+    print()
+    print("| variant | λ | seed | acc | MFLOPs | front there | vs front | best static (MFLOPs) | % of its cost | vs best "
+          "| criterion 3 | random, exact | vs random | pick1 / pick2 / pick3 (full/slim/skip) | criterion 4 "
+          "| all-full / all-slim / all-skip paths | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for p in sorted(dy, key=lambda p: (p["variant"], p["lambda"], p["seed"])):
+        ss = [s for s in st if s["seed"] == p["seed"]]
+        rates = [p["action_rates"][c] for c in ("pick1", "pick2", "pick3")]
+        vs_random = 100 * (p["metric"] - p["random_routing_metric"])
+        c4 = all(mixes(r) for r in rates) and vs_random >= 1.0
+        shown = " · ".join("/".join(f"{x:.2f}" for x in r) for r in rates)
+        u = p["uniform_paths"]
+        paths = " / ".join(f"{u[k]['accuracy']:.4f}" for k in ("all-full", "all-slim", "all-skip"))
+        head = f"| {p['variant']} | {p['lambda']} | {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} |"
+        tail = (f" {p['random_routing_metric']:.4f} | {vs_random:+.2f} | {shown} | {'met' if c4 else 'missed'} | "
+                f"{paths} | {p['wall_seconds']:.0f} s |")
+        if len(ss) < len(STATICS):
+            print(head + " – | – | – | – | – | – |" + tail)
+            continue
+        front = front_at(envelope([(s["mflops"], s["metric"]) for s in ss]), p["mflops"])
+        best = max(ss, key=lambda s: s["metric"])
+        pct, vs_best = 100 * p["mflops"] / best["mflops"], 100 * (p["metric"] - best["metric"])
+        vs_front = 100 * (p["metric"] - front)
+        met = vs_front >= 0.5 or (vs_best >= -0.3 and pct <= 60)
+        print(head + f" {front:.4f} | {vs_front:+.2f} | {best['metric']:.4f} ({best['mflops']:.3f}) | {pct:.1f} % | "
+                     f"{vs_best:+.2f} | {'met' if met else 'missed'} |" + tail)
+
+
+def plot(st, dy):
+    plt = pyplot()
+    if plt is None:
+        return
+    colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red"}
+    fig, ax = draw_front_and_points(plt, st, dy, colors)
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
+    ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
+                 "hollow: random routing at the same rates (exact expectation)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig("docs/img/chain_issue18_uniform.png", dpi=110)
+
+
+def main():
+    designs = load("docs/results/designs.json")
+    st, dy = statics(designs), dynamics()
+    table(st, dy)
+    if "--write" not in sys.argv:
+        return
+    obj = next(d for d in designs if d.get("design") == "chain")
+    fresh = {p["run_dir"] for p in dy} | {s["run_dir"] for s in st if s["seed"] != 0}
+    obj["static"] = [s for s in obj["static"] if s["run_dir"] not in fresh] + [
+        {k: v for k, v in s.items() if k != "name"} for s in st if s["seed"] != 0]
+    obj["dynamic"] = [p for p in obj["dynamic"] if p["run_dir"] not in fresh] + dy
+    with open("docs/results/designs.json", "w") as f:
+        json.dump(designs, f, indent=2, ensure_ascii=False)
+    plot(st, dy)
+
+
+if __name__ == "__main__":
+    main()
