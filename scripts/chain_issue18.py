@@ -22,15 +22,14 @@ RUNS = "runs/i18ch"
 STATICS = ["skip", "slim_skip_skip", "slim", "full_skip_skip", "full_slim_skip", "full_full_skip", "full"]
 FULL_MFLOPS = 13.7237  # every node of configs/chain.toml (d2nn inspect): the cost-fraction denominator
 UNIFORM = "--set train.branch_loss_weight=1 --set train.branch_paths=uniform"
-ONE_AT_A_TIME = ("--set train.algorithm=q_learning --set train.q_every_action=true "
-                 "--set train.q_alternatives=one_at_a_time --set train.q_targets=centered "
-                 "--set train.epsilon.decay_steps=500")
 # Sweep folder prefix: (config, its --sets, what it is, algorithm).
 VARIANTS = {
     "bu_rf": ("configs/chain.toml", UNIFORM, "REINFORCE, branch loss on the uniform paths", "reinforce"),
     "bu_q": ("configs/chain.toml", f"{UNIFORM} --set train.algorithm=q_learning --set train.epsilon.decay_steps=500",
              "Q-learning (taken action), branch loss on the uniform paths", "q_learning"),
-    "oat": ("configs/chain.toml", f"{UNIFORM} {ONE_AT_A_TIME}",
+    # Ran as configs/chain.toml with these --sets, which `d2nn config show` resolves to the same config as
+    # the shipped configs/chain_uniform_paths.toml (all but [sweep].lambdas).
+    "oat": ("configs/chain_uniform_paths.toml", "",
             "Q-learning, every action one at a time, centered, branch loss on the uniform paths", "q_learning"),
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
@@ -79,7 +78,7 @@ def dynamics():
                     "cheapest_right_accuracy": r["cheapest_right_accuracy"], "algorithm": algorithm,
                     "run_dir": run, "wall_seconds": j["wall_seconds"],
                     "sweep_command": f"{NICE}d2nn sweep --config {config} --no-baselines --jobs 1 "
-                                     f"--lambdas {p['lambda']} --set seed={seed} {sets} --run-dir {d}"})
+                                     f"--lambdas {p['lambda']} --set seed={seed} {sets} --run-dir {d}".replace("  ", " ")})
     return out
 
 
