@@ -127,7 +127,7 @@ def plot(st, dy):
     ax.set_ylabel("test F1, Shirt vs rest (Fashion-MNIST)")
     ax.set_title(f"cascade at equal cost, {EPOCHS} epochs (issue #18); markers: seed 0 square, 1 triangle, "
                  "2 diamond;\nhollow: random routing at the same rates (exact expectation)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     fig.savefig("docs/img/cascade_centered.png", dpi=110)
 

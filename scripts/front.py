@@ -66,7 +66,7 @@ def draw_front_and_points(plt, statics, dynamics, colors):
     """A log-cost axes with the static front of the seed means (`statics`: dicts with name, mflops,
     metric), every static run as a dot, and each D2NN of `dynamics` as a marker by seed, coloured by its
     variant (`colors`), with its random routing at the same rates hollow beneath it. Returns (fig, ax)."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     means = {}
     for s in statics:
         means.setdefault(s["name"], []).append(s)
@@ -86,6 +86,8 @@ def draw_front_and_points(plt, statics, dynamics, colors):
                    s=40, zorder=4)
         seen.add(label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
     ax.set_xlabel("mean MFLOPs per example (log)")
     ax.grid(alpha=0.3)
     return fig, ax
