@@ -7,11 +7,12 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::forced::control_of;
 use super::step::Outcome;
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::rl::{self, QTargets};
-use crate::{Error, Result};
+use crate::Result;
 
 /// With `train.q_every_action`: which passes observe the rewards of the actions not taken.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,8 @@ pub enum QAlternatives {
 /// The controllers' loss of [`QAlternatives::OneAtATime`], divided by the global number of examples:
 /// for each decision of `sampled` (controller j on its rows), the Q-values `[rows, k]` regress, raw
 /// or centered (`train.q_targets`), onto the per-example rewards of its k actions, each observed on
-/// a pass that changes j's action alone.
+/// a pass that changes j's action alone. `sampled_reward` is the per-example reward the step already
+/// computed for `sampled`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn one_at_a_time_q_loss(
     model: &D2nn,
@@ -38,6 +40,7 @@ pub(crate) fn one_at_a_time_q_loss(
     ids: &[i64],
     key: DecisionKey,
     sampled: &Forward,
+    sampled_reward: &Tensor,
     cfg: &TrainConfig,
     y: &Tensor,
     global_examples: f64,
@@ -55,7 +58,6 @@ pub(crate) fn one_at_a_time_q_loss(
     // rewards[j]: [n, k_j], column a the per-example reward of the pass in which controller j takes
     // action a. The sampled pass holds each example's own action; pass s = 1..k shifts j's action to
     // (sampled + s) mod k on every example, so k − 1 passes cover the other actions.
-    let sampled_reward = Outcome::of(sampled, y, graph.full_flops).bag_rewards(cfg, y)?;
     let mut rewards: Vec<Tensor> = Vec::with_capacity(num_actions.len());
     {
         let _guard = tch::no_grad_guard();
@@ -79,10 +81,11 @@ pub(crate) fn one_at_a_time_q_loss(
         let targets = rewards[control_of(model, d.node)?].index_select(0, &d.rows);
         loss += match cfg.q_targets {
             QTargets::Raw => {
+                let (rows, k) = (targets.size()[0], targets.size()[1]);
+                let all_rows = Tensor::arange(rows, (Kind::Int64, x.device()));
                 let mut raw = Tensor::zeros([], (Kind::Float, x.device()));
-                for a in 0..targets.size()[1] {
-                    let action = Tensor::full([targets.size()[0]], a, (Kind::Int64, x.device()));
-                    let all_rows = Tensor::arange(targets.size()[0], (Kind::Int64, x.device()));
+                for a in 0..k {
+                    let action = Tensor::full([rows], a, (Kind::Int64, x.device()));
                     raw += rl::q_loss(&d.scores, &action, &all_rows, &targets.select(1, a), 1)?;
                 }
                 raw
@@ -91,8 +94,4 @@ pub(crate) fn one_at_a_time_q_loss(
         };
     }
     Ok(loss / global_examples)
-}
-
-fn control_of(model: &D2nn, node: usize) -> Result<usize> {
-    model.graph.control_index(node).ok_or_else(|| Error::Invalid(format!("node {node} is not a controller")))
 }

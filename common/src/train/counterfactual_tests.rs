@@ -6,7 +6,7 @@ use super::{config, small};
 use crate::config::RunConfig;
 use crate::exec::{DecisionKey, Policy};
 use crate::rl::QTargets;
-use crate::train::{build_model, counterfactual, QAlternatives};
+use crate::train::{build_model, counterfactual, step, QAlternatives};
 
 const ONE_AT_A_TIME: [&str; 6] = [
     "train.algorithm=q_learning",
@@ -31,10 +31,21 @@ fn chain_loss(targets: QTargets) -> (f64, f64) {
     let key = DecisionKey { seed: 3, step: 7 };
     let random = Policy::Random(vec![vec![1.0 / 3.0; 3]; 3]);
     let sampled = model.forward(&batch.x, &batch.ids, &random, key, true).unwrap();
-    let got =
-        counterfactual::one_at_a_time_q_loss(&model, &batch.x, &batch.ids, key, &sampled, &cfg.train, &batch.y, 64.0)
-            .unwrap()
-            .double_value(&[]);
+    let sampled_reward =
+        step::Outcome::of(&sampled, &batch.y, model.graph.full_flops).bag_rewards(&cfg.train, &batch.y).unwrap();
+    let got = counterfactual::one_at_a_time_q_loss(
+        &model,
+        &batch.x,
+        &batch.ids,
+        key,
+        &sampled,
+        &sampled_reward,
+        &cfg.train,
+        &batch.y,
+        64.0,
+    )
+    .unwrap()
+    .double_value(&[]);
 
     let host_f = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap();
     let host_i = |t: &Tensor| Vec::<i64>::try_from(t).unwrap();

@@ -187,15 +187,13 @@ pub(crate) fn every_action_q_loss(
         QContinuation::BestPath => Ok(best_continuation(paths, &rewards, p, j)),
         QContinuation::GreedyPath => greedy_continuation(model, paths, &rewards, p, j),
     };
-    let control_of = |d: &crate::exec::Decision| {
-        model.graph.control_index(d.node).ok_or_else(|| Error::Invalid(format!("node {} is not a controller", d.node)))
-    };
     let mut loss = Tensor::zeros([], (Kind::Float, y.device()));
     match cfg.q_targets {
         QTargets::Raw => {
             for (p, path) in paths.iter().enumerate() {
                 for d in &path.fwd.decisions {
-                    loss += rl::q_loss(&d.scores, &d.actions, &d.rows, &continuation(p, control_of(d)?)?, m)?;
+                    loss +=
+                        rl::q_loss(&d.scores, &d.actions, &d.rows, &continuation(p, control_of(model, d.node)?)?, m)?;
                 }
             }
         }
@@ -205,7 +203,7 @@ pub(crate) fn every_action_q_loss(
             let mut done: Vec<(usize, &[i64])> = Vec::new();
             for path in paths {
                 for d in &path.fwd.decisions {
-                    let j = control_of(d)?;
+                    let j = control_of(model, d.node)?;
                     let prefix = &path.actions[..j];
                     if done.contains(&(j, prefix)) {
                         continue;
@@ -224,6 +222,11 @@ pub(crate) fn every_action_q_loss(
         }
     }
     Ok(loss / (global_examples / m as f64))
+}
+
+/// The decision index of controller node `node`.
+pub(crate) fn control_of(model: &D2nn, node: usize) -> Result<usize> {
+    model.graph.control_index(node).ok_or_else(|| Error::Invalid(format!("node {node} is not a controller")))
 }
 
 /// The best reward, per bag, among the continuations of path `p` after controller `j`.

@@ -250,7 +250,7 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
         if joint_q {
             control += every_action_q_loss(model, &forced, &sampled, cfg, &y, global)?;
         } else if every_action_q {
-            control += one_at_a_time_q_loss(model, &x, &batch.ids, key, &fwd, cfg, &y, global)?;
+            control += one_at_a_time_q_loss(model, &x, &batch.ids, key, &fwd, &bag_rewards, cfg, &y, global)?;
         }
     }
     let total = &task + &control * cfg.control_weight;
