@@ -10,12 +10,12 @@ the front's best at <= 60 % of its MFLOPs. Random routing: the exact expectation
 test-set rates (the sweep's routing report, as `d2nn eval --routing`).
 
 Usage: python3 scripts/cascade_centered.py [--write]"""
-import glob
 import json
 import os
 import sys
 
-from front import d2nn_points, draw_front_and_points, envelope, front_at, load, pyplot
+from front import (NICE, d2nn_points, draw_front_and_points, envelope, finished_runs, front_at, load, pyplot,
+                   static_entry)
 
 RUNS = "runs/i18c"
 EPOCHS = 3
@@ -33,23 +33,14 @@ VARIANTS = {
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
 FULL_MFLOPS = 5.266  # every node of the cascade (d2nn inspect)
-NICE = "OMP_NUM_THREADS=1 nice -n 10 "
 
 
 def statics():
     out = []
     for name, config in STATICS.items():
-        for d in sorted(glob.glob(f"{RUNS}/static_{name}_e{EPOCHS}_seed*")):
-            s = os.path.join(d, "summary.json")
-            if not os.path.exists(s):
-                continue
-            seed, j = int(d.rsplit("seed", 1)[1]), load(s)
-            out.append({"config": config, "name": name, "seed": seed, "epochs": EPOCHS,
-                        "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
-                        "mflops": j["mean_mflops_per_example"], "metric": j["test_f1"], "accuracy": j["test_accuracy"],
-                        "run_dir": d, "wall_seconds": j["wall_seconds"],
-                        "command": f"{NICE}d2nn train --config {config} --set seed={seed} --set train.epochs={EPOCHS} "
-                                   f"--workers 1 --quiet --run-dir {d}"})
+        for seed, d, j in finished_runs(f"{RUNS}/static_{name}_e{EPOCHS}_seed*"):
+            entry = static_entry(config, name, seed, d, j, "test_f1", FULL_MFLOPS, f" --set train.epochs={EPOCHS}")
+            out.append(dict(entry, epochs=EPOCHS, accuracy=j["test_accuracy"]))
     return out
 
 

@@ -11,12 +11,12 @@ actions, and >= 1 point over random routing at those rates (the exact expectatio
 `d2nn eval --routing`, all 27 paths).
 
 Usage: python3 scripts/chain_issue18.py [--write]"""
-import glob
 import json
 import os
 import sys
 
-from front import d2nn_points, draw_front_and_points, envelope, front_at, load, pyplot
+from front import (NICE, d2nn_points, draw_front_and_points, envelope, finished_runs, front_at, load, pyplot,
+                   static_entry)
 
 RUNS = "runs/i18ch"
 STATICS = ["skip", "slim_skip_skip", "slim", "full_skip_skip", "full_slim_skip", "full_full_skip", "full"]
@@ -33,7 +33,6 @@ VARIANTS = {
             "Q-learning, every action one at a time, centered, branch loss on the uniform paths", "q_learning"),
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
-NICE = "OMP_NUM_THREADS=1 nice -n 10 "
 UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a → slim3a": "all-slim",
                  "skip1 → skip2 → skip3": "all-skip"}
 
@@ -43,18 +42,8 @@ def statics(designs):
     out = [dict(s, name=os.path.basename(s["config"]).removeprefix("static_chain_").removesuffix(".toml"))
            for s in obj["static"] if s["seed"] == 0]
     for name in STATICS:
-        for d in sorted(glob.glob(f"{RUNS}/static_{name}_seed*")):
-            s = os.path.join(d, "summary.json")
-            if not os.path.exists(s):
-                continue
-            seed, j = int(d.rsplit("seed", 1)[1]), load(s)
-            config = f"configs/static_chain_{name}.toml"
-            out.append({"config": config, "name": name, "seed": seed,
-                        "cost_fraction": j["mean_mflops_per_example"] / FULL_MFLOPS,
-                        "mflops": j["mean_mflops_per_example"], "metric": j["test_accuracy"],
-                        "run_dir": d, "wall_seconds": j["wall_seconds"],
-                        "command": f"{NICE}d2nn train --config {config} --set seed={seed} --workers 1 --quiet "
-                                   f"--run-dir {d}"})
+        for seed, d, j in finished_runs(f"{RUNS}/static_{name}_seed*"):
+            out.append(static_entry(f"configs/static_chain_{name}.toml", name, seed, d, j, "test_accuracy", FULL_MFLOPS))
     return out
 
 

@@ -11,6 +11,29 @@ def load(path):
         return json.load(f)
 
 
+def finished_runs(pattern):
+    """(seed, run folder, summary) for every folder matching the glob `pattern` (named …_seedN) whose run
+    finished (wrote summary.json), in name order."""
+    for d in sorted(glob.glob(pattern)):
+        s = os.path.join(d, "summary.json")
+        if os.path.exists(s):
+            yield int(d.rsplit("seed", 1)[1]), d, load(s)
+
+
+# How the issue-18 runs were started (one thread each, beside other work).
+NICE = "OMP_NUM_THREADS=1 nice -n 10 "
+
+
+def static_entry(config, name, seed, run_dir, summary, metric, full_mflops, sets=""):
+    """A designs.json "static" entry for a finished `d2nn train` run of `config` (its summary's `metric`,
+    cost as a fraction of `full_mflops`), with the command that reproduces it (`sets`: extra --set flags)."""
+    mflops = summary["mean_mflops_per_example"]
+    return {"config": config, "name": name, "seed": seed, "cost_fraction": mflops / full_mflops, "mflops": mflops,
+            "metric": summary[metric], "run_dir": run_dir, "wall_seconds": summary["wall_seconds"],
+            "command": f"{NICE}d2nn train --config {config} --set seed={seed}{sets} "
+                       f"--workers 1 --quiet --run-dir {run_dir}"}
+
+
 def d2nn_points(runs, variants):
     """(variant, seed, sweep folder, point) for every D2NN point of the sweeps `runs`/VARIANT_lLL_seedN
     (d2nn sweep --run-dir) whose VARIANT is a key of `variants`."""
