@@ -10,12 +10,11 @@ the front's best at <= 60 % of its MFLOPs. Random routing: the exact expectation
 test-set rates (the sweep's routing report, as `d2nn eval --routing`).
 
 Usage: python3 scripts/cascade_centered.py [--write]"""
-import json
 import os
 import sys
 
 from front import (NICE, d2nn_points, draw_front_and_points, envelope, finished_runs, front_at, load, pyplot,
-                   static_entry)
+                   static_entry, write_design)
 
 RUNS = "runs/i18c"
 EPOCHS = 3
@@ -130,12 +129,7 @@ def main():
     if "--write" not in sys.argv:
         return
     designs = load("docs/results/designs.json")
-    obj = next(d for d in designs if d.get("design") == "cascade")
-    fresh = {p["run_dir"] for p in st + dy}
-    obj["static"] = [s for s in obj["static"] if s["run_dir"] not in fresh] + st
-    obj["dynamic"] = [p for p in obj["dynamic"] if p["run_dir"] not in fresh] + dy
-    with open("docs/results/designs.json", "w") as f:
-        json.dump(designs, f, indent=2, ensure_ascii=False)
+    write_design(designs, "cascade", st, dy)
     plot(st, dy)
 
 

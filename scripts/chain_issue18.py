@@ -11,12 +11,11 @@ actions, and >= 1 point over random routing at those rates (the exact expectatio
 `d2nn eval --routing`, all 27 paths).
 
 Usage: python3 scripts/chain_issue18.py [--write]"""
-import json
 import os
 import sys
 
 from front import (NICE, d2nn_points, draw_front_and_points, envelope, finished_runs, front_at, load, pyplot,
-                   static_entry)
+                   static_entry, write_design)
 
 RUNS = "runs/i18ch"
 STATICS = ["skip", "slim_skip_skip", "slim", "full_skip_skip", "full_slim_skip", "full_full_skip", "full"]
@@ -129,13 +128,8 @@ def main():
     table(st, dy)
     if "--write" not in sys.argv:
         return
-    obj = next(d for d in designs if d.get("design") == "chain")
-    fresh = {p["run_dir"] for p in dy} | {s["run_dir"] for s in st if s["seed"] != 0}
-    obj["static"] = [s for s in obj["static"] if s["run_dir"] not in fresh] + [
-        {k: v for k, v in s.items() if k != "name"} for s in st if s["seed"] != 0]
-    obj["dynamic"] = [p for p in obj["dynamic"] if p["run_dir"] not in fresh] + dy
-    with open("docs/results/designs.json", "w") as f:
-        json.dump(designs, f, indent=2, ensure_ascii=False)
+    # Seed 0's statics are the recorded ones (no "name" there: it is derived when read).
+    write_design(designs, "chain", [{k: v for k, v in s.items() if k != "name"} for s in st if s["seed"] != 0], dy)
     plot(st, dy)
 
 

@@ -49,6 +49,17 @@ def d2nn_points(runs, variants):
                 yield variant, seed, d, p
 
 
+def write_design(designs, design, statics, dynamics, path="docs/results/designs.json"):
+    """In `designs` (designs.json's list), replace the entries of object `design` that share a run folder
+    with `statics` or `dynamics` by them (keeping every other recorded run) and write the list to `path`."""
+    obj = next(d for d in designs if d.get("design") == design)
+    fresh = {e["run_dir"] for e in statics + dynamics}
+    obj["static"] = [s for s in obj["static"] if s["run_dir"] not in fresh] + statics
+    obj["dynamic"] = [p for p in obj["dynamic"] if p["run_dir"] not in fresh] + dynamics
+    with open(path, "w") as f:
+        json.dump(designs, f, indent=2, ensure_ascii=False)
+
+
 def envelope(points):
     """Upper envelope (cost ascending, metric increasing) of (mflops, metric)."""
     env = []
