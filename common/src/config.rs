@@ -79,7 +79,9 @@ pub struct TrainConfig {
     pub lambda: f64,
     /// Examples per mini-bag (1: per-example reward).
     pub bag_size: usize,
-    /// Accuracy term of the reward: per-example correctness, or the F-score of a mini-bag.
+    /// Accuracy term A of the reward: `"per_example"` 0/1 correctness (the paper's), `"f1"` the
+    /// F-score of a mini-bag, or `"true_class_prob"` (not the paper's) the probability the output
+    /// gives the true class, a graded A whose differences between paths are rarely zero.
     pub accuracy: Accuracy,
     pub epsilon: EpsilonSchedule,
     /// REINFORCE entropy bonus.

@@ -22,11 +22,12 @@ pub enum BagCredit {
     Marginal,
 }
 
-/// One pass over a batch, on the host: per example, whether it was right, whether it was predicted
-/// positive, and its cost fraction.
+/// One pass over a batch, on the host: per example, its accuracy term (1/0 for right/wrong, or the
+/// true class's probability with [`Accuracy::TrueClassProb`]), whether it was predicted positive,
+/// and its cost fraction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PassOutcome {
-    pub correct: Vec<bool>,
+    pub accuracy: Vec<f64>,
     pub predicted_positive: Vec<bool>,
     pub cost: Vec<f64>,
 }
@@ -40,7 +41,7 @@ impl PassOutcome {
 /// Counts of one bag, from which its reward is computed (the F-score as [`super::f1_score`] does).
 #[derive(Debug, Clone, Copy, Default)]
 struct BagCounts {
-    correct: i64,
+    accuracy: f64,
     tp: i64,
     fp: i64,
     fneg: i64,
@@ -49,7 +50,7 @@ struct BagCounts {
 
 impl BagCounts {
     fn add(&mut self, o: &PassOutcome, actual: bool, i: usize, sign: i64) {
-        self.correct += sign * i64::from(o.correct[i]);
+        self.accuracy += sign as f64 * o.accuracy[i];
         match (o.predicted_positive[i], actual) {
             (true, true) => self.tp += sign,
             (true, false) => self.fp += sign,
@@ -61,7 +62,7 @@ impl BagCounts {
 
     fn reward(&self, metric: Accuracy, m: usize, lambda: f64) -> f64 {
         let accuracy = match metric {
-            Accuracy::PerExample => self.correct as f64 / m as f64,
+            Accuracy::PerExample | Accuracy::TrueClassProb => self.accuracy / m as f64,
             // The conventions of `f1_score`: no TP is 1 if nothing was missed or false, else 0.
             Accuracy::F1 if self.tp == 0 => f64::from(u8::from(self.fp == 0 && self.fneg == 0)),
             Accuracy::F1 => (2 * self.tp) as f64 / (2 * self.tp + self.fp + self.fneg) as f64,
@@ -84,7 +85,7 @@ pub fn marginal_rewards(
     check_lambda(lambda)?;
     let b = sampled.len();
     let bags = num_bags(b as i64, bag_size)? as usize;
-    let lengths_ok = |o: &PassOutcome| o.correct.len() == b && o.predicted_positive.len() == b && o.cost.len() == b;
+    let lengths_ok = |o: &PassOutcome| o.accuracy.len() == b && o.predicted_positive.len() == b && o.cost.len() == b;
     if !lengths_ok(sampled) || !paths.iter().all(lengths_ok) || actual_positive.len() != b {
         return Err(Error::Invalid(format!("marginal_rewards: every pass and the labels need {b} examples")));
     }
@@ -114,7 +115,8 @@ mod tests {
     use super::*;
 
     fn pass(correct: &[bool], predicted: &[bool], cost: &[f64]) -> PassOutcome {
-        PassOutcome { correct: correct.to_vec(), predicted_positive: predicted.to_vec(), cost: cost.to_vec() }
+        let accuracy = correct.iter().map(|&c| f64::from(u8::from(c))).collect();
+        PassOutcome { accuracy, predicted_positive: predicted.to_vec(), cost: cost.to_vec() }
     }
 
     fn close(got: &[f64], want: &[f64]) {
@@ -171,6 +173,21 @@ mod tests {
         let r = marginal_rewards(Accuracy::PerExample, &sampled, &[full], &actual, 1, 0.8).unwrap();
         // Examples 1, 2 and 4 were wrong: 0.8·1 − 0.2·0.9 = 0.62; the rest were right: −0.18.
         close(&r[0], &[-0.18, 0.62, 0.62, -0.18, 0.62, -0.18, -0.18, -0.18]);
+    }
+
+    #[test]
+    fn true_class_prob_credits_the_change_of_the_bags_mean_probability() {
+        let (_, _, actual) = setup();
+        let probs = |p: &[f64], cost: f64| PassOutcome {
+            accuracy: p.to_vec(),
+            predicted_positive: vec![false; p.len()],
+            cost: vec![cost; p.len()],
+        };
+        let sampled = probs(&[0.6, 0.2, 0.9, 0.5, 0.4, 0.8, 1.0, 0.0], 0.1);
+        let full = probs(&[0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], 1.0);
+        let r = marginal_rewards(Accuracy::TrueClassProb, &sampled, &[full], &actual, 4, 0.5).unwrap();
+        // m·(λ·(p_full − p_sampled)/m − (1−λ)·(1 − 0.1)/m) = 0.5·Δp − 0.45.
+        close(&r[0], &[-0.3, -0.1, -0.45, -0.25, -0.2, -0.4, -0.5, 0.0]);
     }
 
     #[test]

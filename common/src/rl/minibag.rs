@@ -15,6 +15,11 @@ pub enum Accuracy {
     PerExample,
     /// F1 score of the bag's binary predictions.
     F1,
+    /// Mean probability the output's softmax gives the true class (not the paper's): a graded A
+    /// that tells two paths apart by how sure they are when both are right (or both wrong), so that
+    /// the reward differences a controller learns from are not zero on almost every example.
+    /// Evaluation still counts 0/1 correctness.
+    TrueClassProb,
 }
 
 /// F1 of one bag. F1 is undefined without positives; the digest's convention makes a bag with no
@@ -40,11 +45,12 @@ pub fn f1_score(predicted_positive: &[bool], actual_positive: &[bool]) -> f64 {
 }
 
 /// `[B/m]` bag rewards `λ·A_bag − (1−λ)·mean cost of the bag`, f32, on the device of
-/// `cost_fraction`. `A_bag` is the mean of `correct` (PerExample) or the F1 of the bag (F1); the
-/// inputs the metric does not use are ignored (a multi-class task has no positive class).
+/// `cost_fraction`. `A_bag` is the bag's mean of `example_accuracy` (PerExample: 0/1 correctness;
+/// TrueClassProb: the true class's probability) or the F1 of the bag (F1); the inputs the metric
+/// does not use are ignored (a multi-class task has no positive class).
 pub fn bag_rewards(
     metric: Accuracy,
-    correct: &Tensor,
+    example_accuracy: &Tensor,
     predicted_positive: &Tensor,
     actual_positive: &Tensor,
     cost_fraction: &Tensor,
@@ -62,9 +68,9 @@ pub fn bag_rewards(
     };
     let cost = bag_mean(cost_fraction)?;
     let accuracy = match metric {
-        Accuracy::PerExample => {
-            same_len("correct", correct, b)?;
-            bag_mean(correct)?
+        Accuracy::PerExample | Accuracy::TrueClassProb => {
+            same_len("example_accuracy", example_accuracy, b)?;
+            bag_mean(example_accuracy)?
         }
         Accuracy::F1 => {
             same_len("predicted_positive", predicted_positive, b)?;
@@ -130,6 +136,15 @@ mod tests {
     }
 
     #[test]
+    fn true_class_prob_bags_average_the_probabilities() {
+        let (_, pred, actual, cost) = batch8();
+        let prob = f32s(&[0.9, 0.5, 0.1, 0.7, 0.2, 0.3, 1.0, 0.0]);
+        let r = bag_rewards(Accuracy::TrueClassProb, &prob, &pred, &actual, &cost, 4, 0.9).unwrap();
+        // bag 0: 0.9·(2.2/4) − 0.1·0.5; bag 1: 0.9·(1.5/4) − 0.1·0.5
+        assert_close(&vals(&r), &[0.445, 0.2875], 1e-6);
+    }
+
+    #[test]
     fn f1_bags_of_four() {
         let (correct, pred, actual, cost) = batch8();
         let r = bag_rewards(Accuracy::F1, &correct, &pred, &actual, &cost, 4, 0.5).unwrap();
@@ -159,7 +174,8 @@ mod tests {
         let (_, pred, actual, cost) = batch8();
         let short = f32s(&[1.0]);
         assert!(bag_rewards(Accuracy::F1, &short, &pred, &actual, &cost, 4, 0.5).is_ok());
-        assert!(bag_rewards(Accuracy::PerExample, &short, &pred, &actual, &cost, 4, 0.5).is_err());
+        let e = bag_rewards(Accuracy::PerExample, &short, &pred, &actual, &cost, 4, 0.5).unwrap_err();
+        assert!(e.to_string().contains("example_accuracy"), "{e}");
         let e = bag_rewards(Accuracy::F1, &short, &bools(&[true]), &actual, &cost, 4, 0.5).unwrap_err();
         assert!(e.to_string().contains("predicted_positive"));
     }
@@ -174,5 +190,6 @@ mod tests {
     fn accuracy_serde_is_snake_case() {
         assert_eq!(serde_json::to_string(&Accuracy::PerExample).unwrap(), "\"per_example\"");
         assert_eq!(serde_json::from_str::<Accuracy>("\"f1\"").unwrap(), Accuracy::F1);
+        assert_eq!(serde_json::from_str::<Accuracy>("\"true_class_prob\"").unwrap(), Accuracy::TrueClassProb);
     }
 }

@@ -176,9 +176,9 @@ pub(crate) fn every_action_q_loss(
         }
         BagCredit::Marginal => {
             let actual = Vec::<bool>::try_from(&y.eq(1).to_device(tch::Device::Cpu))?;
-            let host = outcomes.iter().map(host_outcome).collect::<Result<Vec<_>>>()?;
-            let r =
-                rl::marginal_rewards(cfg.accuracy, &host_outcome(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
+            let host_of = |o: &Outcome| host_outcome(o, cfg.accuracy, y);
+            let host = outcomes.iter().map(host_of).collect::<Result<Vec<_>>>()?;
+            let r = rl::marginal_rewards(cfg.accuracy, &host_of(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
             let r = r.iter().map(|v| Tensor::from_slice(v).to_kind(Kind::Float).to_device(y.device())).collect();
             (r, 1)
         }
@@ -274,10 +274,10 @@ fn greedy_continuation(model: &D2nn, paths: &[ForcedPath], rewards: &[Tensor], p
     Ok(target)
 }
 
-fn host_outcome(o: &Outcome) -> Result<PassOutcome> {
+fn host_outcome(o: &Outcome, metric: rl::Accuracy, y: &Tensor) -> Result<PassOutcome> {
     let cpu = |t: &Tensor| t.to_device(tch::Device::Cpu);
     Ok(PassOutcome {
-        correct: Vec::<bool>::try_from(&cpu(&o.correct).to_kind(Kind::Bool))?,
+        accuracy: Vec::<f64>::try_from(&cpu(&o.example_accuracy(metric, y)).to_kind(Kind::Double))?,
         predicted_positive: Vec::<bool>::try_from(&cpu(&o.predicted.eq(1)))?,
         cost: Vec::<f64>::try_from(&cpu(&o.cost_fraction).to_kind(Kind::Double))?,
     })

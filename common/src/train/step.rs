@@ -110,20 +110,34 @@ pub(crate) struct Outcome {
     pub predicted: Tensor,
     pub correct: Tensor,
     pub cost_fraction: Tensor,
+    /// The output without its graph, for a reward that reads the probabilities.
+    logits: Tensor,
 }
 
 impl Outcome {
     pub fn of(fwd: &Forward, y: &Tensor, full_flops: f64) -> Outcome {
-        let predicted = fwd.output.detach().argmax(1, false);
+        let logits = fwd.output.detach();
+        let predicted = logits.argmax(1, false);
         let correct = predicted.eq_tensor(y);
-        Outcome { predicted, correct, cost_fraction: fwd.cost_fraction(full_flops) }
+        Outcome { predicted, correct, cost_fraction: fwd.cost_fraction(full_flops), logits }
+    }
+
+    /// Each example's accuracy term A, f32: the true class's softmax probability with
+    /// [`Accuracy::TrueClassProb`], else 1/0 for right/wrong (F1 bags count from `predicted`).
+    pub fn example_accuracy(&self, metric: Accuracy, y: &Tensor) -> Tensor {
+        match metric {
+            Accuracy::TrueClassProb => {
+                self.logits.softmax(1, Kind::Float).gather(1, &y.unsqueeze(1), false).squeeze_dim(1)
+            }
+            Accuracy::PerExample | Accuracy::F1 => self.correct.to_kind(Kind::Float),
+        }
     }
 
     /// λ·(accuracy or F-score) + (1−λ)·(−cost) per bag.
     pub fn bag_rewards(&self, cfg: &TrainConfig, y: &Tensor) -> Result<Tensor> {
         rl::bag_rewards(
             cfg.accuracy,
-            &self.correct.to_kind(Kind::Float),
+            &self.example_accuracy(cfg.accuracy, y),
             &self.predicted.eq(1),
             &y.eq(1),
             &self.cost_fraction,
@@ -288,4 +302,34 @@ pub fn apply_update(
 /// Whether the reward's accuracy term needs a binary task.
 pub(crate) fn needs_binary(cfg: &TrainConfig) -> bool {
     cfg.accuracy == Accuracy::F1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn true_class_prob_reward_reads_the_softmax_of_the_true_class() {
+        // Example 0: logits [0, ln 3], true class 1 → p = 3/4, right. Example 1: [ln 4, 0], true
+        // class 1 → p = 1/5, wrong.
+        let logits = Tensor::from_slice2(&[[0.0f32, 3f32.ln()], [4f32.ln(), 0.0]]);
+        let y = Tensor::from_slice(&[1i64, 1]);
+        let predicted = logits.argmax(1, false);
+        let outcome = Outcome {
+            correct: predicted.eq_tensor(&y),
+            predicted,
+            cost_fraction: Tensor::from_slice(&[0.5f32, 0.25]),
+            logits,
+        };
+        let mut cfg = TrainConfig { lambda: 0.8, ..Default::default() };
+        let rewards = |cfg: &TrainConfig| Vec::<f32>::try_from(&outcome.bag_rewards(cfg, &y).unwrap()).unwrap();
+        let close = |got: Vec<f32>, want: [f32; 2]| {
+            assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-6), "got {got:?}, want {want:?}");
+        };
+        // 0.8·A − 0.2·cost, A = 1/0 correctness.
+        close(rewards(&cfg), [0.7, -0.05]);
+        cfg.accuracy = Accuracy::TrueClassProb;
+        // A = 3/4 and 1/5.
+        close(rewards(&cfg), [0.5, 0.11]);
+    }
 }
