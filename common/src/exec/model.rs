@@ -236,10 +236,17 @@ impl D2nn {
 
     /// Moves the parameters (in [`D2nn::parameters`] order) and their gradients into flat buffers
     /// with `extra` trailing gradient slots (see [`FlatParams::new`]); call once per model, before
-    /// building its optimizer.
+    /// building its optimizer. Group 0 holds the regular modules, group 1 the controllers, each one
+    /// contiguous range (see [`FlatParams::grouped`]), since the two are clipped apart.
     pub fn flat_parameters(&self, extra: usize) -> Result<FlatParams> {
-        let params: Vec<Tensor> = self.parameters().into_iter().map(|(_, p)| p).collect();
-        FlatParams::new(&params, extra)
+        let controllers: Vec<String> =
+            self.graph.controls.iter().map(|&c| format!("{}.", self.graph.nodes[c].name)).collect();
+        let (groups, params): (Vec<usize>, Vec<Tensor>) = self
+            .parameters()
+            .into_iter()
+            .map(|(name, p)| (usize::from(controllers.iter().any(|c| name.starts_with(c.as_str()))), p))
+            .unzip();
+        FlatParams::grouped(&params, &groups, extra)
     }
 
     /// Number of parameters of one node.

@@ -20,20 +20,27 @@ pub struct Layout {
     pub slots: Vec<(i64, Vec<i64>)>,
     /// Elements of all parameters together.
     pub numel: i64,
+    /// `(offset, elements)` of each group's contiguous range, by group number.
+    pub groups: Vec<(i64, i64)>,
 }
 
 impl Layout {
-    fn of(params: &[Tensor]) -> Layout {
+    /// Parameter i is placed with its group, `group_of[i]`: group 0's parameters first (in the
+    /// order given), then group 1's, and so on, so each group is one contiguous range.
+    fn of(params: &[Tensor], group_of: &[usize]) -> Layout {
+        let count = group_of.iter().max().map_or(1, |g| g + 1);
+        let mut slots = vec![(0, Vec::new()); params.len()];
+        let mut groups = Vec::with_capacity(count);
         let mut offset = 0;
-        let slots = params
-            .iter()
-            .map(|p| {
-                let slot = (offset, p.size());
+        for group in 0..count {
+            let start = offset;
+            for (i, p) in params.iter().enumerate().filter(|(i, _)| group_of[*i] == group) {
+                slots[i] = (offset, p.size());
                 offset += p.numel() as i64;
-                slot
-            })
-            .collect();
-        Layout { slots, numel: offset }
+            }
+            groups.push((start, offset - start));
+        }
+        Layout { slots, numel: offset, groups }
     }
 
     /// Parameter `i`'s view of `buffer`, a 1-D buffer of at least `numel` elements that was
@@ -63,7 +70,21 @@ impl FlatParams {
     /// their gradients into a zeroed flat buffer with `extra` trailing elements for the caller
     /// (a replica's step status). The values are kept; the gradients start at zero.
     pub fn new(params: &[Tensor], extra: usize) -> Result<FlatParams> {
-        let layout = Layout::of(params);
+        FlatParams::grouped(params, &vec![0; params.len()], extra)
+    }
+
+    /// [`FlatParams::new`] with parameter i placed in group `group_of[i]` (numbered from 0), each
+    /// group one contiguous range of the buffers ([`FlatParams::group_grads`]), so what is done
+    /// per group (clipping) is one op per group, not one per parameter.
+    pub fn grouped(params: &[Tensor], group_of: &[usize], extra: usize) -> Result<FlatParams> {
+        if group_of.len() != params.len() {
+            return Err(Error::Invalid(format!(
+                "flat parameters: {} group numbers for {} parameters",
+                group_of.len(),
+                params.len()
+            )));
+        }
+        let layout = Layout::of(params, group_of);
         let first = params.first();
         let (kind, device) = first.map_or((Kind::Float, tch::Device::Cpu), |p| (p.kind(), p.device()));
         if let Some((i, p)) = params.iter().enumerate().find(|(_, p)| p.kind() != kind || p.device() != device) {
@@ -107,6 +128,12 @@ impl FlatParams {
     /// All gradients, one 1-D tensor (without the extra slots).
     pub fn grads(&self) -> Result<Tensor> {
         Ok(self.grad.f_narrow(0, 0, self.layout.numel)?)
+    }
+
+    /// Each group's gradients, one 1-D view of the buffer per group (an empty group's is empty).
+    pub fn group_grads(&self) -> Result<Vec<Tensor>> {
+        let views = self.layout.groups.iter().map(|&(offset, n)| self.grad.f_narrow(0, offset, n));
+        Ok(views.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The gradient buffer with its extra slots: what a collective reduces.
@@ -176,6 +203,23 @@ mod tests {
         flat.zero_grad().unwrap();
         assert_eq!(values(&p[0].grad()), [0.0; 6]);
         flat.check_aliased().unwrap();
+    }
+
+    #[test]
+    fn groups_are_contiguous_and_views_stay_per_parameter() {
+        let c = Tensor::from_slice(&[7.0f32, 8.0]).set_requires_grad(true);
+        let mut p = params();
+        p.push(c);
+        // Parameters 0 and 2 in group 0, parameter 1 in group 1: the buffer holds a, c, then b.
+        let flat = FlatParams::grouped(&p, &[0, 1, 0], 0).unwrap();
+        assert_eq!(values(flat.data()), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 0.5]);
+        assert_eq!(flat.layout().groups, [(0, 8), (8, 1)]);
+        ((&p[1] * 3.0).sum(Kind::Float) + p[2].sum(Kind::Float)).backward();
+        let groups: Vec<Vec<f32>> = flat.group_grads().unwrap().iter().map(values).collect();
+        assert_eq!(groups, [vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0], vec![3.0]]);
+        assert_eq!(values(&p[1].grad()), [3.0]);
+        flat.check_aliased().unwrap();
+        assert!(FlatParams::grouped(&params(), &[0], 0).is_err(), "one group number per parameter");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tch::Tensor;
 use crate::error::{Error, Result};
 
 pub use adam::Adam;
-pub use clip::clip_grad_norm;
+pub use clip::clip_grad_norms;
 pub use flat::{FlatParams, Layout};
 pub use schedule::LrSchedule;
 pub use sgd::Sgd;

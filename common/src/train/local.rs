@@ -65,8 +65,8 @@ impl LocalRun<'_> {
                 baselines: &baselines,
                 routing: Routing::Policy,
             };
-            let stats = train_step(&model, &batch, &ctx)?;
-            apply_update(&model, &flat, optimizer.as_mut(), t, place.lr)?;
+            let stats = train_step(&model, &flat, &batch, &ctx)?;
+            apply_update(&flat, optimizer.as_mut(), t, place.lr)?;
             ledger.baseline.update(&stats.rewards);
             ledger.record(StepEnd::Committed(&stats), step_started.elapsed().as_secs_f64(), None)?;
             if let Some(line) = ledger.log_if_due()? {

@@ -27,8 +27,7 @@ pub use outputs::{MetricsLine, MetricsWriter, RunDir, Summary};
 pub use routing::{routing_report, RightPaths, RoutingReport, MAX_REPORT_JOINT_ACTIONS};
 pub use stats::{StepSplit, StepStats};
 pub use step::{
-    apply_update, policy_for_step, representable_targets, step_losses, train_step, zero_grads, Routing, StepContext,
-    StepLosses,
+    apply_update, policy_for_step, representable_targets, step_losses, train_step, Routing, StepContext, StepLosses,
 };
 pub use tensorboard::{
     checkpoint_validation, controllers, line_scalars, run_controllers, summary_scalars, ControllerInfo,

@@ -4,7 +4,7 @@ use crate::config::{Algorithm, TrainConfig};
 use crate::data::Batch;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
-use crate::optim::{clip_grad_norm, FlatParams, Optimizer};
+use crate::optim::{clip_grad_norms, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
 use crate::Result;
 
@@ -55,15 +55,6 @@ pub fn policy_for_step(cfg: &TrainConfig, num_actions: &[usize], step: u64) -> P
 
 fn uniform_random(num_actions: &[usize]) -> Policy {
     Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect())
-}
-
-pub fn zero_grads(model: &D2nn) {
-    for (_, p) in model.parameters() {
-        let mut g = p.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    }
 }
 
 /// Class index that cross-entropy skips.
@@ -148,9 +139,10 @@ impl Outcome {
 }
 
 /// Forward with sampled decisions, task loss, reward, controller loss, backward. Leaves the
-/// gradients in the parameters' `.grad()` (zeroed first) and returns what it measured.
-pub fn train_step(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
-    let (losses, mut stats) = step_losses(model, batch, ctx)?;
+/// gradients in `flat`'s gradient buffer, the model's (zeroed first, extra slots included), and
+/// returns what it measured.
+pub fn train_step(model: &D2nn, flat: &FlatParams, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
+    let (losses, mut stats) = step_losses(model, flat, batch, ctx)?;
     losses.backward(&mut stats);
     Ok(stats)
 }
@@ -174,10 +166,15 @@ impl StepLosses {
 
 /// The first half of [`train_step`]: gradients zeroed, forward with sampled decisions, task loss,
 /// reward and controller loss (benchmarks time the halves apart).
-pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(StepLosses, StepStats)> {
+pub fn step_losses(
+    model: &D2nn,
+    flat: &FlatParams,
+    batch: &Batch,
+    ctx: &StepContext,
+) -> Result<(StepLosses, StepStats)> {
     let cfg = ctx.cfg;
     let graph = &model.graph;
-    zero_grads(model);
+    flat.zero_grad()?;
     let num_actions = graph.num_actions();
     let policy = match ctx.routing {
         Routing::Policy => policy_for_step(cfg, &num_actions, ctx.step),
@@ -273,30 +270,15 @@ pub fn step_losses(model: &D2nn, batch: &Batch, ctx: &StepContext) -> Result<(St
 
 /// Clip (per config) and apply one optimizer update with learning rate `lr` to `flat`, the model's
 /// parameters in their flat buffers (a module no example ran has zero gradients there, so every
-/// replica does the same work).
-pub fn apply_update(
-    model: &D2nn,
-    flat: &FlatParams,
-    optimizer: &mut dyn Optimizer,
-    cfg: &TrainConfig,
-    lr: f64,
-) -> Result<f64> {
-    // The controllers and the other modules are clipped apart: with one global norm, a large control
-    // loss (a mini-bag's Q is the sum of 32 examples' Q) scaled the classifiers' gradients to nothing,
-    // and the cascade never learned its positive class.
-    let controllers: Vec<String> =
-        model.graph.controls.iter().map(|&c| format!("{}.", model.graph.nodes[c].name)).collect();
-    let named = model.parameters();
-    let (mut control, mut rest) = (Vec::new(), Vec::new());
-    for (name, p) in named {
-        let group =
-            if controllers.iter().any(|prefix| name.starts_with(prefix.as_str())) { &mut control } else { &mut rest };
-        group.push(p);
-    }
-    let control_norm = clip_grad_norm(&control, cfg.grad_clip)?;
-    let rest_norm = clip_grad_norm(&rest, cfg.grad_clip)?;
+/// replica does the same work). Returns the gradients' norm before clipping.
+pub fn apply_update(flat: &FlatParams, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<f64> {
+    // The groups of `D2nn::flat_parameters`, the other modules and the controllers, are clipped
+    // apart: with one global norm, a large control loss (a mini-bag's Q is the sum of 32 examples'
+    // Q) scaled the classifiers' gradients to nothing, and the cascade never learned its positive
+    // class.
+    let norms = clip_grad_norms(&flat.group_grads()?, cfg.grad_clip)?;
     optimizer.step(flat, lr)?;
-    Ok(control_norm.hypot(rest_norm))
+    Ok(norms.iter().map(|n| n * n).sum::<f64>().sqrt())
 }
 
 /// Whether the reward's accuracy term needs a binary task.

@@ -196,7 +196,7 @@ fn controllers_and_modules_are_clipped_apart() {
         let value = if name.starts_with(&router) { 1e6 } else { 1e-3 };
         (&p * value).sum(tch::Kind::Float).backward();
     }
-    apply_update(&model, &flat, optimizer.as_mut(), &cfg.train, 0.0).unwrap();
+    apply_update(&flat, optimizer.as_mut(), &cfg.train, 0.0).unwrap();
     for (name, p) in model.parameters() {
         let g = p.grad().abs().max().double_value(&[]);
         if name.starts_with(&router) {
@@ -227,44 +227,53 @@ fn biased_router(bias: [f32; 2]) -> (RunConfig, crate::data::Dataset, crate::exe
     (cfg, dataset, model, router_bias)
 }
 
-fn routed_to_low(bias: [f32; 2]) -> (RunConfig, crate::exec::D2nn, tch::Tensor, crate::data::Batch) {
+/// A biased high_low router's model, its parameters in flat buffers, and a 64-example batch.
+struct Routed {
+    model: crate::exec::D2nn,
+    flat: crate::optim::FlatParams,
+    router_bias: tch::Tensor,
+    batch: crate::data::Batch,
+}
+
+fn routed_to_low(bias: [f32; 2]) -> (RunConfig, Routed) {
     let (cfg, dataset, model, router_bias) = biased_router(bias);
     let indices: Vec<usize> = (0..64).collect();
     let batch = dataset.train.batch(&indices, Device::Cpu).unwrap();
-    (cfg, model, router_bias, batch)
+    let flat = model.flat_parameters(0).unwrap();
+    (cfg, Routed { model, flat, router_bias, batch })
 }
 
-/// Step 0 of one worker on `batch`, with zero baselines for high_low's one controller.
-fn first_step(model: &crate::exec::D2nn, batch: &crate::data::Batch, cfg: &RunConfig) -> StepStats {
-    routed_step(model, batch, cfg, Routing::Policy)
+/// Step 0 of one worker on the batch, with zero baselines for high_low's one controller.
+fn first_step(r: &Routed, cfg: &RunConfig) -> StepStats {
+    routed_step(r, cfg, Routing::Policy)
 }
 
-fn routed_step(model: &crate::exec::D2nn, batch: &crate::data::Batch, cfg: &RunConfig, routing: Routing) -> StepStats {
+fn routed_step(r: &Routed, cfg: &RunConfig, routing: Routing) -> StepStats {
     let ctx = StepContext {
         cfg: &cfg.train,
         seed: 0,
         step: 0,
-        global_batch: batch.ids.len(),
+        global_batch: r.batch.ids.len(),
         baselines: &[0.0, 0.0],
         routing,
     };
-    train_step(model, batch, &ctx).unwrap()
+    train_step(&r.model, &r.flat, &r.batch, &ctx).unwrap()
 }
 
 /// `d2nn bench train --routing random`: whatever the router prefers, the decisions are uniformly
 /// random, and the router still learns from them (the same work as a learning step).
 #[test]
 fn forced_random_routing_ignores_the_policy_and_still_trains_the_router() {
-    let (mut cfg, model, router_bias, batch) = routed_to_low([1e3, -1e3]);
+    let (mut cfg, r) = routed_to_low([1e3, -1e3]);
     cfg.train.algorithm = Algorithm::Reinforce;
     cfg.train.warmup_steps = 0;
-    let policy = routed_step(&model, &batch, &cfg, Routing::Policy);
+    let policy = routed_step(&r, &cfg, Routing::Policy);
     assert_eq!(policy.actions[0], vec![64, 0], "the biased router's own policy sends every example to `low`");
-    let random = routed_step(&model, &batch, &cfg, Routing::UniformRandom);
+    let random = routed_step(&r, &cfg, Routing::UniformRandom);
     let [low, high] = random.actions[0][..] else { panic!("two actions") };
     assert!(low >= 16 && high >= 16, "uniformly random decisions over 64 examples: {low} low, {high} high");
     assert!(random.control_loss != 0.0, "the router learns from the random decisions");
-    let grad = Vec::<f32>::try_from(router_bias.grad()).unwrap();
+    let grad = Vec::<f32>::try_from(r.router_bias.grad()).unwrap();
     assert!(grad.iter().any(|g| *g != 0.0), "the router's bias has a gradient: {grad:?}");
 }
 
@@ -273,12 +282,12 @@ fn forced_random_routing_ignores_the_policy_and_still_trains_the_router() {
 /// statistics still count the routed decisions only.
 #[test]
 fn branch_loss_trains_the_branch_no_example_was_routed_to() {
-    let (mut cfg, model, _, batch) = routed_to_low([1e3, -1e3]);
+    let (mut cfg, r) = routed_to_low([1e3, -1e3]);
     let step = |cfg: &RunConfig| {
-        let stats = first_step(&model, &batch, cfg);
+        let stats = first_step(&r, cfg);
         let grad_norm =
             |node: &str| -> f64 {
-                model
+                r.model
                     .parameters()
                     .into_iter()
                     .filter(|(name, _)| name.starts_with(&format!("{node}.")))
@@ -311,10 +320,11 @@ fn branch_loss_trains_the_branch_no_example_was_routed_to() {
 /// and the control loss is the hand-computed Σ over actions and examples of (Q − reward)².
 #[test]
 fn q_every_action_regresses_the_action_no_example_took() {
-    let (mut cfg, model, router_bias, batch) = routed_to_low([3.0, -3.0]);
+    let (mut cfg, r) = routed_to_low([3.0, -3.0]);
+    let (model, batch) = (&r.model, &r.batch);
     let step = |cfg: &RunConfig| {
-        let stats = first_step(&model, &batch, cfg);
-        (stats, Vec::<f32>::try_from(router_bias.grad()).unwrap())
+        let stats = first_step(&r, cfg);
+        (stats, Vec::<f32>::try_from(r.router_bias.grad()).unwrap())
     };
     let (taken, bias_grad) = step(&cfg);
     assert_eq!(taken.actions[0], vec![64, 0], "the biased router must send the whole batch to `low`");

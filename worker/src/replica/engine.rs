@@ -203,7 +203,7 @@ impl Engine {
             baselines: &order.baselines,
             routing: Routing::Policy,
         };
-        let stats = train_step(&self.model, &batch, &ctx)?;
+        let stats = train_step(&self.model, &self.params, &batch, &ctx)?;
         self.flat.mark_ok()?;
         Ok(stats)
     }
@@ -258,7 +258,7 @@ impl Engine {
             }
         };
         let started = Instant::now();
-        apply_update(&self.model, &self.params, self.optimizer.as_mut(), &self.cfg.train, lr)?;
+        apply_update(&self.params, self.optimizer.as_mut(), &self.cfg.train, lr)?;
         let update_seconds = started.elapsed().as_secs_f64();
         self.next_step = commit.step + 1;
         self.baselines = commit.baselines;
