@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Issue #18, the chain with every block trained on the uniform paths (train.branch_paths = "uniform"):
-collect its runs (runs/i18ch: the D2NN sweeps VARIANT_lLL_seedN and the statics static_X_seedN of seeds 1
+collect its runs (runs/i18ch: the D2NN sweeps VARIANT_lLL_seedN, or links to them and the statics static_X_seedN of seeds 1
 and 2; seed 0's statics as recorded in docs/results/designs.json) into the "chain" object of
 docs/results/designs.json, print the per-seed table against the same seed's static front, and draw
 docs/img/chain_issue18_uniform.png (matplotlib if importable).
@@ -27,9 +27,12 @@ VARIANTS = {
     "bu_q": ("configs/chain.toml", f"{UNIFORM} --set train.algorithm=q_learning --set train.epsilon.decay_steps=500",
              "Q-learning (taken action), branch loss on the uniform paths", "q_learning"),
     # Ran as configs/chain.toml with these --sets, which `d2nn config show` resolves to the same config as
-    # the shipped configs/chain_uniform_paths.toml (all but [sweep].lambdas).
-    "oat": ("configs/chain_uniform_paths.toml", "",
+    # configs/chain_uniform_paths.toml of stop 32 (all but [sweep].lambdas), whose reward was the paper's.
+    "oat": ("configs/chain_uniform_paths.toml", "--set train.accuracy=per_example",
             "Q-learning, every action one at a time, centered, branch loss on the uniform paths", "q_learning"),
+    # The shipped configs/chain_uniform_paths.toml: the same with train.accuracy = "true_class_prob".
+    "tcp": ("configs/chain_uniform_paths.toml", "",
+            "the same, reward on the true class's probability (shipped)", "q_learning"),
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
 UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a → slim3a": "all-slim",
@@ -112,7 +115,8 @@ def plot(st, dy):
     plt = pyplot()
     if plt is None:
         return
-    colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red"}
+    colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red",
+              VARIANTS["tcp"][2]: "tab:green"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
     ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
