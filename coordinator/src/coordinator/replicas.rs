@@ -62,7 +62,10 @@ pub(super) async fn spawn_linked(
 ) -> Result<Vec<ActorRef<WorkerMsg>>, RuntimeError> {
     let mut workers = Vec::with_capacity(replicas.len());
     for (rank, args) in replicas.into_iter().enumerate() {
-        match Actor::spawn_linked(Some(format!("d2nn-worker-{rank}")), WorkerActor, args, myself.get_cell()).await {
+        // Unnamed: ractor's name registry is global to the process, so two runs in one process (tests
+        // in parallel, a program training twice) collided on "d2nn-worker-0" ("already registered"),
+        // and nothing looks an in-process worker up by name.
+        match Actor::spawn_linked(None, WorkerActor, args, myself.get_cell()).await {
             Ok((w, _)) => workers.push(w),
             Err(e) => {
                 stop_all(&workers);
