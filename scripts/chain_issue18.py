@@ -33,6 +33,10 @@ VARIANTS = {
     # The shipped configs/chain_uniform_paths.toml: the same with train.accuracy = "true_class_prob".
     "tcp": ("configs/chain_uniform_paths.toml", "",
             "the same, reward on the true class's probability (shipped)", "q_learning"),
+    # Not shipped: the shipped config with 128 hidden units in each controller instead of 32 (its
+    # header says how it was made); ran from runs/i18w/, a copy without the header.
+    "wr": ("docs/results/chain_wide_router.toml", "",
+           "the same with 128-unit controllers (not shipped)", "q_learning"),
 }
 EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
 UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a → slim3a": "all-slim",
@@ -59,7 +63,8 @@ def dynamics():
             print(f"{run}: no routing.json yet (d2nn eval --run-dir {run} --routing)", file=sys.stderr)
             continue
         j, r = load(os.path.join(run, "summary.json")), load(routing)
-        forced = {UNIFORM_PATHS[a]: {"accuracy": acc, "mflops": c * FULL_MFLOPS}
+        full = j["mean_mflops_per_example"] / j["mean_cost_fraction"]  # wider controllers cost more
+        forced = {UNIFORM_PATHS[a]: {"accuracy": acc, "mflops": c * full}
                   for a, acc, c in zip(r["actions"], r["forced_accuracy"], r["forced_cost_fraction"])
                   if a in UNIFORM_PATHS}
         out.append({"config": config, "variant": what, "lambda": p["lambda"], "seed": seed,
@@ -116,7 +121,7 @@ def plot(st, dy):
     if plt is None:
         return
     colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red",
-              VARIANTS["tcp"][2]: "tab:green"}
+              VARIANTS["tcp"][2]: "tab:green", VARIANTS["wr"][2]: "tab:purple"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
     ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
