@@ -30,6 +30,16 @@ VARIANTS = {
     "ctg": ("configs/cascade_centered.toml", "--set train.q_continuation=greedy_path",
             "centered Q targets, gate 1 onto gate 2's greedy path (q_continuation = \"greedy_path\")"),
 }
+# configs/cascade_rate_floor.toml (stop 34: the same with train.rate_floor, rate 0.2): its runs lie in
+# runs/i18r as cf_r20b1_seedN and cfpe_r20b1_lL_seedN, linked here as cf20_l9_seedN, cfpe20_lLL_seedN;
+# rate 0.15 (cf15) was tried first.
+FLOORED = "configs/cascade_rate_floor.toml"
+for rate, sets in (("15", "--set train.rate_floor.rate=0.15"), ("20", "")):
+    VARIANTS[f"cf{rate}"] = (FLOORED, sets, f"centered Q targets, rate floor 0.{rate}")
+    VARIANTS[f"cfpe{rate}"] = (FLOORED, (sets + " " + VARIANTS["ctpe"][1]).strip(),
+                               f"centered Q targets, rate floor 0.{rate}, per-example reward (no mini-bags)")
+# Criterion 5's pairs: (mini-bag variant, its per-example twin).
+PAIRS = [("ct", "ctpe"), ("cf15", "cfpe15"), ("cf20", "cfpe20")]
 EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
 FULL_MFLOPS = 5.266  # every node of the cascade (d2nn inspect)
 
@@ -94,17 +104,20 @@ def minibags_against_per_example(dy):
     their upper envelope read at the mini-bag point's MFLOPs (linear between them, flat beyond their
     ends: beyond the dearest one, the per-example reward's best at less cost)."""
     print()
-    print("| λ | seed | mini-bag F1 | MFLOPs | per-example envelope there | vs per-example | per-example points (λ: F1 @ MFLOPs) |")
-    print("|---|---|---|---|---|---|---|")
-    minibag, per_example = VARIANTS["ct"][2], VARIANTS["ctpe"][2]
-    for p in sorted((p for p in dy if p["variant"] == minibag), key=lambda p: (p["lambda"], p["seed"])):
-        pe = sorted((q for q in dy if q["variant"] == per_example and q["seed"] == p["seed"]), key=lambda q: q["lambda"])
-        if not pe:
-            continue
-        there = front_at(envelope([(q["mflops"], q["metric"]) for q in pe]), p["mflops"])
-        points = ", ".join(f"{q['lambda']}: {q['metric']:.4f} @ {q['mflops']:.3f}" for q in pe)
-        print(f"| {p['lambda']} | {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} | {there:.4f} | "
-              f"{100 * (p['metric'] - there):+.2f} | {points} |")
+    print("| variant | λ | seed | mini-bag F1 | MFLOPs | per-example envelope there | vs per-example | "
+          "per-example points (λ: F1 @ MFLOPs) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for pair in PAIRS:
+        minibag, per_example = VARIANTS[pair[0]][2], VARIANTS[pair[1]][2]
+        for p in sorted((p for p in dy if p["variant"] == minibag), key=lambda p: (p["lambda"], p["seed"])):
+            pe = sorted((q for q in dy if q["variant"] == per_example and q["seed"] == p["seed"]),
+                        key=lambda q: q["lambda"])
+            if not pe:
+                continue
+            there = front_at(envelope([(q["mflops"], q["metric"]) for q in pe]), p["mflops"])
+            points = ", ".join(f"{q['lambda']}: {q['metric']:.4f} @ {q['mflops']:.3f}" for q in pe)
+            print(f"| {pair[0]} | {p['lambda']} | {p['seed']} | {p['metric']:.4f} | {p['mflops']:.3f} | {there:.4f} | "
+                  f"{100 * (p['metric'] - there):+.2f} | {points} |")
 
 
 def plot(st, dy):
@@ -112,7 +125,8 @@ def plot(st, dy):
     if plt is None:
         return
     colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue",
-              VARIANTS["ctg"][2]: "tab:purple"}
+              VARIANTS["ctg"][2]: "tab:purple", VARIANTS["cf15"][2]: "tab:green", VARIANTS["cf20"][2]: "tab:olive",
+              VARIANTS["cfpe15"][2]: "tab:cyan", VARIANTS["cfpe20"][2]: "tab:brown"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test F1, Shirt vs rest (Fashion-MNIST)")
     ax.set_title(f"cascade at equal cost, {EPOCHS} epochs (issue #18); markers: seed 0 square, 1 triangle, "

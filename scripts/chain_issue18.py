@@ -37,7 +37,15 @@ VARIANTS = {
     # header says how it was made); ran from runs/i18w/, a copy without the header.
     "wr": ("docs/results/chain_wide_router.toml", "",
            "the same with 128-unit controllers (not shipped)", "q_learning"),
+    # Stop 34, not shipped: convolutional controllers (the header of the file says how it was made;
+    # ran from runs/i18v/, the same file), and the shipped config with train.rate_floor (runs/i18r).
+    "cv": ("docs/results/chain_conv_router.toml", "",
+           "the same with convolutional controllers (not shipped)", "q_learning"),
 }
+for rate in ("30", "50"):
+    VARIANTS[f"f{rate}"] = ("configs/chain_uniform_paths.toml",
+                            f"--set train.rate_floor.rate=0.{rate} --set train.rate_floor.bonus=1",
+                            f"the shipped config with rate floor 0.{rate} (not shipped)", "q_learning")
 EXACT = "exact expectation at the controllers' test-set rates (routing report over all 27 paths, d2nn eval --routing)"
 UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a → slim3a": "all-slim",
                  "skip1 → skip2 → skip3": "all-skip"}
@@ -121,7 +129,8 @@ def plot(st, dy):
     if plt is None:
         return
     colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red",
-              VARIANTS["tcp"][2]: "tab:green", VARIANTS["wr"][2]: "tab:purple"}
+              VARIANTS["tcp"][2]: "tab:green", VARIANTS["wr"][2]: "tab:purple", VARIANTS["cv"][2]: "tab:brown",
+              VARIANTS["f30"][2]: "tab:olive", VARIANTS["f50"][2]: "tab:cyan"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
     ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"

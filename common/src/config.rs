@@ -8,7 +8,7 @@ use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
 use crate::graph::GraphSpec;
 use crate::optim::{LrSchedule, OptimizerConfig};
-use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation, QTargets};
+use crate::rl::{Accuracy, BagCredit, EpsilonSchedule, QContinuation, QTargets, RateFloor};
 use crate::train::{BranchPaths, QAlternatives};
 use crate::{Error, Result};
 
@@ -142,6 +142,14 @@ pub struct TrainConfig {
     /// the controller's actions onto its rewards relative to theirs, so a controller fits only what
     /// tells its actions apart, not the part of the reward they share. Needs per-example rewards.
     pub q_targets: QTargets,
+    /// With `q_targets = "centered"` (not the paper's; off when absent): `{ rate, bonus }`, a term
+    /// against a controller's collapse onto one action. While a controller's runner-up action (second
+    /// by mean Q) is the greedy choice on fewer than `rate` of a step's decisions, its regression
+    /// target gains `bonus · (rate − share) / rate` times the mean absolute centered target on every
+    /// row, which moves the threshold between the two actions and keeps their order by the reward
+    /// ([`RateFloor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_floor: Option<RateFloor>,
     pub log_every: u64,
     /// Workers' shares of each global batch (`equal` or `throughput`); one worker or the local loop
     /// ignores it.
@@ -178,6 +186,7 @@ impl Default for TrainConfig {
             bag_credit: BagCredit::Bag,
             q_continuation: QContinuation::BestPath,
             q_targets: QTargets::Raw,
+            rate_floor: None,
             log_every: 20,
             balance: Balance::Equal,
             eval_batch_size: 256,
@@ -300,6 +309,7 @@ impl RunConfig {
             ("optimizer", t.optimizer.validate()),
             ("schedule", t.schedule.validate()),
             ("epsilon", t.epsilon.validate()),
+            ("rate_floor", t.rate_floor.as_ref().map_or(Ok(()), RateFloor::validate)),
         ];
         for (key, checked) in sections {
             if let Err(e) = checked {

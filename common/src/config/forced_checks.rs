@@ -1,6 +1,6 @@
 //! The checks of the `[train]` keys that run forced passes (`branch_loss_weight`, `branch_paths`,
-//! `q_every_action`, `q_alternatives`, `bag_credit`, `q_continuation`, `q_targets`) against each other and
-//! the graph's controllers.
+//! `q_every_action`, `q_alternatives`, `bag_credit`, `q_continuation`, `q_targets`, `rate_floor`)
+//! against each other and the graph's controllers.
 use super::{Algorithm, TrainConfig};
 use crate::graph::NodeSpec;
 use crate::rl::{BagCredit, QContinuation, QTargets};
@@ -81,6 +81,9 @@ impl TrainConfig {
                      (`train.bag_credit = \"marginal\"` or `train.bag_size = 1`)",
                 );
             }
+        }
+        if self.rate_floor.is_some() && self.q_targets != QTargets::Centered {
+            return bad("rate_floor", "applies to `train.q_targets = \"centered\"` only (its targets carry the bonus)");
         }
         if self.q_every_action && controllers > 0 && self.algorithm != Algorithm::QLearning {
             return bad("q_every_action", "applies to `algorithm = \"q_learning\"` only");

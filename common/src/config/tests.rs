@@ -110,6 +110,14 @@ fn wrong_types_and_ranges_are_errors_naming_the_key() {
     assert!(e.contains("train.q_targets") && e.contains("per-example"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["train.q_targets=centered".into()]).unwrap_err().to_string();
     assert!(e.contains("train.q_targets") && e.contains("q_every_action"), "{e}");
+    let floor = |rate: &str| [format!("train.rate_floor.rate={rate}"), "train.rate_floor.bonus=0.1".into()];
+    let centered = |rate: &str| [&floor(rate)[..], &["train.q_targets=centered".into()]].concat();
+    let loaded = RunConfig::load(&cascade, &[], &centered("0.15")).unwrap();
+    assert_eq!(loaded.train.rate_floor, Some(crate::rl::RateFloor { rate: 0.15, bonus: 0.1 }));
+    let e = RunConfig::load(&cascade, &[], &floor("0.15")).unwrap_err().to_string();
+    assert!(e.contains("train.rate_floor") && e.contains("centered"), "{e}");
+    let e = RunConfig::load(&cascade, &[], &centered("0.7")).unwrap_err().to_string();
+    assert!(e.contains("train.rate_floor") && e.contains("(0, 0.5]"), "{e}");
     let e = RunConfig::load(f.path(), &[], &["nonsense".into()]).unwrap_err().to_string();
     assert!(e.contains("key=value"), "{e}");
     let e = RunConfig::load(std::path::Path::new("/no/such.toml"), &[], &[]).unwrap_err().to_string();

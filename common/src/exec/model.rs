@@ -239,20 +239,18 @@ impl D2nn {
     /// building its optimizer. Group 0 holds the regular modules, group 1 the controllers, each one
     /// contiguous range (see [`FlatParams::grouped`]), since the two are clipped apart.
     pub fn flat_parameters(&self, extra: usize) -> Result<FlatParams> {
-        let controllers: Vec<String> =
-            self.graph.controls.iter().map(|&c| format!("{}.", self.graph.nodes[c].name)).collect();
+        let controllers: Vec<&str> = self.graph.controls.iter().map(|&c| self.graph.nodes[c].name.as_str()).collect();
         let (groups, params): (Vec<usize>, Vec<Tensor>) = self
             .parameters()
             .into_iter()
-            .map(|(name, p)| (usize::from(controllers.iter().any(|c| name.starts_with(c.as_str()))), p))
+            .map(|(name, p)| (usize::from(controllers.iter().any(|c| belongs_to(&name, c))), p))
             .unzip();
         FlatParams::grouped(&params, &groups, extra)
     }
 
     /// Number of parameters of one node.
     pub fn node_parameters(&self, node: &str) -> i64 {
-        let prefix = format!("{node}.");
-        self.vs.variables().iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, t)| t.numel() as i64).sum()
+        self.vs.variables().iter().filter(|(k, _)| belongs_to(k, node)).map(|(_, t)| t.numel() as i64).sum()
     }
 
     /// Runs one node's layers alone on `x` (inference mode): benchmarks time nodes in isolation.
@@ -263,4 +261,10 @@ impl D2nn {
     pub(crate) fn module(&self, node: usize) -> &NodeModule {
         &self.modules[node]
     }
+}
+
+/// Whether the parameter named `parameter` is one of node `node`'s: a node's parameters are named
+/// `<node>.<layer>.<weight|bias>` in the store.
+fn belongs_to(parameter: &str, node: &str) -> bool {
+    parameter.strip_prefix(node).is_some_and(|rest| rest.starts_with('.'))
 }

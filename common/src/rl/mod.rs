@@ -12,6 +12,7 @@ pub mod epsilon;
 pub mod marginal;
 pub mod minibag;
 pub mod qlearn;
+pub mod rate_floor;
 pub mod reinforce;
 pub mod reward;
 
@@ -20,6 +21,7 @@ pub use epsilon::EpsilonSchedule;
 pub use marginal::{marginal_rewards, BagCredit, PassOutcome};
 pub use minibag::{bag_index, bag_rewards, f1_score, Accuracy};
 pub use qlearn::{centered_q_loss, q_loss, QContinuation, QTargets};
+pub use rate_floor::RateFloor;
 pub use reinforce::{advantages, reinforce_loss};
 pub use reward::example_rewards;
 

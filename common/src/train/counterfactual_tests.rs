@@ -20,9 +20,13 @@ const ONE_AT_A_TIME: [&str; 6] = [
 /// The chain's three controllers on 64 training images, decisions drawn at random: each controller's
 /// Q-values regress onto the rewards of its three actions, each action observed with the other two
 /// controllers keeping their drawn actions.
-fn chain_loss(targets: QTargets) -> (f64, f64) {
+/// With `floor = Some((rate, bonus))` (centered targets only), `train.rate_floor` computed by hand.
+fn chain_loss(targets: QTargets, floor: Option<(f64, f64)>) -> (f64, f64) {
     let mut sets: Vec<String> = ONE_AT_A_TIME.iter().map(|s| s.to_string()).collect();
     sets.push(format!("train.q_targets={}", if targets == QTargets::Raw { "raw" } else { "centered" }));
+    if let Some((rate, bonus)) = floor {
+        sets.extend([format!("train.rate_floor.rate={rate}"), format!("train.rate_floor.bonus={bonus}")]);
+    }
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let cfg = small(config("chain.toml", &sets), 256, 100);
     assert_eq!(cfg.train.q_alternatives, QAlternatives::OneAtATime);
@@ -57,7 +61,7 @@ fn chain_loss(targets: QTargets) -> (f64, f64) {
     for (j, d) in sampled.decisions.iter().enumerate() {
         let q: Vec<Vec<f64>> = (0..3).map(|a| host_f(&d.scores.select(1, a))).collect();
         // reward[a][i]: controller j forced to a on every image, the others as drawn.
-        let reward: Vec<Vec<f64>> = (0..3)
+        let mut reward: Vec<Vec<f64>> = (0..3)
             .map(|a| {
                 let forced: Vec<Tensor> = (0..3)
                     .map(|c| {
@@ -74,6 +78,22 @@ fn chain_loss(targets: QTargets) -> (f64, f64) {
                 correct.iter().zip(&cost).map(|(c, e)| lambda * c - (1.0 - lambda) * e).collect()
             })
             .collect();
+        if let Some((rate, bonus)) = floor {
+            // The runner-up by mean Q (a stable order: the lower index first among equals), its share
+            // of the greedy choices (the first maximum), the mean absolute centered reward.
+            let mean_q: Vec<f64> = q.iter().map(|qa| qa.iter().sum::<f64>() / 64.0).collect();
+            let mut order: Vec<usize> = (0..3).collect();
+            order.sort_by(|&a, &b| mean_q[b].total_cmp(&mean_q[a]));
+            let runner_up = order[1];
+            let greedy = |i: usize| (0..3).fold(0, |best, a| if q[a][i] > q[best][i] { a } else { best });
+            let share = (0..64).filter(|&i| greedy(i) == runner_up).count() as f64 / 64.0;
+            let row_mean = |i: usize| (0..3).map(|a| reward[a][i]).sum::<f64>() / 3.0;
+            let spread =
+                (0..64).map(|i| (0..3).map(|a| (reward[a][i] - row_mean(i)).abs()).sum::<f64>()).sum::<f64>() / 192.0;
+            for r in reward[runner_up].iter_mut() {
+                *r += bonus * ((rate - share).max(0.0) / rate) * spread;
+            }
+        }
         for i in 0..64 {
             let (qm, rm) =
                 ((0..3).map(|a| q[a][i]).sum::<f64>() / 3.0, (0..3).map(|a| reward[a][i]).sum::<f64>() / 3.0);
@@ -91,10 +111,20 @@ fn chain_loss(targets: QTargets) -> (f64, f64) {
 #[test]
 fn one_at_a_time_regresses_each_controllers_actions_with_the_others_fixed() {
     for targets in [QTargets::Raw, QTargets::Centered] {
-        let (got, expected) = chain_loss(targets);
+        let (got, expected) = chain_loss(targets, None);
         assert!(expected > 0.0);
         assert!((got - expected).abs() < 1e-4 * expected.max(1e-3), "{targets:?}: loss {got} against {expected}");
     }
+}
+
+/// `train.rate_floor` on the one-at-a-time targets: each controller's runner-up gains the bonus
+/// computed by hand, and the loss moves away from the one without it.
+#[test]
+fn rate_floor_moves_each_controllers_runner_up() {
+    let (got, expected) = chain_loss(QTargets::Centered, Some((0.5, 3.0)));
+    assert!((got - expected).abs() < 1e-4 * expected.max(1e-3), "loss {got} against {expected}");
+    let (without, _) = chain_loss(QTargets::Centered, None);
+    assert!((got - without).abs() > 1e-3 * without, "the floor changed nothing: {got} against {without}");
 }
 
 /// The config refuses one-at-a-time passes without `q_every_action`, with mini-bags, or with a

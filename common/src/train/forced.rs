@@ -216,12 +216,18 @@ pub(crate) fn every_action_q_loss(
                         )?;
                         columns.push(continuation(q, j)?.index_select(0, &d.rows));
                     }
-                    loss += rl::centered_q_loss(&d.scores, &Tensor::stack(&columns, 1))?;
+                    let targets = with_floor(cfg, &d.scores, &Tensor::stack(&columns, 1))?;
+                    loss += rl::centered_q_loss(&d.scores, &targets)?;
                 }
             }
         }
     }
     Ok(loss / (global_examples / m as f64))
+}
+
+/// A decision's centered targets with `train.rate_floor`'s bonus, if set.
+pub(crate) fn with_floor(cfg: &TrainConfig, scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cfg.rate_floor.as_ref().map_or_else(|| Ok(targets.shallow_clone()), |f| f.apply(scores, targets))
 }
 
 /// The decision index of controller node `node`.

@@ -43,19 +43,26 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
         let (qm, tm) = ((qa + qb) / 2.0, (ta + tb) / 2.0);
         ((qa - qm) - (ta - tm)).powi(2) + ((qb - qm) - (tb - tm)).powi(2)
     };
+    let after_continue: Vec<f64> = (0..64).map(|i| continue_target(r[1][i], r[2][i], greedy2[i])).collect();
+    let mut gate1: Vec<[f64; 4]> = (0..64).map(|i| [q_exit1[i], q_cont_a[i], r[0][i], after_continue[i]]).collect();
+    let mut gate2: Vec<[f64; 4]> = (0..64).map(|i| [q_exit2[i], q_stage3[i], r[1][i], r[2][i]]).collect();
+    if let Some(floor) = cfg.train.rate_floor {
+        with_floor_by_hand(&mut gate1, floor.rate, floor.bonus);
+        with_floor_by_hand(&mut gate2, floor.rate, floor.bonus);
+    }
     for i in 0..64 {
-        let after_continue = continue_target(r[1][i], r[2][i], greedy2[i]);
         expected += match cfg.train.q_targets {
             QTargets::Raw => {
                 (q_exit1[i] - r[0][i]).powi(2)
-                    + (q_cont_a[i] - after_continue).powi(2)
-                    + (q_cont_b[i] - after_continue).powi(2)
+                    + (q_cont_a[i] - after_continue[i]).powi(2)
+                    + (q_cont_b[i] - after_continue[i]).powi(2)
                     + (q_exit2[i] - r[1][i]).powi(2)
                     + (q_stage3[i] - r[2][i]).powi(2)
             }
             QTargets::Centered => {
-                centered(q_exit1[i], q_cont_a[i], r[0][i], after_continue)
-                    + centered(q_exit2[i], q_stage3[i], r[1][i], r[2][i])
+                let [qa, qb, ta, tb] = gate1[i];
+                let [q2a, q2b, t2a, t2b] = gate2[i];
+                centered(qa, qb, ta, tb) + centered(q2a, q2b, t2a, t2b)
             }
         };
     }
@@ -63,6 +70,20 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
     let sampled = step::Outcome::of(&paths[0].fwd, &batch.y, full);
     let loss = forced::every_action_q_loss(&model, &paths, &sampled, &cfg.train, &batch.y, 64.0).unwrap();
     (loss.double_value(&[]), expected)
+}
+
+/// `train.rate_floor` on one gate's rows `[q_a, q_b, t_a, t_b]`: the runner-up (lower mean Q; on a
+/// tie the second) is the greedy choice (higher Q; on a tie the first) on `share` of the rows; while
+/// that is under `rate`, its target gains `bonus · (rate − share) / rate · mean |t_a − t_b| / 2`.
+fn with_floor_by_hand(rows: &mut [[f64; 4]], rate: f64, bonus: f64) {
+    let n = rows.len() as f64;
+    let mean = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>() / n;
+    let runner_up = if mean(1) <= mean(0) { 1 } else { 0 };
+    let share = rows.iter().filter(|r| usize::from(r[1] > r[0]) == runner_up).count() as f64 / n;
+    let spread = rows.iter().map(|r| (r[2] - r[3]).abs() / 2.0).sum::<f64>() / n;
+    for r in rows.iter_mut() {
+        r[2 + runner_up] += bonus * ((rate - share).max(0.0) / rate) * spread;
+    }
 }
 
 const PER_EXAMPLE: [&str; 4] =
@@ -104,6 +125,25 @@ fn centered_targets_regress_the_differences_between_actions() {
     let raw = small(config("cascade.toml", &PER_EXAMPLE), 256, 100);
     let (raw_loss, _) = cascade_q_loss(&raw, |r1, r2, _| r1.max(r2));
     assert!((got - raw_loss).abs() > 1e-3 * raw_loss, "centered {got} and raw {raw_loss} gave the same loss");
+}
+
+/// `train.rate_floor` adds its bonus to the centered target of each gate's runner-up action, as
+/// computed by hand; with a floor of one half, over the untrained gates' runner-up shares on these
+/// 64 images, the loss differs from the one without it.
+#[test]
+fn rate_floor_moves_the_runner_ups_target() {
+    let sets: Vec<&str> = PER_EXAMPLE
+        .iter()
+        .copied()
+        .chain(["train.q_targets=centered", "train.rate_floor.rate=0.5", "train.rate_floor.bonus=3"])
+        .collect();
+    let cfg = small(config("cascade.toml", &sets), 256, 100);
+    let (got, expected) = cascade_q_loss(&cfg, |r1, r2, _| r1.max(r2));
+    assert!((got - expected).abs() < 1e-4 * expected.max(1.0), "control loss {got} against {expected}");
+    let mut plain = cfg.clone();
+    plain.train.rate_floor = None;
+    let (without, _) = cascade_q_loss(&plain, |r1, r2, _| r1.max(r2));
+    assert!((got - without).abs() > 1e-3 * without, "the floor changed nothing: {got} against {without}");
 }
 
 /// The config refuses `greedy_path` without forced passes or with the bag's shared reward.
