@@ -9,10 +9,11 @@
 //! centered target of those rows (how far, on average, an action's reward lies from the mean of the
 //! row's): the bonus is in units of the controller's own reward differences, so one setting suits
 //! rewards of any scale (a chain's per-example reward, a cascade's mini-bag marginal credit). A bonus
-//! that is the same for every row moves
-//! the threshold between the two actions, not their order: the rows the runner-up takes are still the
-//! ones on which the controller's own reward differences rank it highest. The bonus fades as the
-//! share reaches the floor, so the share settles a little under it.
+//! that is the same for every row moves the threshold between the two actions, not their order: the
+//! rows the runner-up takes are still the ones on which the controller's own reward differences rank
+//! it highest. The bonus fades as the share reaches the floor; where the share settles depends on how
+//! hard the reward pulls the other way (docs/RESULTS.md, stop 34: the cascade's gates at 18-64 % with
+//! a floor of 0.2, one gate at 5 % with 0.15).
 //!
 //! Computed on the device from the step's Q-values: no host read.
 
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// `train.rate_floor = { rate = 0.15, bonus = 0.1 }`.
+/// `train.rate_floor = { rate = 0.2, bonus = 1.0 }` (configs/cascade_rate_floor.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateFloor {
