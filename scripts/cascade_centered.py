@@ -32,12 +32,13 @@ VARIANTS = {
 }
 # configs/cascade_rate_floor.toml (stop 34: the same with train.rate_floor, rate 0.2): its runs lie in
 # runs/i18r as cf_r20b1_seedN and cfpe_r20b1_lL_seedN, linked here as cf20_l9_seedN, cfpe20_lLL_seedN;
-# rate 0.15 (cf15) was tried first.
+# rate 0.15 (cf15) was tried first, bonus 3 (cf20b3, runs/i18r/cf_r20b3_seedN) last; seeds 3 and 4 have no statics.
 FLOORED = "configs/cascade_rate_floor.toml"
 for rate, sets in (("15", "--set train.rate_floor.rate=0.15"), ("20", "")):
     VARIANTS[f"cf{rate}"] = (FLOORED, sets, f"centered Q targets, rate floor 0.{rate}")
     VARIANTS[f"cfpe{rate}"] = (FLOORED, (sets + " " + VARIANTS["ctpe"][1]).strip(),
                                f"centered Q targets, rate floor 0.{rate}, per-example reward (no mini-bags)")
+VARIANTS["cf20b3"] = (FLOORED, "--set train.rate_floor.bonus=3", "centered Q targets, rate floor 0.20, bonus 3")
 # Criterion 5's pairs: (mini-bag variant, its per-example twin).
 PAIRS = [("ct", "ctpe"), ("cf15", "cfpe15"), ("cf20", "cfpe20")]
 EXACT = "exact expectation at the controllers' test-set rates (routing report, as d2nn eval --routing)"
@@ -126,7 +127,7 @@ def plot(st, dy):
         return
     colors = {VARIANTS["ct"][2]: "tab:red", VARIANTS["raw"][2]: "tab:gray", VARIANTS["ctpe"][2]: "tab:blue",
               VARIANTS["ctg"][2]: "tab:purple", VARIANTS["cf15"][2]: "tab:green", VARIANTS["cf20"][2]: "tab:olive",
-              VARIANTS["cfpe15"][2]: "tab:cyan", VARIANTS["cfpe20"][2]: "tab:brown"}
+              VARIANTS["cfpe15"][2]: "tab:cyan", VARIANTS["cfpe20"][2]: "tab:brown", VARIANTS["cf20b3"][2]: "tab:pink"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test F1, Shirt vs rest (Fashion-MNIST)")
     ax.set_title(f"cascade at equal cost, {EPOCHS} epochs (issue #18); markers: seed 0 square, 1 triangle, "
