@@ -15,7 +15,9 @@
 //! hard the reward pulls the other way (docs/RESULTS.md, stop 34: the cascade's gates at 18-64 % with
 //! a floor of 0.2, one gate at 5 % with 0.15).
 //!
-//! Computed on the device from the step's Q-values: no host read.
+//! Computed on the device from the step's Q-values: no host read. With several workers each judges the
+//! share on its own rows (the gradients are then all-reduced as usual), so a run's result depends on
+//! the worker count as its batches' split already does.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
