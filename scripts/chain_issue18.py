@@ -42,6 +42,8 @@ VARIANTS = {
     "cv": ("docs/results/chain_conv_router.toml", "",
            "the same with convolutional controllers (not shipped)", "q_learning"),
 }
+VARIANTS["wf30"] = ("docs/results/chain_wide_router.toml", "--set train.rate_floor.rate=0.3 --set train.rate_floor.bonus=1",
+                    "128-unit controllers with rate floor 0.30 (not shipped)", "q_learning")
 for rate in ("30", "50"):
     VARIANTS[f"f{rate}"] = ("configs/chain_uniform_paths.toml",
                             f"--set train.rate_floor.rate=0.{rate} --set train.rate_floor.bonus=1",
@@ -130,7 +132,7 @@ def plot(st, dy):
         return
     colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red",
               VARIANTS["tcp"][2]: "tab:green", VARIANTS["wr"][2]: "tab:purple", VARIANTS["cv"][2]: "tab:brown",
-              VARIANTS["f30"][2]: "tab:olive", VARIANTS["f50"][2]: "tab:cyan"}
+              VARIANTS["f30"][2]: "tab:olive", VARIANTS["f50"][2]: "tab:cyan", VARIANTS["wf30"][2]: "tab:pink"}
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
     ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
