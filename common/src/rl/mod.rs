@@ -76,6 +76,23 @@ fn num_bags(batch: i64, bag_size: usize) -> Result<i64> {
     Ok(batch / m)
 }
 
+/// Validates a controller's Q-values `scores [n, k]` and the per-row targets of its k actions,
+/// `targets` of the same shape, for `what` (the function that reads them); returns `(n, k)`.
+fn check_action_targets(what: &str, scores: &Tensor, targets: &Tensor) -> Result<(i64, i64)> {
+    let size = scores.size();
+    let (n, k) = match size[..] {
+        [n, k] => (n, k),
+        _ => return Err(Error::Invalid(format!("{what}: scores must be [n, k], got {size:?}"))),
+    };
+    if targets.size() != size {
+        return Err(Error::Invalid(format!(
+            "{what}: targets must be [{n}, {k}] like the scores, got {:?}",
+            targets.size()
+        )));
+    }
+    Ok((n, k))
+}
+
 /// Validates one control node's decisions; returns `(n, k)`.
 fn check_decisions(scores: &Tensor, actions: &Tensor, rows: Option<&Tensor>) -> Result<(i64, i64)> {
     let (n, k) = match scores.size().as_slice() {

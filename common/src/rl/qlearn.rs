@@ -2,7 +2,7 @@
 //! most once per input, so learning is a one-step contextual bandit: no bootstrapped target, no
 //! discount, and every controller regresses onto the same final reward.
 
-use super::{check_bag_size, check_decisions, debug_check_range, vector_len};
+use super::{check_action_targets, check_bag_size, check_decisions, debug_check_range, vector_len};
 use crate::error::Result;
 use crate::rl::bag_index;
 use serde::{Deserialize, Serialize};
@@ -44,21 +44,7 @@ pub enum QTargets {
 /// w.r.t. `scores [n, k]`; `targets [n, k]` (every action's reward per example) are constants. The
 /// argmax of the fitted Q is that of the fitted differences, so the decisions keep their meaning.
 pub fn centered_q_loss(scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let (n, k) = match scores.size()[..] {
-        [n, k] => (n, k),
-        _ => {
-            return Err(crate::Error::Invalid(format!(
-                "centered_q_loss: scores must be [n, k], got {:?}",
-                scores.size()
-            )))
-        }
-    };
-    if targets.size() != [n, k] {
-        return Err(crate::Error::Invalid(format!(
-            "centered_q_loss: targets must be [{n}, {k}] like the scores, got {:?}",
-            targets.size()
-        )));
-    }
+    check_action_targets("centered_q_loss", scores, targets)?;
     let center = |t: &Tensor| -> Result<Tensor> { Ok(t.f_sub(&t.f_mean_dim(1, true, t.kind())?)?) };
     let t = targets.detach().f_to_kind(scores.kind())?.f_to_device(scores.device())?;
     Ok(center(scores)?.f_sub(&center(&t)?)?.f_square()?.f_sum(scores.kind())?)

@@ -47,17 +47,7 @@ impl RateFloor {
     /// `targets [n, k]` (every action's reward per row) with the bonus added to the runner-up's
     /// column, judged by the controller's Q-values `scores [n, k]` on the same rows.
     pub fn apply(&self, scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let size = scores.size();
-        let (n, k) = match size[..] {
-            [n, k] => (n, k),
-            _ => return Err(Error::Invalid(format!("rate_floor: scores must be [n, k], got {size:?}"))),
-        };
-        if targets.size() != size {
-            return Err(Error::Invalid(format!(
-                "rate_floor: targets must be [{n}, {k}] like the scores, got {:?}",
-                targets.size()
-            )));
-        }
+        let (n, k) = super::check_action_targets("rate_floor", scores, targets)?;
         if n == 0 || k < 2 {
             return Ok(targets.shallow_clone());
         }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::forced::{control_of, with_floor};
+use super::forced::{centered_loss, control_of};
 use super::step::Outcome;
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
@@ -90,7 +90,7 @@ pub(crate) fn one_at_a_time_q_loss(
                 }
                 raw
             }
-            QTargets::Centered => rl::centered_q_loss(&d.scores, &with_floor(cfg, &d.scores, &targets)?)?,
+            QTargets::Centered => centered_loss(cfg, &d.scores, &targets)?,
         };
     }
     Ok(loss / global_examples)

@@ -2,6 +2,7 @@
 //! controller's every action directly (the code observes them as shifts of the sampled actions).
 use tch::{Device, Kind, Tensor};
 
+use super::forced_tests::floor_by_hand;
 use super::{config, small};
 use crate::config::RunConfig;
 use crate::exec::{DecisionKey, Policy};
@@ -79,20 +80,7 @@ fn chain_loss(targets: QTargets, floor: Option<(f64, f64)>) -> (f64, f64) {
             })
             .collect();
         if let Some((rate, bonus)) = floor {
-            // The runner-up by mean Q (a stable order: the lower index first among equals), its share
-            // of the greedy choices (the first maximum), the mean absolute centered reward.
-            let mean_q: Vec<f64> = q.iter().map(|qa| qa.iter().sum::<f64>() / 64.0).collect();
-            let mut order: Vec<usize> = (0..3).collect();
-            order.sort_by(|&a, &b| mean_q[b].total_cmp(&mean_q[a]));
-            let runner_up = order[1];
-            let greedy = |i: usize| (0..3).fold(0, |best, a| if q[a][i] > q[best][i] { a } else { best });
-            let share = (0..64).filter(|&i| greedy(i) == runner_up).count() as f64 / 64.0;
-            let row_mean = |i: usize| (0..3).map(|a| reward[a][i]).sum::<f64>() / 3.0;
-            let spread =
-                (0..64).map(|i| (0..3).map(|a| (reward[a][i] - row_mean(i)).abs()).sum::<f64>()).sum::<f64>() / 192.0;
-            for r in reward[runner_up].iter_mut() {
-                *r += bonus * ((rate - share).max(0.0) / rate) * spread;
-            }
+            floor_by_hand(&q, &mut reward, rate, bonus);
         }
         for i in 0..64 {
             let (qm, rm) =

@@ -216,8 +216,7 @@ pub(crate) fn every_action_q_loss(
                         )?;
                         columns.push(continuation(q, j)?.index_select(0, &d.rows));
                     }
-                    let targets = with_floor(cfg, &d.scores, &Tensor::stack(&columns, 1))?;
-                    loss += rl::centered_q_loss(&d.scores, &targets)?;
+                    loss += centered_loss(cfg, &d.scores, &Tensor::stack(&columns, 1))?;
                 }
             }
         }
@@ -225,9 +224,13 @@ pub(crate) fn every_action_q_loss(
     Ok(loss / (global_examples / m as f64))
 }
 
-/// A decision's centered targets with `train.rate_floor`'s bonus, if set.
-pub(crate) fn with_floor(cfg: &TrainConfig, scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    cfg.rate_floor.as_ref().map_or_else(|| Ok(targets.shallow_clone()), |f| f.apply(scores, targets))
+/// A decision's `q_targets = "centered"` loss, its targets with `train.rate_floor`'s bonus if set:
+/// the one place both kinds of forced passes (joint, one at a time) turn targets into the loss.
+pub(crate) fn centered_loss(cfg: &TrainConfig, scores: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    match &cfg.rate_floor {
+        Some(floor) => rl::centered_q_loss(scores, &floor.apply(scores, targets)?),
+        None => rl::centered_q_loss(scores, targets),
+    }
 }
 
 /// The decision index of controller node `node`.

@@ -44,11 +44,12 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
         ((qa - qm) - (ta - tm)).powi(2) + ((qb - qm) - (tb - tm)).powi(2)
     };
     let after_continue: Vec<f64> = (0..64).map(|i| continue_target(r[1][i], r[2][i], greedy2[i])).collect();
-    let mut gate1: Vec<[f64; 4]> = (0..64).map(|i| [q_exit1[i], q_cont_a[i], r[0][i], after_continue[i]]).collect();
-    let mut gate2: Vec<[f64; 4]> = (0..64).map(|i| [q_exit2[i], q_stage3[i], r[1][i], r[2][i]]).collect();
+    // Each gate's targets by action: exit / continue, exit at stage 2 / stage 3.
+    let mut gate1 = [r[0].clone(), after_continue.clone()];
+    let mut gate2 = [r[1].clone(), r[2].clone()];
     if let Some(floor) = cfg.train.rate_floor {
-        with_floor_by_hand(&mut gate1, floor.rate, floor.bonus);
-        with_floor_by_hand(&mut gate2, floor.rate, floor.bonus);
+        floor_by_hand(&[q_exit1.clone(), q_cont_a.clone()], &mut gate1, floor.rate, floor.bonus);
+        floor_by_hand(&[q_exit2.clone(), q_stage3.clone()], &mut gate2, floor.rate, floor.bonus);
     }
     for i in 0..64 {
         expected += match cfg.train.q_targets {
@@ -60,9 +61,8 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
                     + (q_stage3[i] - r[2][i]).powi(2)
             }
             QTargets::Centered => {
-                let [qa, qb, ta, tb] = gate1[i];
-                let [q2a, q2b, t2a, t2b] = gate2[i];
-                centered(qa, qb, ta, tb) + centered(q2a, q2b, t2a, t2b)
+                centered(q_exit1[i], q_cont_a[i], gate1[0][i], gate1[1][i])
+                    + centered(q_exit2[i], q_stage3[i], gate2[0][i], gate2[1][i])
             }
         };
     }
@@ -72,17 +72,25 @@ fn cascade_q_loss(cfg: &RunConfig, continue_target: impl Fn(f64, f64, i64) -> f6
     (loss.double_value(&[]), expected)
 }
 
-/// `train.rate_floor` on one gate's rows `[q_a, q_b, t_a, t_b]`: the runner-up (lower mean Q; on a
-/// tie the second) is the greedy choice (higher Q; on a tie the first) on `share` of the rows; while
-/// that is under `rate`, its target gains `bonus · (rate − share) / rate · mean |t_a − t_b| / 2`.
-fn with_floor_by_hand(rows: &mut [[f64; 4]], rate: f64, bonus: f64) {
-    let n = rows.len() as f64;
-    let mean = |c: usize| rows.iter().map(|r| r[c]).sum::<f64>() / n;
-    let runner_up = if mean(1) <= mean(0) { 1 } else { 0 };
-    let share = rows.iter().filter(|r| usize::from(r[1] > r[0]) == runner_up).count() as f64 / n;
-    let spread = rows.iter().map(|r| (r[2] - r[3]).abs() / 2.0).sum::<f64>() / n;
-    for r in rows.iter_mut() {
-        r[2 + runner_up] += bonus * ((rate - share).max(0.0) / rate) * spread;
+/// `train.rate_floor` computed on the host, the reference of the floor's tests: `q[a][i]` and
+/// `t[a][i]` are action a's Q-value and target on row i. The runner-up is second by mean Q (a stable
+/// order: the lower index first among equals); its share counts the rows where it is the greedy choice
+/// (the first maximum); while that share is under `rate`, its targets gain
+/// `bonus · (rate − share) / rate · spread`, spread the mean absolute centered target.
+pub(super) fn floor_by_hand(q: &[Vec<f64>], t: &mut [Vec<f64>], rate: f64, bonus: f64) {
+    let (k, n) = (q.len(), q[0].len());
+    let mean_q: Vec<f64> = q.iter().map(|qa| qa.iter().sum::<f64>() / n as f64).collect();
+    let mut order: Vec<usize> = (0..k).collect();
+    order.sort_by(|&a, &b| mean_q[b].total_cmp(&mean_q[a]));
+    let runner_up = order[1];
+    let greedy = |i: usize| (0..k).fold(0, |best, a| if q[a][i] > q[best][i] { a } else { best });
+    let share = (0..n).filter(|&i| greedy(i) == runner_up).count() as f64 / n as f64;
+    let row_mean = |i: usize| (0..k).map(|a| t[a][i]).sum::<f64>() / k as f64;
+    let spread =
+        (0..n).map(|i| (0..k).map(|a| (t[a][i] - row_mean(i)).abs()).sum::<f64>()).sum::<f64>() / (n * k) as f64;
+    let add = bonus * ((rate - share).max(0.0) / rate) * spread;
+    for v in t[runner_up].iter_mut() {
+        *v += add;
     }
 }
 
