@@ -49,8 +49,11 @@ impl TrainConfig {
                 );
             }
         }
-        if self.branch_paths == BranchPaths::Uniform && joint_q {
-            return bad("branch_paths", "\"uniform\" cannot serve `train.q_every_action`, which needs every path");
+        if self.branch_paths != BranchPaths::Every && joint_q {
+            return bad(
+                "branch_paths",
+                "only \"every\" can serve `train.q_every_action` with joint paths, which needs every path",
+            );
         }
         if self.bag_credit == BagCredit::Marginal && !self.q_every_action {
             return bad("bag_credit", "\"marginal\" needs `train.q_every_action = true` (its forced passes)");

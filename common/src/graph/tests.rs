@@ -224,3 +224,25 @@ inputs = ["fc"]
     let e = g.check_batch(10_000_000, "train.batch_size", "high_low.toml").unwrap_err().to_string();
     assert!(e.contains("`train.batch_size`") && e.contains("layer 0 (conv2d)") && e.contains("`stem`"), "{e}");
 }
+
+/// The 7x7 chain's statics (written with it by scripts/chain_7x7_configs.py) are its paths: each
+/// static's every node is the D2NN's node of that name with the same layers and shape (the residual
+/// block `slim2` reads `block1` in the D2NN and `slim1` in a static: the same tensor on that path),
+/// and the static costs what those nodes cost in the D2NN.
+#[test]
+fn the_7x7_chains_statics_are_its_paths() {
+    let d2nn = graph_of("chain_7x7.toml");
+    let statics: Vec<String> = all_configs().into_iter().filter(|f| f.starts_with("static_chain_7x7_")).collect();
+    assert_eq!(statics.len(), 7, "{statics:?}");
+    for file in statics {
+        let g = graph_of(&file);
+        let mut flops = 0.0;
+        for node in g.nodes.iter().filter(|n| n.name != "input") {
+            let same = d2nn.index_of(&node.name).map(|i| &d2nn.nodes[i]);
+            let same = same.unwrap_or_else(|| panic!("{file}: {} is not a node of chain_7x7.toml", node.name));
+            assert_eq!((&node.layers, &node.out_shape), (&same.layers, &same.out_shape), "{file}: {}", node.name);
+            flops += same.flops;
+        }
+        assert!((g.full_flops - flops).abs() < 1e-6 * flops, "{file}: {} FLOPs, its nodes {flops}", g.full_flops);
+    }
+}

@@ -28,6 +28,11 @@ pub enum BranchPaths {
     /// shaped by many paths stay as good on each as a static network, at a cost linear in the number
     /// of actions rather than their product. Not the paper's.
     Uniform,
+    /// [`BranchPaths::Uniform`]'s passes and one more on which every example takes a uniformly random
+    /// joint action (drawn per example and controller, keyed like every other draw): the sandwich
+    /// rule's random members, so the mixed paths cheap routing uses (a chain's slim-skip-skip) learn
+    /// from every kind of image, not only from those routed there. Not the paper's.
+    UniformAndRandom,
 }
 
 /// One forced pass: the action of each controller (decision index) and what the network did.
@@ -68,6 +73,16 @@ pub(crate) fn forced_paths(
     match which {
         BranchPaths::Every => every_path(model, run),
         BranchPaths::Uniform => uniform_paths(model, run),
+        BranchPaths::UniformAndRandom => {
+            let mut paths = uniform_paths(model, run)?;
+            let num_actions = model.graph.num_actions();
+            if !num_actions.is_empty() {
+                let uniform = Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect());
+                // Per-example actions: no single joint action names this pass.
+                paths.push(ForcedPath { actions: Vec::new(), fwd: model.forward(x, ids, &uniform, key, train)? });
+            }
+            Ok(paths)
+        }
     }
 }
 

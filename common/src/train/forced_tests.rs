@@ -201,7 +201,7 @@ fn uniform_paths_train_the_paths_where_every_controller_agrees() {
 }
 
 /// The chain's 27 joint actions are refused for every-path training and accepted with the uniform
-/// paths, which in turn cannot serve `q_every_action`.
+/// paths (with or without the random pass), which in turn cannot serve `q_every_action`.
 #[test]
 fn branch_paths_are_checked_against_the_graph() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/chain.toml");
@@ -213,6 +213,52 @@ fn branch_paths_are_checked_against_the_graph() {
     assert!(e.contains("train.branch_loss_weight") && e.contains("27") && e.contains("branch_paths"), "{e}");
     load(&["train.branch_loss_weight=1", "train.branch_paths=uniform"]).unwrap();
     let cascade = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/cascade.toml");
-    let e = RunConfig::load(&cascade, &[], &["train.branch_paths=uniform".into()]).unwrap_err().to_string();
-    assert!(e.contains("train.branch_paths") && e.contains("q_every_action"), "{e}");
+    for which in ["uniform", "uniform_and_random"] {
+        let e = RunConfig::load(&cascade, &[], &[format!("train.branch_paths={which}")]).unwrap_err().to_string();
+        assert!(e.contains("train.branch_paths") && e.contains("q_every_action"), "{e}");
+    }
+    load(&["train.branch_loss_weight=1", "train.branch_paths=uniform_and_random"]).unwrap();
+}
+
+/// `branch_paths = "uniform_and_random"` on the chain: the three uniform passes, then one on which
+/// each example's action at each controller is a uniform draw: over 256 images every action's share
+/// is near 1/3 (3 sampling deviations is 0.09), the draws are independent of the controllers'
+/// scores (a model with other weights draws the same actions), and each example's cost is that of
+/// the uniform passes' blocks it ran.
+#[test]
+fn uniform_and_random_adds_a_pass_of_random_joint_actions() {
+    let sets = ["train.branch_loss_weight=1", "train.branch_paths=uniform_and_random"];
+    let cfg = small(config("chain.toml", &sets), 256, 100);
+    let (dataset, model) = build_model(&cfg, "chain.toml", Device::Cpu).unwrap();
+    let batch = dataset.train.batch(&(0..256).collect::<Vec<_>>(), Device::Cpu).unwrap();
+    let key = DecisionKey { seed: 3, step: 7 };
+    let which = BranchPaths::UniformAndRandom;
+    let paths = forced::forced_paths(&model, &batch.x, &batch.ids, key, false, which).unwrap();
+    let actions: Vec<Vec<i64>> = paths.iter().map(|p| p.actions.clone()).collect();
+    assert_eq!(actions, [vec![0, 0, 0], vec![1, 1, 1], vec![2, 2, 2], vec![]]);
+    let random = &paths[3].fwd;
+    let chosen: Vec<Vec<i64>> = random.decisions.iter().map(|d| Vec::<i64>::try_from(&d.chosen).unwrap()).collect();
+    assert_eq!(chosen.len(), 3);
+    for (c, a) in chosen.iter().enumerate() {
+        for action in 0..3 {
+            let share = a.iter().filter(|&&x| x == action).count() as f64 / a.len() as f64;
+            assert!((share - 1.0 / 3.0).abs() < 0.09, "controller {c} action {action}: share {share}");
+        }
+    }
+    let other_cfg = small(config("chain.toml", &[&sets[..], &["seed=5"]].concat()), 256, 100);
+    let (_, other) = build_model(&other_cfg, "chain.toml", Device::Cpu).unwrap();
+    let again = forced::forced_paths(&other, &batch.x, &batch.ids, key, false, which).unwrap();
+    let chosen_again: Vec<Vec<i64>> =
+        again[3].fwd.decisions.iter().map(|d| Vec::<i64>::try_from(&d.chosen).unwrap()).collect();
+    assert_eq!(chosen, chosen_again, "the draws depend on the key and the ids only");
+    // Block cost per stage and action, from the uniform passes: all-skip runs only the stem,
+    // classifier and controllers; each stage's block adds its own cost on top.
+    let cost = |p: &forced::ForcedPath| Vec::<f64>::try_from(p.fwd.cost.to_kind(Kind::Double)).unwrap();
+    let (full, slim, skip) = (cost(&paths[0])[0], cost(&paths[1])[0], cost(&paths[2])[0]);
+    let random_cost = cost(&paths[3]);
+    for (i, got) in random_cost.iter().enumerate() {
+        let expected: f64 =
+            skip + (0..3).map(|c| [(full - skip) / 3.0, (slim - skip) / 3.0, 0.0][chosen[c][i] as usize]).sum::<f64>();
+        assert!((got - expected).abs() < 1e-6 * full, "example {i}: cost {got}, its blocks {expected}");
+    }
 }
