@@ -55,18 +55,20 @@ UNIFORM_PATHS = {"full1a → full2a → full3a": "all-full", "slim1a → slim2a 
 
 def statics(designs):
     obj = next(d for d in designs if d.get("design") == "chain")
-    out = [dict(s, name=os.path.basename(s["config"]).removeprefix("static_chain_").removesuffix(".toml"))
-           for s in obj["static"] if s["seed"] == 0]
+    named = [dict(s, name=os.path.basename(s["config"]).removeprefix("static_chain_").removesuffix(".toml"))
+             for s in obj["static"] if s["seed"] == 0]
+    out = [s for s in named if s["name"] in STATICS]  # not the 7x7 chain's (scripts/chain_7x7.py)
     for name in STATICS:
         for seed, d, j in finished_runs(f"{RUNS}/static_{name}_seed*"):
             out.append(static_entry(f"configs/static_chain_{name}.toml", name, seed, d, j, "test_accuracy", FULL_MFLOPS))
     return out
 
 
-def dynamics():
+def dynamics(runs=RUNS, variants=VARIANTS):
+    """designs.json "dynamic" entries for the finished sweeps runs/VARIANT_lLL_seedN of `variants`."""
     out = []
-    for variant, seed, d, p in d2nn_points(RUNS, VARIANTS):
-        config, sets, what, algorithm = VARIANTS[variant]
+    for variant, seed, d, p in d2nn_points(runs, variants):
+        config, sets, what, algorithm = variants[variant]
         run = p["run_dir"]
         routing = os.path.join(run, "routing.json")
         if not os.path.exists(routing):
@@ -92,7 +94,7 @@ def mixes(rates):
     return sum(0.05 <= x <= 0.95 for x in rates) >= 2
 
 
-def table(st, dy):
+def table(st, dy, statics_per_seed=len(STATICS)):
     print("| static | seed | MFLOPs | accuracy | wall |")
     print("|---|---|---|---|---|")
     for s in sorted(st, key=lambda s: (s["mflops"], s["seed"])):
@@ -116,7 +118,7 @@ def table(st, dy):
         if not ss:
             print(head + " – | – | – | – | – | – |" + tail)
             continue
-        partial = "" if len(ss) == len(STATICS) else f" ({len(ss)} of {len(STATICS)} statics)"
+        partial = "" if len(ss) == statics_per_seed else f" ({len(ss)} of {statics_per_seed} statics)"
         front = front_at(envelope([(s["mflops"], s["metric"]) for s in ss]), p["mflops"])
         best = max(ss, key=lambda s: s["metric"])
         pct, vs_best = 100 * p["mflops"] / best["mflops"], 100 * (p["metric"] - best["metric"])
