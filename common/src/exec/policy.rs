@@ -27,6 +27,12 @@ pub struct DecisionKey {
 }
 
 impl DecisionKey {
+    /// An independent stream of draws for the same step: a second set of random actions that
+    /// does not repeat the first (`branch_paths = "uniform_and_random"` during random-routing warm-up).
+    pub fn independent(self) -> DecisionKey {
+        DecisionKey { seed: rng::hash_words(&[self.seed, 0x7261_6e64_6f6d]), step: self.step }
+    }
+
     fn uniforms(&self, control: usize, ids: &[i64], salt: u64, device: Device) -> Tensor {
         let u: Vec<f32> = ids
             .iter()

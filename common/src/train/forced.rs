@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::step::{representable_targets, Outcome, IGNORE};
+use super::step::{representable_targets, uniform_random, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::rl::{self, BagCredit, PassOutcome, QContinuation, QTargets};
@@ -37,6 +37,7 @@ pub enum BranchPaths {
 
 /// One forced pass: the action of each controller (decision index) and what the network did.
 pub(crate) struct ForcedPath {
+    /// Empty for [`BranchPaths::UniformAndRandom`]'s random pass, whose actions differ per example.
     pub actions: Vec<i64>,
     pub fwd: Forward,
 }
@@ -77,9 +78,10 @@ pub(crate) fn forced_paths(
             let mut paths = uniform_paths(model, run)?;
             let num_actions = model.graph.num_actions();
             if !num_actions.is_empty() {
-                let uniform = Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect());
+                // Its own stream: during warm-up the sampled pass is uniformly random with `key` too.
+                let fwd = model.forward(x, ids, &uniform_random(&num_actions), key.independent(), train)?;
                 // Per-example actions: no single joint action names this pass.
-                paths.push(ForcedPath { actions: Vec::new(), fwd: model.forward(x, ids, &uniform, key, train)? });
+                paths.push(ForcedPath { actions: Vec::new(), fwd });
             }
             Ok(paths)
         }

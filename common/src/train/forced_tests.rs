@@ -223,8 +223,8 @@ fn branch_paths_are_checked_against_the_graph() {
 /// `branch_paths = "uniform_and_random"` on the chain: the three uniform passes, then one on which
 /// each example's action at each controller is a uniform draw: over 256 images every action's share
 /// is near 1/3 (3 sampling deviations is 0.09), the draws are independent of the controllers'
-/// scores (a model with other weights draws the same actions), and each example's cost is that of
-/// the uniform passes' blocks it ran.
+/// scores (a model with other weights draws the same actions) and of warm-up's random routing under
+/// the same key, and each example's cost is that of the uniform passes' blocks it ran.
 #[test]
 fn uniform_and_random_adds_a_pass_of_random_joint_actions() {
     let sets = ["train.branch_loss_weight=1", "train.branch_paths=uniform_and_random"];
@@ -251,6 +251,15 @@ fn uniform_and_random_adds_a_pass_of_random_joint_actions() {
     let chosen_again: Vec<Vec<i64>> =
         again[3].fwd.decisions.iter().map(|d| Vec::<i64>::try_from(&d.chosen).unwrap()).collect();
     assert_eq!(chosen, chosen_again, "the draws depend on the key and the ids only");
+    // Not the draws of warm-up's uniformly random sampled pass under the same key (2/3 differ).
+    let warm_up = step::policy_for_step(&cfg.train, &[3, 3, 3], 0);
+    let sampled = model.forward(&batch.x, &batch.ids, &warm_up, key, false).unwrap();
+    let differ = sampled.decisions.iter().zip(&chosen).map(|(d, a)| {
+        let s = Vec::<i64>::try_from(&d.chosen).unwrap();
+        s.iter().zip(a).filter(|(x, y)| x != y).count()
+    });
+    let differ = differ.sum::<usize>() as f64 / (3.0 * 256.0);
+    assert!((differ - 2.0 / 3.0).abs() < 0.09, "{differ} of the random pass's draws differ from warm-up's");
     // Block cost per stage and action, from the uniform passes: all-skip runs only the stem,
     // classifier and controllers; each stage's block adds its own cost on top.
     let cost = |p: &forced::ForcedPath| Vec::<f64>::try_from(p.fwd.cost.to_kind(Kind::Double)).unwrap();

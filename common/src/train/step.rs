@@ -53,7 +53,8 @@ pub fn policy_for_step(cfg: &TrainConfig, num_actions: &[usize], step: u64) -> P
     }
 }
 
-fn uniform_random(num_actions: &[usize]) -> Policy {
+/// Every action of every controller equally likely, per example.
+pub(crate) fn uniform_random(num_actions: &[usize]) -> Policy {
     Policy::Random(num_actions.iter().map(|&k| vec![1.0 / k as f64; k]).collect())
 }
 
