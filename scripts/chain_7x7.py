@@ -8,8 +8,8 @@ scripts/chain_issue18.py collects), print the per-seed table against the same se
 Usage: python3 scripts/chain_7x7.py [--write]"""
 import sys
 
-from chain_issue18 import STATICS, dynamics, table
-from front import draw_front_and_points, finished_runs, load, pyplot, static_entry, write_design
+from chain_issue18 import STATICS, dynamics, plot_chain, table
+from front import finished_runs, load, static_entry, write_design
 
 RUNS = "runs/i18n"
 FULL_MFLOPS = 6.886  # every node of configs/chain_7x7.toml (d2nn inspect): the cost-fraction denominator
@@ -17,6 +17,8 @@ FLOOR = "--set train.rate_floor.rate={} --set train.rate_floor.bonus=1"
 RANDOM = "--set train.branch_paths=uniform_and_random"
 # Sweep folder prefix: (config, its --sets, what it is, algorithm).
 POOLED = "docs/results/chain_7x7_pooled_controllers.toml"
+# dr, dp and pr ran on a34cf83, whose uniform_and_random pass drew with the sampled pass's key (during the
+# random-routing warm-up it repeated that pass); prp ran on b237201 and later (its own stream).
 VARIANTS = {
     "dq": ("docs/results/chain_7x7_no_floor.toml", "", "pooled controllers, no rate floor", "q_learning"),
     "df30": (POOLED, FLOOR.format(0.3), "pooled controllers, rate floor 0.3", "q_learning"),
@@ -40,18 +42,9 @@ def statics():
 
 
 def plot(st, dy):
-    plt = pyplot()
-    if plt is None:
-        return
     colors = dict(zip((v[2] for v in VARIANTS.values()), ("tab:gray", "tab:blue", "tab:olive", "tab:cyan",
                                                            "tab:purple", "tab:orange", "tab:red")))
-    fig, ax = draw_front_and_points(plt, st, dy, colors)
-    ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
-    ax.set_title("chain on a 7x7 trunk at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle,\n"
-                 "2 diamond; hollow: random routing at the same rates (exact expectation)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig("docs/img/chain_7x7.png", dpi=110)
+    plot_chain(st, dy, colors, "chain on a 7x7 trunk", "docs/img/chain_7x7.png")
 
 
 def main():

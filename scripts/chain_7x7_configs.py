@@ -50,7 +50,7 @@ D2NN_HEAD = """\
 # probabilities the controller reads (softmax, 32 hidden units). The question "does this image need the
 # block" is "is the classifier unsure here", which a probe's probabilities carry and the raw pooled
 # features (configs/chain.toml's controllers) did not: with those the routing beat random routing at its
-# rates by +0.02 to +0.63 points; with probes by +1.9 to +3.3 (docs/RESULTS.md, stop 35).
+# rates by +0.02 to +0.63 points; with probes by +1.9 to +3.6 (docs/RESULTS.md, stop 35).
 # Training, none of it the paper's except the Q-learning regression (each key documented in README):
 # every block also trained on the all-full, all-slim and all-skip paths of every image and on one path
 # drawn at random per image (branch_paths = "uniform_and_random"); every controller's three actions

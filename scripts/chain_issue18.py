@@ -129,19 +129,24 @@ def table(st, dy, statics_per_seed=len(STATICS)):
 
 
 def plot(st, dy):
-    plt = pyplot()
-    if plt is None:
-        return
     colors = {VARIANTS["bu_rf"][2]: "tab:gray", VARIANTS["bu_q"][2]: "tab:blue", VARIANTS["oat"][2]: "tab:red",
               VARIANTS["tcp"][2]: "tab:green", VARIANTS["wr"][2]: "tab:purple", VARIANTS["cv"][2]: "tab:brown",
               VARIANTS["f30"][2]: "tab:olive", VARIANTS["f50"][2]: "tab:cyan", VARIANTS["wf30"][2]: "tab:pink"}
+    plot_chain(st, dy, colors, "chain", "docs/img/chain_issue18_uniform.png")
+
+
+def plot_chain(st, dy, colors, network, path):
+    """The front of the statics `st` and the D2NN points `dy` (coloured by variant) of a chain `network`."""
+    plt = pyplot()
+    if plt is None:
+        return
     fig, ax = draw_front_and_points(plt, st, dy, colors)
     ax.set_ylabel("test accuracy (Fashion-MNIST, 10 classes)")
-    ax.set_title("chain at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
+    ax.set_title(f"{network} at equal cost (issue #18), 5 epochs; markers: seed 0 square, 1 triangle, 2 diamond;\n"
                  "hollow: random routing at the same rates (exact expectation)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig("docs/img/chain_issue18_uniform.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 def main():
