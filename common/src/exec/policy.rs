@@ -30,6 +30,7 @@ impl DecisionKey {
     /// An independent stream of draws for the same step: a second set of random actions that
     /// does not repeat the first (`branch_paths = "uniform_and_random"` during random-routing warm-up).
     pub fn independent(self) -> DecisionKey {
+        // Any fixed word hashed with the seed starts a stream of its own; this one spells "random".
         DecisionKey { seed: rng::hash_words(&[self.seed, 0x7261_6e64_6f6d]), step: self.step }
     }
 
