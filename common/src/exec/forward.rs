@@ -1,7 +1,7 @@
 //! The selective forward pass: each node runs once, on the sub-batch of examples routed to it.
 use tch::{Kind, Tensor};
 
-use super::model::D2nn;
+use super::model::{select_rows, D2nn};
 use super::policy::{DecisionKey, Policy};
 use crate::graph::{Merge, NodeKind, Target};
 use crate::{Error, Result};
@@ -214,11 +214,11 @@ fn gather(source: Option<&Value>, shape: &[i64], default: f64, rows: &Tensor, de
     let position = v.position.index_select(0, rows);
     let found = position.ge(0);
     if bool::try_from(found.all()).unwrap_or(false) {
-        return v.data.index_select(0, &position);
+        return select_rows(&v.data, &position);
     }
     let mut full = vec![n];
     full.extend_from_slice(shape);
     let local = found.nonzero().squeeze_dim(1);
     let filled = Tensor::full(full.as_slice(), default, (v.data.kind(), device));
-    filled.index_copy(0, &local, &v.data.index_select(0, &position.index_select(0, &local)))
+    filled.index_copy(0, &local, &select_rows(&v.data, &position.index_select(0, &local)))
 }

@@ -15,7 +15,11 @@ enum Layer {
         padding: i64,
     },
     Linear(nn::Linear),
-    Relu,
+    /// `in_place`: overwrite the input, which only the layer before it in the same node produced and
+    /// whose backward does not read its output (see [`NodeModule::new`]).
+    Relu {
+        in_place: bool,
+    },
     MaxPool {
         kernel: i64,
         stride: i64,
@@ -45,7 +49,8 @@ impl Layer {
             }
             Layer::Conv { conv, .. } => conv.forward(x),
             Layer::Linear(m) => m.forward(x),
-            Layer::Relu => x.relu(),
+            Layer::Relu { in_place: false } => x.relu(),
+            Layer::Relu { in_place: true } => x.shallow_clone().relu_(),
             Layer::MaxPool { kernel, stride } => {
                 x.max_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], [1, 1], false)
             }
@@ -77,28 +82,41 @@ impl Layer {
 }
 
 /// A convolution on the CPU in channels-last (NHWC) memory order. libtorch's oneDNN convolutions take
-/// NHWC without reordering their input, output and weights on every call, and the ReLUs and max-pools
-/// after them run vectorised over channels: the high_low training step ran 13 % faster at one thread
-/// and 8 % at two, inference about twice as fast (docs/RESULTS.md, issue 19). Values equal the NCHW
-/// path's up to float rounding; `flatten` still reads in NCHW order (it copies). The weights stay NCHW
-/// parameters (checkpoints, flat gradient buffers and optimizers see the same tensors); their NHWC
-/// copy is part of the autograd graph, so gradients flow back to them.
+/// NHWC without reordering their input and output on every call, and the ReLUs and max-pools after
+/// them run vectorised over channels (docs/RESULTS.md, issue 19). Values equal the NCHW path's up to
+/// float rounding; `flatten` still reads in NCHW order (it copies). The weights stay NCHW parameters
+/// and are passed as they are: an NHWC input alone makes libtorch run the convolution channels-last
+/// (it reorders the weight inside the op), so no weight copy and no backward of one is in the graph.
 fn conv_channels_last(conv: &nn::Conv2D, stride: i64, padding: i64, x: &Tensor) -> Tensor {
     if x.dim() != 4 {
         return conv.forward(x);
     }
     let x = if is_channels_last(x) { x.shallow_clone() } else { nhwc(x) };
-    x.conv2d(&nhwc(&conv.ws), conv.bs.as_ref(), [stride, stride], [padding, padding], [1, 1], 1)
+    x.conv2d(&conv.ws, conv.bs.as_ref(), [stride, stride], [padding, padding], [1, 1], 1)
 }
 
 /// `t` (4-d) copied into NHWC order, with the strides `Tensor.to(memory_format=torch.channels_last)` gives.
-/// Spelled out: tch has no memory-format argument, and a permuted copy of a one-channel tensor (the
-/// first convolution's weight) gets NCHW strides back, so libtorch chose NCHW for that convolution
-/// and every layer after it until the next convolution (its max-pool alone took 16 % of the time).
+/// A permuted copy permuted back has them, and its backward is two views (no copy); but a one-channel
+/// tensor's permuted copy is the tensor itself with NCHW strides, so libtorch would choose NCHW for the
+/// first convolution and every layer after it (its max-pool alone took 16 % of the time). A one-channel
+/// tensor's NHWC and NCHW layouts are the same memory: those strides are set on a view.
 fn nhwc(t: &Tensor) -> Tensor {
     let size = t.size();
     let (c, h, w) = (size[1], size[2], size[3]);
-    t.permute([0, 2, 3, 1]).contiguous().as_strided(size.as_slice(), [h * w * c, 1, w * c, c], None::<i64>)
+    if c == 1 {
+        return t.contiguous().as_strided(size.as_slice(), [h * w, 1, w, 1], None::<i64>);
+    }
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Rows `index` (dim 0) of `t`, in `t`'s memory order: an NHWC tensor's rows stay NHWC (libtorch's
+/// `index_select` returns NCHW, which costs a reorder before the next convolution and one more in
+/// the backward), gathered as rows of its [N, H, W, C] view.
+pub(crate) fn select_rows(t: &Tensor, index: &Tensor) -> Tensor {
+    if t.dim() == 4 && is_channels_last(t) {
+        return t.permute([0, 2, 3, 1]).index_select(0, index).permute([0, 3, 1, 2]);
+    }
+    t.index_select(0, index)
 }
 
 /// Whether a 4-d tensor's strides are NHWC's (PyTorch's `is_contiguous(channels_last)`).
@@ -112,9 +130,46 @@ pub(crate) fn is_channels_last(x: &Tensor) -> bool {
 #[derive(Debug)]
 pub struct NodeModule {
     layers: Vec<Layer>,
+    /// Where each layer of the config went in `layers`, in the config's order.
+    #[cfg(test)]
+    pub(crate) written: Vec<usize>,
 }
 
 impl NodeModule {
+    /// The node's layers, rearranged to compute the same values and gradients with less memory
+    /// traffic (a ReLU is a pass over its whole input, and the high_low step spent 8 % of its time
+    /// in them):
+    /// - a ReLU before a max-pool runs after it, on a quarter of the elements: the ReLU is monotone,
+    ///   so `max(relu(a), relu(b)) = relu(max(a, b))`, and the gradient reaches the same element (a
+    ///   window whose maximum is ≤ 0 passes no gradient either way);
+    /// - a ReLU whose input is the previous layer's fresh output, which that layer's backward does
+    ///   not read (a convolution, linear layer or pool), overwrites it instead of allocating.
+    fn new(mut layers: Vec<Layer>) -> NodeModule {
+        let mut written: Vec<usize> = (0..layers.len()).collect();
+        for i in 1..layers.len() {
+            if matches!(layers[i - 1], Layer::Relu { .. }) && matches!(layers[i], Layer::MaxPool { .. }) {
+                layers.swap(i - 1, i);
+                written.swap(i - 1, i);
+            }
+        }
+        for i in 1..layers.len() {
+            let fresh = matches!(
+                layers[i - 1],
+                Layer::Conv { .. } | Layer::Linear(_) | Layer::MaxPool { .. } | Layer::AvgPool { .. }
+            );
+            if let Layer::Relu { in_place } = &mut layers[i] {
+                *in_place = fresh;
+            }
+        }
+        #[cfg(not(test))]
+        let _ = written;
+        NodeModule {
+            layers,
+            #[cfg(test)]
+            written: (0..written.len()).map(|k| written.iter().position(|&w| w == k).unwrap_or(k)).collect(),
+        }
+    }
+
     /// `train`: the run seed and step in training mode (they seed dropout), None in inference.
     pub fn forward(&self, x: &Tensor, train: Option<(u64, u64)>, node: usize) -> Tensor {
         self.layers.iter().enumerate().fold(x.shallow_clone(), |h, (i, l)| {
@@ -128,6 +183,15 @@ impl NodeModule {
 impl NodeModule {
     /// Inference with libtorch's own NCHW convolutions: the reference the channels-last path is
     /// tested against.
+    /// The layers in the config's order, every ReLU on a copy: what [`NodeModule::new`]'s
+    /// rearrangement is tested against.
+    pub(crate) fn forward_as_written(&self, x: &Tensor) -> Tensor {
+        self.written.iter().fold(x.shallow_clone(), |h, &i| match &self.layers[i] {
+            Layer::Relu { .. } => h.relu(),
+            other => other.forward(&h, None),
+        })
+    }
+
     pub(crate) fn forward_nchw(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.shallow_clone(), |h, l| match l {
             Layer::Conv { conv, .. } => conv.forward(&h),
@@ -194,7 +258,7 @@ impl D2nn {
                             Layer::Conv { conv, stride: *stride, padding: *padding }
                         }
                         LayerSpec::Linear { out } => Layer::Linear(nn::linear(p, shape[0], *out, Default::default())),
-                        LayerSpec::Relu => Layer::Relu,
+                        LayerSpec::Relu => Layer::Relu { in_place: false },
                         LayerSpec::MaxPool { kernel, stride } => {
                             Layer::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
                         }
@@ -218,7 +282,7 @@ impl D2nn {
                     layers.push(layer);
                 }
             }
-            modules.push(NodeModule { layers });
+            modules.push(NodeModule::new(layers));
         }
         Ok(D2nn { graph, vs, modules, detach_control_inputs: false })
     }

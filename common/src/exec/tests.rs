@@ -264,8 +264,8 @@ fn channels_last_convolutions_match_nchw() {
     }
 }
 
-/// Training through the channels-last convolutions gives the parameters NCHW's gradients (the NHWC
-/// weight copy is in the autograd graph), up to float rounding.
+/// Training through the channels-last convolutions gives the parameters NCHW's gradients (libtorch
+/// reorders the NCHW weights inside the op and returns their gradients), up to float rounding.
 #[test]
 fn channels_last_gradients_match_nchw() {
     let m = model("high_low.toml");
@@ -292,4 +292,43 @@ fn channels_last_gradients_match_nchw() {
         assert!(diff <= 1e-4 * scale, "{name}: gradients differ by {diff} (scale {scale})");
     }
     assert!(runs[1].iter().any(|(_, g)| g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
+}
+
+/// The rearranged layers (ReLU after max-pool, in-place ReLUs) give the config's order's values
+/// and gradients bit for bit, on every node of every shipped design.
+#[test]
+fn rearranged_layers_give_the_written_orders_values_and_gradients() {
+    let mut swapped = 0;
+    for file in all_configs() {
+        let m = model(&file);
+        let (x, _) = input(6, 7);
+        let mut values: Vec<Option<Tensor>> = m.graph.nodes.iter().map(|_| None).collect();
+        values[0] = Some(x);
+        for &i in &m.graph.order {
+            let node = &m.graph.nodes[i];
+            if node.kind == crate::graph::NodeKind::Dummy || node.inputs.len() != 1 {
+                continue;
+            }
+            let Some(input) = values[node.inputs[0]].as_ref().map(Tensor::shallow_clone) else { continue };
+            let module = m.module(i);
+            swapped += module.written.iter().enumerate().filter(|&(k, &w)| k != w).count();
+            let mut runs = Vec::new();
+            for written in [false, true] {
+                zero_grads(&m);
+                let x = input.detach().set_requires_grad(true);
+                let out = if written { module.forward_as_written(&x) } else { module.forward(&x, Some((0, 0)), i) };
+                let weights = seeded_draws(8, || Tensor::randn(out.size(), (Kind::Float, Device::Cpu)));
+                (&out * weights).sum(Kind::Float).backward();
+                runs.push((out.detach(), x.grad(), grads(&m)));
+            }
+            let ((out, dx, g), (out_w, dx_w, g_w)) = (&runs[0], &runs[1]);
+            assert!(out.equal(out_w), "{file}, node {}: values differ", node.name);
+            assert!(dx.equal(dx_w), "{file}, node {}: input gradients differ", node.name);
+            for ((name, a), (_, b)) in g.iter().zip(g_w) {
+                assert!(a.equal(b), "{file}, node {}: gradient of {name} differs", node.name);
+            }
+            values[i] = Some(out_w.shallow_clone());
+        }
+    }
+    assert!(swapped > 0, "no shipped design has a ReLU before a max-pool: the test checks nothing");
 }

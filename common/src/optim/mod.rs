@@ -14,6 +14,7 @@
 mod adam;
 mod clip;
 mod flat;
+mod host_loop;
 mod schedule;
 mod sgd;
 

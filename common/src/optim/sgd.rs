@@ -3,6 +3,7 @@
 
 use tch::Tensor;
 
+use super::host_loop::{self, SgdStep};
 use super::{check_step_args, load_exact, FlatParams, Layout, Optimizer};
 use crate::error::Result;
 
@@ -25,20 +26,28 @@ impl Sgd {
     }
 }
 
+/// The update as whole-buffer kernels: the path for buffers the host loop does not take (a GPU's).
+fn tensor_step(p: &Tensor, g: Tensor, buf: Option<&mut Tensor>, step: &SgdStep) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        let mut d = if step.weight_decay != 0.0 { g.f_add(&p.f_mul_scalar(step.weight_decay)?)? } else { g };
+        if let Some(buf) = buf {
+            let _ = buf.f_mul_scalar_(step.momentum)?;
+            let _ = buf.f_add_(&d)?;
+            d = if step.nesterov { d.f_add(&buf.f_mul_scalar(step.momentum)?)? } else { buf.shallow_clone() };
+        }
+        let _ = p.shallow_clone().f_sub_(&d.f_mul_scalar(step.lr)?)?;
+        Ok(())
+    })
+}
+
 impl Optimizer for Sgd {
     fn step(&mut self, flat: &FlatParams, lr: f64) -> Result<()> {
         check_step_args(flat, &self.layout, lr)?;
-        tch::no_grad(|| -> Result<()> {
-            let (p, g) = (flat.data(), flat.grads()?);
-            let mut d = if self.weight_decay != 0.0 { g.f_add(&p.f_mul_scalar(self.weight_decay)?)? } else { g };
-            if let Some(buf) = &mut self.buf {
-                let _ = buf.f_mul_scalar_(self.momentum)?;
-                let _ = buf.f_add_(&d)?;
-                d = if self.nesterov { d.f_add(&buf.f_mul_scalar(self.momentum)?)? } else { buf.shallow_clone() };
-            }
-            let _ = p.shallow_clone().f_sub_(&d.f_mul_scalar(lr)?)?;
-            Ok(())
-        })?;
+        let (p, g) = (flat.data(), flat.grads()?);
+        let step = SgdStep { lr, momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay };
+        if !host_loop::sgd(p, &g, self.buf.as_ref(), &step) {
+            tensor_step(p, g, self.buf.as_mut(), &step)?;
+        }
         self.steps += 1;
         Ok(())
     }
@@ -120,6 +129,36 @@ mod tests {
         opt.step(&flat, 0.1).unwrap();
         assert_close(&Vec::<f64>::try_from(&idle).unwrap(), &[2.943, 3.924]);
         assert_close(&Vec::<f64>::try_from(&opt.state_tensors()[1].1).unwrap(), &[0.3, 0.4]);
+    }
+
+    /// The one-pass host loop gives the whole-buffer kernels' bits, step after step, for every
+    /// kind of update.
+    #[test]
+    fn the_host_loop_equals_the_tensor_path_bit_for_bit() {
+        let seeded =
+            |seed: i64| crate::exec::seeded_draws(seed, || Tensor::randn([1000], (tch::Kind::Float, tch::Device::Cpu)));
+        for (momentum, nesterov, weight_decay) in
+            [(0.0, false, 0.0), (0.0, false, 5e-4), (0.9, false, 5e-4), (0.9, true, 1e-2)]
+        {
+            let step = SgdStep { lr: 0.05, momentum, nesterov, weight_decay };
+            let (fused, kernels) = (seeded(1), seeded(1));
+            let mut bufs = (momentum != 0.0).then(|| (fused.zeros_like(), kernels.zeros_like()));
+            for k in 0..5 {
+                let g = seeded(10 + k);
+                assert!(host_loop::sgd(&fused, &g, bufs.as_ref().map(|b| &b.0), &step));
+                tensor_step(&kernels, g, bufs.as_mut().map(|b| &mut b.1), &step).unwrap();
+                assert!(fused.equal(&kernels), "{momentum} {nesterov} {weight_decay}: parameters differ at step {k}");
+                if let Some((a, b)) = &bufs {
+                    assert!(a.equal(b), "{momentum} {nesterov} {weight_decay}: momentum differs at step {k}");
+                }
+            }
+            assert!(!fused.equal(&seeded(1)), "nothing moved");
+        }
+        // A tensor the loop cannot take is left to the kernels, untouched.
+        let (p, g) = (seeded(1).to_kind(tch::Kind::Double), seeded(2).to_kind(tch::Kind::Double));
+        let step = SgdStep { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
+        assert!(!host_loop::sgd(&p, &g, None, &step));
+        assert!(p.equal(&seeded(1).to_kind(tch::Kind::Double)));
     }
 
     #[test]
