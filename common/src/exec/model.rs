@@ -130,9 +130,9 @@ pub(crate) fn is_channels_last(x: &Tensor) -> bool {
 #[derive(Debug)]
 pub struct NodeModule {
     layers: Vec<Layer>,
-    /// Where each layer of the config went in `layers`, in the config's order.
+    /// Each layer's index in the config (the layers are rearranged, see [`NodeModule::new`]).
     #[cfg(test)]
-    pub(crate) written: Vec<usize>,
+    pub(crate) origin: Vec<usize>,
 }
 
 impl NodeModule {
@@ -144,29 +144,27 @@ impl NodeModule {
     ///   window whose maximum is ≤ 0 passes no gradient either way);
     /// - a ReLU whose input is the previous layer's fresh output, which that layer's backward does
     ///   not read (a convolution, linear layer or pool), overwrites it instead of allocating.
-    fn new(mut layers: Vec<Layer>) -> NodeModule {
-        let mut written: Vec<usize> = (0..layers.len()).collect();
+    fn new(layers: Vec<Layer>) -> NodeModule {
+        // Each layer with its index in the config.
+        let mut layers: Vec<(usize, Layer)> = layers.into_iter().enumerate().collect();
         for i in 1..layers.len() {
-            if matches!(layers[i - 1], Layer::Relu { .. }) && matches!(layers[i], Layer::MaxPool { .. }) {
+            if matches!(layers[i - 1].1, Layer::Relu { .. }) && matches!(layers[i].1, Layer::MaxPool { .. }) {
                 layers.swap(i - 1, i);
-                written.swap(i - 1, i);
             }
         }
         for i in 1..layers.len() {
             let fresh = matches!(
-                layers[i - 1],
+                layers[i - 1].1,
                 Layer::Conv { .. } | Layer::Linear(_) | Layer::MaxPool { .. } | Layer::AvgPool { .. }
             );
-            if let Layer::Relu { in_place } = &mut layers[i] {
+            if let Layer::Relu { in_place } = &mut layers[i].1 {
                 *in_place = fresh;
             }
         }
-        #[cfg(not(test))]
-        let _ = written;
         NodeModule {
-            layers,
             #[cfg(test)]
-            written: (0..written.len()).map(|k| written.iter().position(|&w| w == k).unwrap_or(k)).collect(),
+            origin: layers.iter().map(|(k, _)| *k).collect(),
+            layers: layers.into_iter().map(|(_, l)| l).collect(),
         }
     }
 
@@ -181,17 +179,19 @@ impl NodeModule {
 
 #[cfg(test)]
 impl NodeModule {
-    /// Inference with libtorch's own NCHW convolutions: the reference the channels-last path is
-    /// tested against.
     /// The layers in the config's order, every ReLU on a copy: what [`NodeModule::new`]'s
     /// rearrangement is tested against.
     pub(crate) fn forward_as_written(&self, x: &Tensor) -> Tensor {
-        self.written.iter().fold(x.shallow_clone(), |h, &i| match &self.layers[i] {
+        let mut order: Vec<usize> = (0..self.layers.len()).collect();
+        order.sort_by_key(|&i| self.origin[i]);
+        order.into_iter().fold(x.shallow_clone(), |h, i| match &self.layers[i] {
             Layer::Relu { .. } => h.relu(),
             other => other.forward(&h, None),
         })
     }
 
+    /// Inference with libtorch's own NCHW convolutions: the reference the channels-last path is
+    /// tested against.
     pub(crate) fn forward_nchw(&self, x: &Tensor) -> Tensor {
         self.layers.iter().fold(x.shallow_clone(), |h, l| match l {
             Layer::Conv { conv, .. } => conv.forward(&h),

@@ -311,7 +311,7 @@ fn rearranged_layers_give_the_written_orders_values_and_gradients() {
             }
             let Some(input) = values[node.inputs[0]].as_ref().map(Tensor::shallow_clone) else { continue };
             let module = m.module(i);
-            swapped += module.written.iter().enumerate().filter(|&(k, &w)| k != w).count();
+            swapped += module.origin.iter().enumerate().filter(|&(k, &o)| k != o).count();
             let mut runs = Vec::new();
             for written in [false, true] {
                 zero_grads(&m);
