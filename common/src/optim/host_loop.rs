@@ -47,6 +47,10 @@ pub(super) fn sgd(params: &Tensor, grads: &Tensor, buf: Option<&Tensor>, step: &
     if p.1 != g.1 || overlap(p, g) {
         return false;
     }
+    if p.1 == 0 {
+        // An empty tensor's data pointer may be null, which no slice may be built from.
+        return true;
+    }
     // SAFETY: each pointer is the start of a live, contiguous f32 CPU tensor of `p.1` elements
     // (checked above), the three ranges do not overlap, and the tensors outlive this call, which
     // runs on the caller's thread while no other tensor op can touch them (the step owns them).

@@ -159,6 +159,9 @@ mod tests {
         let step = SgdStep { lr: 0.05, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
         assert!(!host_loop::sgd(&p, &g, None, &step));
         assert!(p.equal(&seeded(1).to_kind(tch::Kind::Double)));
+        // An empty model's buffers: nothing to do, and no slice of a null pointer.
+        let empty = || Tensor::zeros([0], (tch::Kind::Float, tch::Device::Cpu));
+        assert!(host_loop::sgd(&empty(), &empty(), Some(&empty()), &step));
     }
 
     #[test]
