@@ -5,7 +5,7 @@
 //!
 //! Each loop does PyTorch's float operations in PyTorch's order, every product and sum rounded
 //! to f32 as the kernels round them (Rust never contracts `a * b + c` into a fused multiply-add),
-//! so it gives the tensor path's bits; `optim::tests` checks that over several steps.
+//! so it gives the tensor path's bits; `sgd::tests` checks that over several steps.
 
 use tch::{Device, Kind, Tensor};
 
@@ -23,8 +23,8 @@ fn overlap(a: (*mut f32, usize), b: (*mut f32, usize)) -> bool {
     a0 < b1 && b0 < a1
 }
 
-/// SGD's hyper-parameters for one step, as f32 (the kernels multiply f32 tensors by scalars cast
-/// to f32).
+/// SGD's hyper-parameters for one step. The loop casts them to f32, as the kernels cast a scalar
+/// that multiplies an f32 tensor.
 pub(super) struct SgdStep {
     pub lr: f64,
     pub momentum: f64,
