@@ -5,6 +5,7 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod host;
 pub mod optim;
 pub mod rl;
 pub mod rng;

@@ -1,10 +1,10 @@
 //! A fingerprint of a model's parameters: replicas that must be identical compare digests instead
 //! of shipping tensors, and checkpoints record it to detect a mismatched load.
 use sha2::{Digest, Sha256};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::D2nn;
-use crate::Result;
+use crate::{host, Result};
 
 /// SHA-256 over every parameter in canonical (sorted-name) order: its name, its shape and its
 /// values as little-endian f32 bytes. Bitwise equality of the values, not closeness: −0.0 and 0.0
@@ -19,7 +19,6 @@ pub fn named_digest(named: &[(String, Tensor)]) -> Result<String> {
     let mut sorted: Vec<&(String, Tensor)> = named.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = Sha256::new();
-    let mut values: Vec<f32> = Vec::new();
     for (name, p) in sorted {
         hasher.update((name.len() as u64).to_le_bytes());
         hasher.update(name.as_bytes());
@@ -28,10 +27,7 @@ pub fn named_digest(named: &[(String, Tensor)]) -> Result<String> {
         for d in &shape {
             hasher.update(d.to_le_bytes());
         }
-        let n = p.numel();
-        values.resize(n, 0.0);
-        p.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_copy_data(&mut values, n)?;
-        for v in &values {
+        for v in host::values::<f32>(&p.f_detach()?.f_to_kind(Kind::Float)?)? {
             hasher.update(v.to_le_bytes());
         }
     }

@@ -4,7 +4,7 @@ use tch::{Kind, Tensor};
 use super::model::{select_rows, D2nn};
 use super::policy::{DecisionKey, Policy};
 use crate::graph::{Merge, NodeKind, Target};
-use crate::{Error, Result};
+use crate::{host, Error, Result};
 
 /// One controller's decisions over the examples it ran on.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl D2nn {
                     }
                 }
             }
-            let rows = run.nonzero().squeeze_dim(1);
+            let rows = host::rows_where(&run)?;
             let n = rows.size()[0];
             executed[i] = run.shallow_clone();
             if n == 0 {
@@ -143,7 +143,7 @@ impl D2nn {
                                 device,
                             )
                         })
-                        .collect();
+                        .collect::<Result<_>>()?;
                     let merged = match node.merge {
                         Merge::Concat if inputs.len() > 1 => Tensor::cat(&inputs, 1),
                         _ => inputs.iter().skip(1).fold(inputs[0].shallow_clone(), |acc, t| acc + t),
@@ -195,30 +195,30 @@ impl D2nn {
 
 /// The example ids of `rows` (positions in the batch).
 fn select_ids(ids: &[i64], rows: &Tensor) -> Result<Vec<i64>> {
-    let rows = Vec::<i64>::try_from(rows.to_device(tch::Device::Cpu))?;
+    let rows = host::values::<i64>(rows)?;
     Ok(rows.iter().map(|&r| ids[r as usize]).collect())
 }
 
 /// The value of an edge for the examples `rows`: the source's rows where it ran, `default` elsewhere.
-fn gather(source: Option<&Value>, shape: &[i64], default: f64, rows: &Tensor, device: tch::Device) -> Tensor {
+fn gather(source: Option<&Value>, shape: &[i64], default: f64, rows: &Tensor, device: tch::Device) -> Result<Tensor> {
     let n = rows.size()[0];
     let Some(v) = source else {
         let mut full = vec![n];
         full.extend_from_slice(shape);
-        return Tensor::full(full.as_slice(), default, (Kind::Float, device));
+        return Ok(Tensor::full(full.as_slice(), default, (Kind::Float, device)));
     };
     // The common case: the consumer runs on exactly the examples its source ran on.
-    if v.rows.size()[0] == n && v.rows.equal(rows) {
-        return v.data.shallow_clone();
+    if v.rows.size()[0] == n && host::equal(&v.rows, rows)? {
+        return Ok(v.data.shallow_clone());
     }
     let position = v.position.index_select(0, rows);
     let found = position.ge(0);
-    if bool::try_from(found.all()).unwrap_or(false) {
-        return select_rows(&v.data, &position);
+    if host::all(&found)? {
+        return Ok(select_rows(&v.data, &position));
     }
     let mut full = vec![n];
     full.extend_from_slice(shape);
-    let local = found.nonzero().squeeze_dim(1);
+    let local = host::rows_where(&found)?;
     let filled = Tensor::full(full.as_slice(), default, (v.data.kind(), device));
-    filled.index_copy(0, &local, &select_rows(&v.data, &position.index_select(0, &local)))
+    Ok(filled.index_copy(0, &local, &select_rows(&v.data, &position.index_select(0, &local))))
 }

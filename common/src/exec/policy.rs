@@ -1,7 +1,7 @@
 use tch::{Device, Kind, Tensor};
 
-use crate::rng;
 use crate::Result;
+use crate::{host, rng};
 
 /// How control nodes turn scores into actions.
 #[derive(Debug)]
@@ -92,7 +92,7 @@ impl Policy {
                     .ok_or_else(|| crate::Error::Invalid(format!("no forced actions for controller {control}")))?;
                 let chosen = a.to_device(device).index_select(0, rows);
                 if chosen.numel() > 0 {
-                    let (lo, hi) = (chosen.min().int64_value(&[]), chosen.max().int64_value(&[]));
+                    let (lo, hi) = (host::scalar_i64(&chosen.min())?, host::scalar_i64(&chosen.max())?);
                     if lo < 0 || hi >= k {
                         return Err(crate::Error::Invalid(format!(
                             "forced action outside 0..{k} for controller {control}"

@@ -96,7 +96,7 @@ impl Optimizer for Adam {
                 continue;
             };
             if t.defined() && t.size().is_empty() && t.kind() == Kind::Int64 {
-                let c = t.f_int64_value(&[])?;
+                let c = crate::host::scalar_i64(t)?;
                 if c != steps as i64 {
                     return Err(Error::Invalid(format!(
                         "optimizer state: tensor `{name}` = {c}, expected {steps} (the global step: every \

@@ -25,7 +25,7 @@ pub fn clip_grad_norms(groups: &[Tensor], max_norm: Option<f64>) -> Result<Vec<f
             .iter()
             .map(|g| g.f_norm()?.f_to_kind(Kind::Double)?.f_to_device(device))
             .collect::<Result<Vec<_>, _>>()?;
-        let norms = Vec::<f64>::try_from(&Tensor::f_stack(&norms, 0)?.f_to_device(tch::Device::Cpu)?)?;
+        let norms = crate::host::values::<f64>(&Tensor::f_stack(&norms, 0)?)?;
         if let Some(max) = max_norm {
             for (g, &norm) in groups.iter().zip(&norms) {
                 if norm.is_finite() && norm > max {

@@ -5,6 +5,7 @@
 
 use super::{index_vector, rewards_of_rows, vector_len};
 use crate::error::{Error, Result};
+use crate::host;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -54,9 +55,9 @@ impl RewardStats {
         index_vector("rows", rows, n)?;
         // The result is needed on the host anyway; on the CPU a bad index is an error, never a
         // device assert.
-        let actions = actions.f_to_device(Device::Cpu)?;
-        let r = rewards_of_rows(&rows.f_to_device(Device::Cpu)?, &bag_rewards.f_to_device(Device::Cpu)?, bag_size)?
-            .f_to_kind(Kind::Double)?;
+        let actions = host::to_cpu(actions)?;
+        let r =
+            rewards_of_rows(&host::to_cpu(rows)?, &host::to_cpu(bag_rewards)?, bag_size)?.f_to_kind(Kind::Double)?;
         if n > 0 {
             let (lo, hi) = (actions.f_min()?.f_int64_value(&[])?, actions.f_max()?.f_int64_value(&[])?);
             if lo < 0 || hi >= k {

@@ -3,8 +3,9 @@
 
 use super::{check_lambda, num_bags, same_len, vector_len};
 use crate::error::Result;
+use crate::host;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// The accuracy term A of a bag's reward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +97,7 @@ pub fn bag_index(rows: &Tensor, bag_size: usize) -> Tensor {
 }
 
 fn host_bools(t: &Tensor) -> Result<Vec<bool>> {
-    let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Bool)?;
-    Ok(Vec::<bool>::try_from(&t)?)
+    host::values::<bool>(&t.f_to_kind(Kind::Bool)?)
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ fn debug_check_range(name: &str, t: &Tensor, bound: i64) -> Result<()> {
     if t.numel() == 0 {
         return Ok(());
     }
-    let (lo, hi) = (t.f_min()?.f_int64_value(&[])?, t.f_max()?.f_int64_value(&[])?);
+    let (lo, hi) = (crate::host::scalar_i64(&t.f_min()?)?, crate::host::scalar_i64(&t.f_max()?)?);
     if lo < 0 || hi >= bound {
         return Err(Error::Invalid(format!("{name} must lie in [0, {bound}), got values in [{lo}, {hi}]")));
     }

@@ -4,7 +4,7 @@ use tch::{Kind, Tensor};
 use crate::data::{Split, Task};
 use crate::exec::{D2nn, DecisionKey, Policy};
 use crate::rl::f1_score;
-use crate::Result;
+use crate::{host, Result};
 
 /// Held-out metrics with a given decision policy (argmax for a trained D2NN).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,15 +49,15 @@ pub fn evaluate(
         let fwd = model.forward(&batch.x, &batch.ids, policy, key, false)?;
         let y = batch.y.to_device(device);
         let predicted = fwd.output.argmax(1, false);
-        correct += predicted.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-        loss += fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).double_value(&[]);
-        cost += fwd.cost.sum(Kind::Double).double_value(&[]);
+        correct += host::scalar_i64(&predicted.eq_tensor(&y).sum(Kind::Int64))?;
+        loss += host::scalar_f64(&fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0))?;
+        cost += host::scalar_f64(&fwd.cost.sum(Kind::Double))?;
         if binary {
-            predicted_pos.extend(Vec::<bool>::try_from(predicted.eq(1).to_device(tch::Device::Cpu))?);
-            actual_pos.extend(Vec::<bool>::try_from(y.eq(1).to_device(tch::Device::Cpu))?);
+            predicted_pos.extend(host::values::<bool>(&predicted.eq(1))?);
+            actual_pos.extend(host::values::<bool>(&y.eq(1))?);
         }
         for (c, d) in fwd.decisions.iter().enumerate() {
-            let counts = Vec::<i64>::try_from(d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
+            let counts = host::values::<i64>(&d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
             for (slot, k) in action_counts[c].iter_mut().zip(counts) {
                 *slot += k as f64;
             }

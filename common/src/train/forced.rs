@@ -8,7 +8,7 @@ use super::step::{representable_targets, uniform_random, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::rl::{self, BagCredit, PassOutcome, QContinuation, QTargets};
-use crate::{Error, Result};
+use crate::{host, Error, Result};
 
 /// The most forced passes a step may run (the product of the controllers' action counts).
 pub const MAX_JOINT_ACTIONS: usize = 8;
@@ -192,7 +192,7 @@ pub(crate) fn every_action_q_loss(
             (r, cfg.bag_size)
         }
         BagCredit::Marginal => {
-            let actual = Vec::<bool>::try_from(&y.eq(1).to_device(tch::Device::Cpu))?;
+            let actual = host::values::<bool>(&y.eq(1))?;
             let host_of = |o: &Outcome| host_outcome(o, cfg.accuracy, y);
             let host = outcomes.iter().map(host_of).collect::<Result<Vec<_>>>()?;
             let r = rl::marginal_rewards(cfg.accuracy, &host_of(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
@@ -301,11 +301,10 @@ fn greedy_continuation(model: &D2nn, paths: &[ForcedPath], rewards: &[Tensor], p
 }
 
 fn host_outcome(o: &Outcome, metric: rl::Accuracy, y: &Tensor) -> Result<PassOutcome> {
-    let cpu = |t: &Tensor| t.to_device(tch::Device::Cpu);
     Ok(PassOutcome {
-        accuracy: Vec::<f64>::try_from(&cpu(&o.example_accuracy(metric, y)).to_kind(Kind::Double))?,
-        predicted_positive: Vec::<bool>::try_from(&cpu(&o.predicted.eq(1)))?,
-        cost: Vec::<f64>::try_from(&cpu(&o.cost_fraction).to_kind(Kind::Double))?,
+        accuracy: host::values::<f64>(&o.example_accuracy(metric, y).to_kind(Kind::Double))?,
+        predicted_positive: host::values::<bool>(&o.predicted.eq(1))?,
+        cost: host::values::<f64>(&o.cost_fraction.to_kind(Kind::Double))?,
     })
 }
 

@@ -10,7 +10,7 @@ use super::forced::{check_joint_actions, forced_paths, ran, BranchPaths, ForcedP
 use crate::data::Split;
 use crate::exec::{D2nn, DecisionKey, Policy};
 use crate::rl::f1_score;
-use crate::{Error, Result};
+use crate::{host, Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutingReport {
@@ -128,12 +128,11 @@ pub fn routing_report(
         }
         for (p, path) in forced.iter().enumerate() {
             let predicted = path.fwd.output.argmax(1, false);
-            outcomes.right[p].extend(Vec::<bool>::try_from(predicted.eq_tensor(&y).to_device(tch::Device::Cpu))?);
-            outcomes.predicted_positive[p].extend(Vec::<bool>::try_from(predicted.eq(1).to_device(tch::Device::Cpu))?);
-            let cost = (path.fwd.cost.to_kind(Kind::Double) / graph.full_flops).to_device(tch::Device::Cpu);
-            outcomes.cost[p].extend(Vec::<f64>::try_from(cost)?);
+            outcomes.right[p].extend(host::values::<bool>(&predicted.eq_tensor(&y))?);
+            outcomes.predicted_positive[p].extend(host::values::<bool>(&predicted.eq(1))?);
+            outcomes.cost[p].extend(host::values::<f64>(&(path.fwd.cost.to_kind(Kind::Double) / graph.full_flops))?);
         }
-        outcomes.actual_positive.extend(Vec::<bool>::try_from(y.eq(1).to_device(tch::Device::Cpu))?);
+        outcomes.actual_positive.extend(host::values::<bool>(&y.eq(1))?);
 
         let routed = model.forward(&batch.x, &batch.ids, &Policy::Argmax, key, false)?;
         let mut chosen_by: Vec<Vec<i64>> = vec![vec![-1; chunk.len()]; controllers];
@@ -141,7 +140,7 @@ pub fn routing_report(
             let j = graph
                 .control_index(d.node)
                 .ok_or_else(|| Error::Invalid(format!("the routing report: node {} is not a controller", d.node)))?;
-            chosen_by[j] = Vec::<i64>::try_from(d.chosen.to_device(tch::Device::Cpu))?;
+            chosen_by[j] = host::values::<i64>(&d.chosen)?;
         }
         for i in 0..chunk.len() {
             let took: PathKey = chosen_by.iter().map(|c| (c[i] >= 0).then_some(c[i])).collect();

@@ -6,7 +6,7 @@ use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
 use crate::optim::{clip_grad_norms, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
-use crate::Result;
+use crate::{host, Result};
 
 use super::counterfactual::{one_at_a_time_q_loss, QAlternatives};
 use super::forced::{
@@ -144,7 +144,7 @@ impl Outcome {
 /// returns what it measured.
 pub fn train_step(model: &D2nn, flat: &FlatParams, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
     let (losses, mut stats) = step_losses(model, flat, batch, ctx)?;
-    losses.backward(&mut stats);
+    losses.backward(&mut stats)?;
     Ok(stats)
 }
 
@@ -157,11 +157,12 @@ pub struct StepLosses {
 
 impl StepLosses {
     /// Backward of the total loss into the parameters' `.grad()`, and the losses into `stats`.
-    pub fn backward(self, stats: &mut StepStats) {
+    pub fn backward(self, stats: &mut StepStats) -> Result<()> {
         self.total.backward();
-        stats.task_loss = self.task.double_value(&[]);
-        stats.control_loss = self.control.double_value(&[]);
-        stats.loss = self.total.double_value(&[]);
+        stats.task_loss = host::scalar_f64(&self.task)?;
+        stats.control_loss = host::scalar_f64(&self.control)?;
+        stats.loss = host::scalar_f64(&self.total)?;
+        Ok(())
     }
 }
 
@@ -220,8 +221,8 @@ pub fn step_losses(
     let sampled = Outcome::of(&fwd, &y, graph.full_flops);
     let mut stats = StepStats {
         examples: local as u64,
-        correct: sampled.correct.sum(Kind::Int64).int64_value(&[]) as u64,
-        cost_fraction_sum: sampled.cost_fraction.sum(Kind::Double).double_value(&[]),
+        correct: host::scalar_i64(&sampled.correct.sum(Kind::Int64))? as u64,
+        cost_fraction_sum: host::scalar_f64(&sampled.cost_fraction.sum(Kind::Double))?,
         rewards: RewardStats::new(&num_actions),
         actions: num_actions.iter().map(|&k| vec![0; k]).collect(),
         ..Default::default()
@@ -232,14 +233,14 @@ pub fn step_losses(
         let m = cfg.bag_size;
         let bag_rewards = sampled.bag_rewards(cfg, &y)?;
         stats.bags = (local / m) as u64;
-        stats.reward_sum = bag_rewards.sum(Kind::Double).double_value(&[]);
+        stats.reward_sum = host::scalar_f64(&bag_rewards.sum(Kind::Double))?;
         let global_bags = global / m as f64;
         let learning = cfg.algorithm == Algorithm::QLearning
             || ctx.step >= cfg.warmup_steps
             || ctx.routing == Routing::UniformRandom;
         for (c, d) in fwd.decisions.iter().enumerate() {
             stats.rewards.record(c, &d.actions, &d.rows, &bag_rewards, m)?;
-            let counts = Vec::<i64>::try_from(d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
+            let counts = host::values::<i64>(&d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
             for (slot, n) in stats.actions[c].iter_mut().zip(counts) {
                 *slot = n as u64;
             }
@@ -252,8 +253,8 @@ pub fn step_losses(
                     let b = ctx.baselines.get(c).copied().unwrap_or(0.0);
                     let adv = rl::advantages(&d.actions, &d.rows, &bag_rewards, m, &vec![b; num_actions[c]])?;
                     stats.advantage_count += adv.numel() as u64;
-                    stats.advantage_sum += adv.sum(Kind::Double).double_value(&[]);
-                    stats.advantage_sq_sum += adv.square().sum(Kind::Double).double_value(&[]);
+                    stats.advantage_sum += host::scalar_f64(&adv.sum(Kind::Double))?;
+                    stats.advantage_sq_sum += host::scalar_f64(&adv.square().sum(Kind::Double))?;
                     rl::reinforce_loss(&d.scores, &d.actions, &adv, cfg.entropy_coef)?
                 }
             };

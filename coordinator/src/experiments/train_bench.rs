@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use d2nn_common::config::RunConfig;
-use d2nn_common::optim;
 use d2nn_common::train::{apply_update, build_model, step_losses, Routing, StepContext};
+use d2nn_common::{host, optim};
 use serde::Serialize;
 use tch::Device;
 
@@ -36,6 +36,9 @@ pub struct TrainBench {
     pub backward_ms: f64,
     /// Clipping and the optimizer update (`apply_update`).
     pub optimizer_ms: f64,
+    /// Reads of tensor values (or of value-dependent sizes) into host memory per step, counted by
+    /// `d2nn_common::host`: each one a point where the host waits for a GPU.
+    pub host_syncs_per_step: f64,
 }
 
 /// Runs `spec.warmup + spec.steps` steps of `cfg`'s training on one replica and times the last
@@ -54,6 +57,7 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
         }
     };
     let mut phases: [Vec<f64>; 5] = Default::default();
+    let mut reads = 0;
     for step in 0..spec.warmup + spec.steps {
         let ids: Vec<u32> = (0..spec.batch as u64).map(|i| ((step * spec.batch as u64 + i) % n) as u32).collect();
         let ctx = StepContext {
@@ -64,6 +68,7 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
             baselines: &baselines,
             routing: spec.routing,
         };
+        let reads_before = host::reads();
         let t0 = Instant::now();
         let batch = dataset.train.batch_of(&ids, spec.device)?;
         sync();
@@ -71,13 +76,14 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
         let (losses, mut stats) = step_losses(&model, &flat, &batch, &ctx)?;
         sync();
         let t2 = Instant::now();
-        losses.backward(&mut stats);
+        losses.backward(&mut stats)?;
         sync();
         let t3 = Instant::now();
         apply_update(&flat, optimizer.as_mut(), &cfg.train, cfg.train.lr)?;
         sync();
         let t4 = Instant::now();
         if step >= spec.warmup {
+            reads += host::reads() - reads_before;
             let marks = [t0, t1, t2, t3, t4];
             for (k, phase) in phases.iter_mut().take(4).enumerate() {
                 phase.push((marks[k + 1] - marks[k]).as_secs_f64());
@@ -100,5 +106,6 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
         forward_ms: ms(&phases[1]),
         backward_ms: ms(&phases[2]),
         optimizer_ms: ms(&phases[3]),
+        host_syncs_per_step: if spec.steps > 0 { reads as f64 / spec.steps as f64 } else { 0.0 },
     })
 }
