@@ -38,6 +38,7 @@ pub fn named_digest(named: &[(String, Tensor)]) -> Result<String> {
 mod tests {
     use super::*;
     use crate::graph::tests::graph_of;
+    use tch::Device;
 
     #[test]
     fn digest_is_stable_and_sees_one_ulp() {
