@@ -69,6 +69,26 @@ pub fn equal(a: &Tensor, b: &Tensor) -> Result<bool> {
     Ok(a.f_equal(b)?)
 }
 
+/// Checks that every value of the integer tensor `t` lies in `[0, bound)`, in debug builds only: the
+/// check is two reads. In release an out-of-range index still fails inside torch, as an error on the
+/// CPU or a device assert on CUDA.
+#[cfg(debug_assertions)]
+pub fn debug_check_range(name: &str, t: &Tensor, bound: i64) -> Result<()> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let (lo, hi) = (scalar_i64(&t.f_min()?)?, scalar_i64(&t.f_max()?)?);
+    if lo < 0 || hi >= bound {
+        return Err(crate::Error::Invalid(format!("{name} must lie in [0, {bound}), got values in [{lo}, {hi}]")));
+    }
+    Ok(())
+}
+
+#[cfg(not(debug_assertions))]
+pub fn debug_check_range(_name: &str, _t: &Tensor, _bound: i64) -> Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,9 @@
 //! The selective forward pass: each node runs once, on the sub-batch of examples routed to it.
 use tch::{Kind, Tensor};
 
-use super::model::{select_rows, D2nn};
+use super::model::{select_rows, select_rows_or, D2nn};
 use super::policy::{DecisionKey, Policy};
+use super::rows::{self, ActionRows, Known, Plan};
 use crate::graph::{Merge, NodeKind, Target};
 use crate::{host, Error, Result};
 
@@ -57,6 +58,8 @@ struct Value {
     present: Tensor,
     /// For each batch example, its row in `data`, or −1.
     position: Tensor,
+    /// What the host knows of `rows` without reading them.
+    known: Known,
 }
 
 impl D2nn {
@@ -78,7 +81,9 @@ impl D2nn {
             data: x.shallow_clone(),
             present: all.shallow_clone(),
             position: arange.shallow_clone(),
+            known: Known::All,
         });
+        let mut splits: Vec<Option<ActionRows>> = (0..graph.nodes.len()).map(|_| None).collect();
         let mut chosen: Vec<Option<Tensor>> = (0..graph.nodes.len()).map(|_| None).collect();
         let mut decisions = Vec::new();
         let mut heads = Vec::new();
@@ -116,7 +121,25 @@ impl D2nn {
                     }
                 }
             }
-            let rows = host::rows_where(&run)?;
+            let (rows, known) = match rows::plan(graph, node, |p| values[p].as_ref().map(|v| v.known)) {
+                Plan::All => (arange.shallow_clone(), Known::All),
+                Plan::SameAs(p) => {
+                    let v = values[p].as_ref().ok_or_else(|| Error::Invalid(format!("{}: no rows", node.name)))?;
+                    (v.rows.shallow_clone(), v.known)
+                }
+                Plan::Took { control, action } => {
+                    let rows = match (&mut splits[control], &chosen[control]) {
+                        (Some(split), _) => split.rows(action)?,
+                        (slot @ None, Some(ch)) => {
+                            slot.insert(ActionRows::of(ch, graph.nodes[control].actions.len())?).rows(action)?
+                        }
+                        (None, None) => Tensor::zeros([0], (Kind::Int64, device)),
+                    };
+                    (rows, Known::Took { control, action })
+                }
+                Plan::Empty => (Tensor::zeros([0], (Kind::Int64, device)), Known::Read(i)),
+                Plan::Read => (host::rows_where(&run)?, Known::Read(i)),
+            };
             let n = rows.size()[0];
             executed[i] = run.shallow_clone();
             if n == 0 {
@@ -135,11 +158,15 @@ impl D2nn {
                         .iter()
                         .enumerate()
                         .map(|(k, &p)| {
+                            // Without a default, and unless the merge selects, the node runs only
+                            // where the input ran.
+                            let contained = node.defaults[k].is_none() && node.merge != Merge::Select;
                             gather(
                                 values[p].as_ref(),
                                 &graph.nodes[p].out_shape,
                                 node.defaults[k].unwrap_or(0.0),
                                 &rows,
+                                contained,
                                 device,
                             )
                         })
@@ -157,8 +184,7 @@ impl D2nn {
                 let control = graph
                     .control_index(i)
                     .ok_or_else(|| Error::Invalid(format!("{} is not a controller", node.name)))?;
-                let row_ids = select_ids(ids, &rows)?;
-                let actions = policy.choose(control, &data, &rows, &row_ids, key)?;
+                let actions = policy.choose(control, &data, &rows, ids, key)?;
                 let full = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(0, &rows, &actions);
                 chosen[i] = Some(full.shallow_clone());
                 decisions.push(Decision {
@@ -183,7 +209,7 @@ impl D2nn {
                 &rows,
                 &Tensor::arange(n, (Kind::Int64, device)),
             );
-            values[i] = Some(Value { rows, data, present: run, position });
+            values[i] = Some(Value { rows, data, present: run, position, known });
         }
         let out = values[graph.output].take().ok_or_else(|| Error::Invalid("the output node did not run".into()))?;
         if out.rows.size()[0] != batch {
@@ -193,32 +219,32 @@ impl D2nn {
     }
 }
 
-/// The example ids of `rows` (positions in the batch).
-fn select_ids(ids: &[i64], rows: &Tensor) -> Result<Vec<i64>> {
-    let rows = host::values::<i64>(rows)?;
-    Ok(rows.iter().map(|&r| ids[r as usize]).collect())
-}
-
 /// The value of an edge for the examples `rows`: the source's rows where it ran, `default` elsewhere.
-fn gather(source: Option<&Value>, shape: &[i64], default: f64, rows: &Tensor, device: tch::Device) -> Result<Tensor> {
+/// `contained`: every one of `rows` is known to be among the source's. Nothing here reads the
+/// device: which rows match is worked out on it.
+fn gather(
+    source: Option<&Value>,
+    shape: &[i64],
+    default: f64,
+    rows: &Tensor,
+    contained: bool,
+    device: tch::Device,
+) -> Result<Tensor> {
     let n = rows.size()[0];
     let Some(v) = source else {
         let mut full = vec![n];
         full.extend_from_slice(shape);
         return Ok(Tensor::full(full.as_slice(), default, (Kind::Float, device)));
     };
-    // The common case: the consumer runs on exactly the examples its source ran on.
-    if v.rows.size()[0] == n && host::equal(&v.rows, rows)? {
-        return Ok(v.data.shallow_clone());
+    let sources = v.rows.size()[0];
+    if contained || v.known == Known::All {
+        // Ascending rows without repeats, all among the source's: as many means the same ones.
+        if sources == n {
+            return Ok(v.data.shallow_clone());
+        }
+        return Ok(select_rows(&v.data, &v.position.index_select(0, rows)));
     }
+    // Rows the source did not run on take the row of `default` after its own.
     let position = v.position.index_select(0, rows);
-    let found = position.ge(0);
-    if host::all(&found)? {
-        return Ok(select_rows(&v.data, &position));
-    }
-    let mut full = vec![n];
-    full.extend_from_slice(shape);
-    let local = host::rows_where(&found)?;
-    let filled = Tensor::full(full.as_slice(), default, (v.data.kind(), device));
-    Ok(filled.index_copy(0, &local, &select_rows(&v.data, &position.index_select(0, &local))))
+    Ok(select_rows_or(&v.data, &position.where_scalarother(&position.ge(0), sources), default))
 }

@@ -5,6 +5,7 @@ mod forward;
 pub mod masked;
 mod model;
 mod policy;
+mod rows;
 
 pub use digest::{named_digest, param_digest};
 pub use forward::{Decision, Forward, HeadOutput};

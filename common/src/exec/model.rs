@@ -119,6 +119,21 @@ pub(crate) fn select_rows(t: &Tensor, index: &Tensor) -> Tensor {
     t.index_select(0, index)
 }
 
+/// As [`select_rows`], where `index` may also be `t`'s row count: a row filled with `default` there.
+/// Each of `t`'s rows is picked at most once in a merge, so its gradient is the one value it would
+/// get from a gather of only the rows found, bit for bit.
+pub(crate) fn select_rows_or(t: &Tensor, index: &Tensor, default: f64) -> Tensor {
+    let nhwc = t.dim() == 4 && is_channels_last(t);
+    let rows = if nhwc { t.permute([0, 2, 3, 1]) } else { t.shallow_clone() };
+    let padded = Tensor::cat(&[rows.shallow_clone(), rows.narrow(0, 0, 1).full_like(default)], 0);
+    let picked = padded.index_select(0, index);
+    if nhwc {
+        picked.permute([0, 3, 1, 2])
+    } else {
+        picked
+    }
+}
+
 /// Whether a 4-d tensor's strides are NHWC's (PyTorch's `is_contiguous(channels_last)`).
 pub(crate) fn is_channels_last(x: &Tensor) -> bool {
     let (size, stride) = (x.size(), x.stride());

@@ -1,4 +1,4 @@
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::Result;
 use crate::{host, rng};
@@ -34,18 +34,20 @@ impl DecisionKey {
         DecisionKey { seed: rng::hash_words(&[self.seed, 0x7261_6e64_6f6d]), step: self.step }
     }
 
-    fn uniforms(&self, control: usize, ids: &[i64], salt: u64, device: Device) -> Tensor {
+    /// One draw per example of `rows`. They are made on the host for the whole batch, whose ids the
+    /// host knows, and picked on the device: the host never needs to read which rows they are.
+    fn uniforms(&self, control: usize, ids: &[i64], rows: &Tensor, salt: u64) -> Tensor {
         let u: Vec<f32> = ids
             .iter()
             .map(|&id| rng::uniform(&[self.seed, self.step, control as u64, id as u64, salt]) as f32)
             .collect();
-        Tensor::from_slice(&u).to_device(device)
+        Tensor::from_slice(&u).to_device(rows.device()).index_select(0, rows)
     }
 }
 
 impl Policy {
-    /// Actions (i64 [n]) for the `ids` examples whose scores are `scores` [n, k]; `rows` are their
-    /// positions in the batch (for forced actions).
+    /// Actions (i64 [n]) for the examples at positions `rows` of the batch, whose scores are
+    /// `scores` [n, k]; `ids` are the dataset indices of the whole batch, which key the draws.
     pub(crate) fn choose(
         &self,
         control: usize,
@@ -60,14 +62,14 @@ impl Policy {
         Ok(match self {
             Policy::Argmax => greedy(),
             Policy::EpsilonGreedy(eps) => {
-                let explore = key.uniforms(control, ids, 0, device).lt(*eps);
+                let explore = key.uniforms(control, ids, rows, 0).lt(*eps);
                 let random =
-                    (key.uniforms(control, ids, 1, device) * k as f64).floor().to_kind(Kind::Int64).clamp_max(k - 1);
+                    (key.uniforms(control, ids, rows, 1) * k as f64).floor().to_kind(Kind::Int64).clamp_max(k - 1);
                 random.where_self(&explore, &greedy())
             }
             Policy::Sample => {
                 let probs = scores.detach().softmax(1, Kind::Float);
-                sample(&probs, &key.uniforms(control, ids, 2, device))
+                sample(&probs, &key.uniforms(control, ids, rows, 2))
             }
             Policy::Random(rates) => {
                 let p = rates
@@ -84,21 +86,14 @@ impl Policy {
                     .to_device(device)
                     .unsqueeze(0)
                     .expand([rows.size()[0], k], false);
-                sample(&probs, &key.uniforms(control, ids, 3, device))
+                sample(&probs, &key.uniforms(control, ids, rows, 3))
             }
             Policy::Forced(actions) => {
                 let a = actions
                     .get(control)
                     .ok_or_else(|| crate::Error::Invalid(format!("no forced actions for controller {control}")))?;
                 let chosen = a.to_device(device).index_select(0, rows);
-                if chosen.numel() > 0 {
-                    let (lo, hi) = (host::scalar_i64(&chosen.min())?, host::scalar_i64(&chosen.max())?);
-                    if lo < 0 || hi >= k {
-                        return Err(crate::Error::Invalid(format!(
-                            "forced action outside 0..{k} for controller {control}"
-                        )));
-                    }
-                }
+                host::debug_check_range(&format!("forced actions of controller {control}"), &chosen, k)?;
                 chosen
             }
         })

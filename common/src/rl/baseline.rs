@@ -7,7 +7,7 @@ use super::{index_vector, rewards_of_rows, vector_len};
 use crate::error::{Error, Result};
 use crate::host;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Per (node, action): how many decisions took the action and the sum and sum of squares of
 /// their bag rewards (a decision's reward is the reward of its example's bag).
@@ -41,6 +41,21 @@ impl RewardStats {
         bag_rewards: &Tensor,
         bag_size: usize,
     ) -> Result<()> {
+        let sums = self.sums_of(node, actions, rows, bag_rewards, bag_size)?;
+        self.add(node, &host::values::<f64>(&sums)?)
+    }
+
+    /// What [`record`](Self::record) adds, left on the device for the caller to read with its other
+    /// statistics: f64 `[3k]`, per action the count of decisions, the sum of their rewards and the
+    /// sum of squares. Out-of-range actions or rows fail inside torch (debug builds check first).
+    pub fn sums_of(
+        &self,
+        node: usize,
+        actions: &Tensor,
+        rows: &Tensor,
+        bag_rewards: &Tensor,
+        bag_size: usize,
+    ) -> Result<Tensor> {
         let k = match self.count.get(node) {
             Some(c) => c.len() as i64,
             None => {
@@ -53,30 +68,24 @@ impl RewardStats {
         let n = vector_len("actions", actions)?;
         index_vector("actions", actions, n)?;
         index_vector("rows", rows, n)?;
-        // The result is needed on the host anyway; on the CPU a bad index is an error, never a
-        // device assert.
-        let actions = host::to_cpu(actions)?;
-        let r =
-            rewards_of_rows(&host::to_cpu(rows)?, &host::to_cpu(bag_rewards)?, bag_size)?.f_to_kind(Kind::Double)?;
-        if n > 0 {
-            let (lo, hi) = (actions.f_min()?.f_int64_value(&[])?, actions.f_max()?.f_int64_value(&[])?);
-            if lo < 0 || hi >= k {
-                return Err(Error::Invalid(format!(
-                    "reward stats: node {node} has {k} actions, got actions in [{lo}, {hi}]"
-                )));
-            }
-        }
-        let per_action = |src: &Tensor| -> Result<Vec<f64>> {
-            let acc = Tensor::f_zeros([k], (Kind::Double, Device::Cpu))?.f_index_add(0, &actions, src)?;
-            Ok(Vec::<f64>::try_from(&acc)?)
+        host::debug_check_range("reward stats: actions", actions, k)?;
+        let r = rewards_of_rows(rows, bag_rewards, bag_size)?.f_to_kind(Kind::Double)?;
+        let per_action = |src: &Tensor| -> Result<Tensor> {
+            Ok(Tensor::f_zeros([k], (Kind::Double, r.device()))?.f_index_add(0, actions, src)?)
         };
-        let count = per_action(&r.f_ones_like()?)?;
-        let sum = per_action(&r)?;
-        let sum_sq = per_action(&r.f_square()?)?;
-        for a in 0..k as usize {
-            self.count[node][a] += count[a] as u64;
-            self.sum[node][a] += sum[a];
-            self.sum_sq[node][a] += sum_sq[a];
+        Ok(Tensor::f_cat(&[per_action(&r.f_ones_like()?)?, per_action(&r)?, per_action(&r.f_square()?)?], 0)?)
+    }
+
+    /// Adds `sums` (as [`sums_of`](Self::sums_of) returns them, read to the host) to `node`'s.
+    pub fn add(&mut self, node: usize, sums: &[f64]) -> Result<()> {
+        let k = self.count.get(node).map_or(0, Vec::len);
+        if k == 0 || sums.len() != 3 * k {
+            return Err(Error::Invalid(format!("reward stats: {} sums for node {node} of {k} actions", sums.len())));
+        }
+        for a in 0..k {
+            self.count[node][a] += sums[a] as u64;
+            self.sum[node][a] += sums[k + a];
+            self.sum_sq[node][a] += sums[2 * k + a];
         }
         Ok(())
     }

@@ -3,7 +3,6 @@
 
 use super::{check_lambda, num_bags, same_len, vector_len};
 use crate::error::Result;
-use crate::host;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -76,12 +75,14 @@ pub fn bag_rewards(
         Accuracy::F1 => {
             same_len("predicted_positive", predicted_positive, b)?;
             same_len("actual_positive", actual_positive, b)?;
-            // Bags are few and F1 is not a tensor reduction, so it is computed on the host.
-            let predicted = host_bools(predicted_positive)?;
-            let actual = host_bools(actual_positive)?;
-            let f1: Vec<f32> =
-                predicted.chunks(bag_size).zip(actual.chunks(bag_size)).map(|(p, a)| f1_score(p, a) as f32).collect();
-            Tensor::f_from_slice(&f1)?.f_to_device(device)?
+            let per_bag = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.f_reshape([bags, m])?.f_sum_dim_intlist(1, false, Kind::Double)?)
+            };
+            let predicted = predicted_positive.f_to_kind(Kind::Bool)?.f_to_device(device)?;
+            let actual = actual_positive.f_to_kind(Kind::Bool)?.f_to_device(device)?;
+            let tp = per_bag(&predicted.f_logical_and(&actual)?)?;
+            let wrong = per_bag(&predicted.f_logical_xor(&actual)?)?;
+            f1_of_counts(&tp, &wrong)?.f_to_kind(Kind::Float)?
         }
     };
     Ok(accuracy.f_mul_scalar(lambda)?.f_sub(&cost.f_mul_scalar(1.0 - lambda)?)?)
@@ -96,8 +97,14 @@ pub fn bag_index(rows: &Tensor, bag_size: usize) -> Tensor {
     rows.floor_divide_scalar(bag_size as i64)
 }
 
-fn host_bools(t: &Tensor) -> Result<Vec<bool>> {
-    host::values::<bool>(&t.f_to_kind(Kind::Bool)?)
+/// [`f1_score`] of bags from their true positives and their false positives plus false
+/// negatives, f64: the same operations in the same order, so the same values bit for bit.
+fn f1_of_counts(tp: &Tensor, wrong: &Tensor) -> Result<Tensor> {
+    let twice = tp.f_mul_scalar(2.0)?;
+    let f1 = twice.f_div(&twice.f_add(wrong)?)?;
+    let no_tp = tp.f_eq(0.0)?;
+    let perfect = wrong.f_eq(0.0)?.f_to_kind(Kind::Double)?;
+    Ok(perfect.f_where_self(&no_tp, &f1)?)
 }
 
 #[cfg(test)]
@@ -150,6 +157,24 @@ mod tests {
         let r = bag_rewards(Accuracy::F1, &correct, &pred, &actual, &cost, 4, 0.5).unwrap();
         // bag 0: F1 = 2/3 (TP 2, FP 1, FN 1), cost 0.5; bag 1: no positives, none predicted → 1
         assert_close(&vals(&r), &[0.5 * 2.0 / 3.0 - 0.25, 0.5 - 0.25], 1e-6);
+    }
+
+    #[test]
+    fn device_f1_equals_f1_score_bit_for_bit_on_every_bag_of_four() {
+        // Every (predicted, actual) pattern of a bag of 4: 256 bags, each a 4-bit pair.
+        let m = 4;
+        let bit = |pattern: usize, i: usize| (pattern >> i) & 1 == 1;
+        let predicted: Vec<bool> = (0..256).flat_map(|p| (0..m).map(move |i| bit(p >> 4, i))).collect();
+        let actual: Vec<bool> = (0..256).flat_map(|p| (0..m).map(move |i| bit(p & 15, i))).collect();
+        let cost = Tensor::zeros([256 * m as i64], (Kind::Float, tch::Device::Cpu));
+        let r = bag_rewards(Accuracy::F1, &cost, &bools(&predicted), &bools(&actual), &cost, m, 1.0).unwrap();
+        let want: Vec<f32> = predicted.chunks(m).zip(actual.chunks(m)).map(|(p, a)| f1_score(p, a) as f32).collect();
+        let got = Vec::<f32>::try_from(&r).unwrap();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(want.contains(&1.0) && want.contains(&0.0) && want.iter().any(|&f| f > 0.0 && f < 1.0));
     }
 
     #[test]

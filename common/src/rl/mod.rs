@@ -106,31 +106,12 @@ fn check_decisions(scores: &Tensor, actions: &Tensor, rows: Option<&Tensor>) -> 
     Ok((n, k))
 }
 
-/// Range checks that need a device-to-host sync, so they run in debug builds only; in release an
-/// out-of-range index still fails loudly inside torch (an error on CPU, a device assert on CUDA).
-#[cfg(debug_assertions)]
-fn debug_check_range(name: &str, t: &Tensor, bound: i64) -> Result<()> {
-    if t.numel() == 0 {
-        return Ok(());
-    }
-    let (lo, hi) = (crate::host::scalar_i64(&t.f_min()?)?, crate::host::scalar_i64(&t.f_max()?)?);
-    if lo < 0 || hi >= bound {
-        return Err(Error::Invalid(format!("{name} must lie in [0, {bound}), got values in [{lo}, {hi}]")));
-    }
-    Ok(())
-}
-
-#[cfg(not(debug_assertions))]
-fn debug_check_range(_name: &str, _t: &Tensor, _bound: i64) -> Result<()> {
-    Ok(())
-}
-
 /// The reward of each decision's bag, `bag_rewards[rows / m]`, detached: rewards are targets.
 /// f64 rewards stay f64 (tests of estimator statistics want them), anything else becomes f32.
 fn rewards_of_rows(rows: &Tensor, bag_rewards: &Tensor, bag_size: usize) -> Result<Tensor> {
     let bags = vector_len("bag_rewards", bag_rewards)?;
     let m = check_bag_size(bag_size)?;
-    debug_check_range("rows", rows, bags * m)?;
+    crate::host::debug_check_range("rows", rows, bags * m)?;
     let kind = if bag_rewards.kind() == Kind::Double { Kind::Double } else { Kind::Float };
     let r = bag_rewards.detach().f_to_kind(kind)?.f_to_device(rows.device())?;
     Ok(r.f_index_select(0, &rows.f_floor_divide_scalar(m)?)?)

@@ -2,8 +2,9 @@
 //! most once per input, so learning is a one-step contextual bandit: no bootstrapped target, no
 //! discount, and every controller regresses onto the same final reward.
 
-use super::{check_action_targets, check_bag_size, check_decisions, debug_check_range, vector_len};
+use super::{check_action_targets, check_bag_size, check_decisions, vector_len};
 use crate::error::Result;
+use crate::host;
 use crate::rl::bag_index;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -67,8 +68,8 @@ pub fn q_loss(
     let (_, k) = check_decisions(scores, actions, Some(rows))?;
     let bags = vector_len("bag_rewards", bag_rewards)?;
     let m = check_bag_size(bag_size)?;
-    debug_check_range("actions", actions, k)?;
-    debug_check_range("rows", rows, bags * m)?;
+    host::debug_check_range("actions", actions, k)?;
+    host::debug_check_range("rows", rows, bags * m)?;
 
     let q = scores.f_gather(1, &actions.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
     let bag = bag_index(rows, bag_size);

@@ -4,8 +4,9 @@
 //! estimator assumes the actions were sampled from that softmax; ε-greedy actions make it
 //! off-policy.
 
-use super::{check_decisions, debug_check_range, index_vector, rewards_of_rows, same_len, vector_len};
+use super::{check_decisions, index_vector, rewards_of_rows, same_len, vector_len};
 use crate::error::{Error, Result};
+use crate::host;
 use tch::Tensor;
 
 /// `−Σ_i A_i·log π(a_i|s_i) − β·Σ_i H(π(·|s_i))` as a scalar SUM, with π = softmax(scores).
@@ -16,7 +17,7 @@ pub fn reinforce_loss(scores: &Tensor, actions: &Tensor, advantages: &Tensor, en
     if !entropy_coef.is_finite() {
         return Err(Error::Invalid(format!("entropy coefficient must be finite, got {entropy_coef}")));
     }
-    debug_check_range("actions", actions, k)?;
+    host::debug_check_range("actions", actions, k)?;
     let log_p = scores.f_log_softmax(-1, None)?;
     let kind = log_p.kind();
     let log_p_taken = log_p.f_gather(1, &actions.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
@@ -47,7 +48,7 @@ pub fn advantages(
     if baseline.is_empty() {
         return Err(Error::Invalid("baseline must hold one value per action, got none".into()));
     }
-    debug_check_range("actions", actions, baseline.len() as i64)?;
+    host::debug_check_range("actions", actions, baseline.len() as i64)?;
     let r = rewards_of_rows(rows, bag_rewards, bag_size)?;
     let b = Tensor::f_from_slice(baseline)?.f_to_kind(r.kind())?.f_to_device(r.device())?;
     Ok(r.f_sub(&b.f_index_select(0, actions)?)?)

@@ -4,11 +4,12 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::readout::Readout;
 use super::step::{representable_targets, uniform_random, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::rl::{self, BagCredit, PassOutcome, QContinuation, QTargets};
-use crate::{host, Error, Result};
+use crate::{Error, Result};
 
 /// The most forced passes a step may run (the product of the controllers' action counts).
 pub const MAX_JOINT_ACTIONS: usize = 8;
@@ -192,10 +193,9 @@ pub(crate) fn every_action_q_loss(
             (r, cfg.bag_size)
         }
         BagCredit::Marginal => {
-            let actual = host::values::<bool>(&y.eq(1))?;
-            let host_of = |o: &Outcome| host_outcome(o, cfg.accuracy, y);
-            let host = outcomes.iter().map(host_of).collect::<Result<Vec<_>>>()?;
-            let r = rl::marginal_rewards(cfg.accuracy, &host_of(sampled)?, &host, &actual, cfg.bag_size, cfg.lambda)?;
+            let (actual, mut host) = host_outcomes(std::iter::once(sampled).chain(&outcomes), cfg.accuracy, y)?;
+            let sampled = host.remove(0);
+            let r = rl::marginal_rewards(cfg.accuracy, &sampled, &host, &actual, cfg.bag_size, cfg.lambda)?;
             let r = r.iter().map(|v| Tensor::from_slice(v).to_kind(Kind::Float).to_device(y.device())).collect();
             (r, 1)
         }
@@ -300,12 +300,34 @@ fn greedy_continuation(model: &D2nn, paths: &[ForcedPath], rewards: &[Tensor], p
     Ok(target)
 }
 
-fn host_outcome(o: &Outcome, metric: rl::Accuracy, y: &Tensor) -> Result<PassOutcome> {
-    Ok(PassOutcome {
-        accuracy: host::values::<f64>(&o.example_accuracy(metric, y).to_kind(Kind::Double))?,
-        predicted_positive: host::values::<bool>(&o.predicted.eq(1))?,
-        cost: host::values::<f64>(&o.cost_fraction.to_kind(Kind::Double))?,
-    })
+/// The labels' positives and each pass's outcome, read to the host in one transfer.
+fn host_outcomes<'a>(
+    passes: impl Iterator<Item = &'a Outcome>,
+    metric: rl::Accuracy,
+    y: &Tensor,
+) -> Result<(Vec<bool>, Vec<PassOutcome>)> {
+    let mut readout = Readout::default();
+    let actual = readout.push(&y.eq(1))?;
+    let slots = passes
+        .map(|o| {
+            Ok([
+                readout.push(&o.example_accuracy(metric, y))?,
+                readout.push(&o.predicted.eq(1))?,
+                readout.push(&o.cost_fraction)?,
+            ])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let values = readout.read()?;
+    let bools = |slot| values.get(slot).iter().map(|&v| v != 0.0).collect::<Vec<bool>>();
+    let outcomes = slots
+        .iter()
+        .map(|[accuracy, predicted, cost]| PassOutcome {
+            accuracy: values.get(accuracy).to_vec(),
+            predicted_positive: bools(predicted),
+            cost: values.get(cost).to_vec(),
+        })
+        .collect();
+    Ok((bools(&actual), outcomes))
 }
 
 #[cfg(test)]

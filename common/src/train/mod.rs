@@ -9,6 +9,7 @@ mod ledger;
 mod local;
 mod model;
 mod outputs;
+mod readout;
 mod routing;
 mod routing_render;
 mod stats;

@@ -6,12 +6,13 @@ use crate::exec::{D2nn, DecisionKey, Forward, Policy};
 use crate::graph::{LayerSpec, Target};
 use crate::optim::{clip_grad_norms, FlatParams, Optimizer};
 use crate::rl::{self, Accuracy, RewardStats};
-use crate::{host, Result};
+use crate::Result;
 
 use super::counterfactual::{one_at_a_time_q_loss, QAlternatives};
 use super::forced::{
     branch_loss, check_joint_actions, every_action_q_loss, forced_paths, BranchPaths, MAX_JOINT_ACTIONS,
 };
+use super::readout::{Readout, Slot};
 use super::StepStats;
 
 /// Everything a step needs besides the model and the batch.
@@ -143,37 +144,63 @@ impl Outcome {
 /// gradients in `flat`'s gradient buffer, the model's (zeroed first, extra slots included), and
 /// returns what it measured.
 pub fn train_step(model: &D2nn, flat: &FlatParams, batch: &Batch, ctx: &StepContext) -> Result<StepStats> {
-    let (losses, mut stats) = step_losses(model, flat, batch, ctx)?;
-    losses.backward(&mut stats)?;
-    Ok(stats)
+    step_losses(model, flat, batch, ctx)?.backward()
 }
 
-/// The losses of a step, before their backward.
+/// The losses of a step, before their backward, and its statistics, still on the device.
 pub struct StepLosses {
     total: Tensor,
     task: Tensor,
     control: Tensor,
+    pending: PendingStats,
+}
+
+/// What a step measured before its end: the fields the host knows, and where the others will lie
+/// in the one read of [`StepLosses::backward`].
+struct PendingStats {
+    known: StepStats,
+    readout: Readout,
+    correct: Slot,
+    cost_fraction_sum: Slot,
+    reward_sum: Option<Slot>,
+    /// Per controller: its reward sums (`RewardStats::sums_of`).
+    rewards: Vec<Slot>,
+    /// Per learning REINFORCE controller: the sum and the sum of squares of its advantages.
+    advantages: Vec<(Slot, Slot)>,
 }
 
 impl StepLosses {
-    /// Backward of the total loss into the parameters' `.grad()`, and the losses into `stats`.
-    pub fn backward(self, stats: &mut StepStats) -> Result<()> {
+    /// Backward of the total loss into the parameters' `.grad()`, then the step's statistics, read
+    /// back to the host in one transfer.
+    pub fn backward(self) -> Result<StepStats> {
         self.total.backward();
-        stats.task_loss = host::scalar_f64(&self.task)?;
-        stats.control_loss = host::scalar_f64(&self.control)?;
-        stats.loss = host::scalar_f64(&self.total)?;
-        Ok(())
+        let PendingStats { known: mut stats, mut readout, correct, cost_fraction_sum, reward_sum, rewards, advantages } =
+            self.pending;
+        let losses = [readout.push(&self.task)?, readout.push(&self.control)?, readout.push(&self.total)?];
+        let values = readout.read()?;
+        [stats.task_loss, stats.control_loss, stats.loss] = losses.map(|slot| values.scalar(&slot));
+        stats.correct = values.scalar(&correct) as u64;
+        stats.cost_fraction_sum = values.scalar(&cost_fraction_sum);
+        if let Some(slot) = reward_sum {
+            stats.reward_sum = values.scalar(&slot);
+        }
+        for (c, slot) in rewards.iter().enumerate() {
+            stats.rewards.add(c, values.get(slot))?;
+            for (a, taken) in stats.actions[c].iter_mut().enumerate() {
+                *taken = stats.rewards.count(c, a);
+            }
+        }
+        for (sum, sq) in &advantages {
+            stats.advantage_sum += values.scalar(sum);
+            stats.advantage_sq_sum += values.scalar(sq);
+        }
+        Ok(stats)
     }
 }
 
 /// The first half of [`train_step`]: gradients zeroed, forward with sampled decisions, task loss,
 /// reward and controller loss (benchmarks time the halves apart).
-pub fn step_losses(
-    model: &D2nn,
-    flat: &FlatParams,
-    batch: &Batch,
-    ctx: &StepContext,
-) -> Result<(StepLosses, StepStats)> {
+pub fn step_losses(model: &D2nn, flat: &FlatParams, batch: &Batch, ctx: &StepContext) -> Result<StepLosses> {
     let cfg = ctx.cfg;
     let graph = &model.graph;
     flat.zero_grad()?;
@@ -219,31 +246,36 @@ pub fn step_losses(
     let task = task / global;
 
     let sampled = Outcome::of(&fwd, &y, graph.full_flops);
-    let mut stats = StepStats {
-        examples: local as u64,
-        correct: host::scalar_i64(&sampled.correct.sum(Kind::Int64))? as u64,
-        cost_fraction_sum: host::scalar_f64(&sampled.cost_fraction.sum(Kind::Double))?,
-        rewards: RewardStats::new(&num_actions),
-        actions: num_actions.iter().map(|&k| vec![0; k]).collect(),
-        ..Default::default()
+    let mut readout = Readout::default();
+    let mut pending = PendingStats {
+        known: StepStats {
+            examples: local as u64,
+            rewards: RewardStats::new(&num_actions),
+            actions: num_actions.iter().map(|&k| vec![0; k]).collect(),
+            ..Default::default()
+        },
+        correct: readout.push(&sampled.correct.sum(Kind::Int64))?,
+        cost_fraction_sum: readout.push(&sampled.cost_fraction.sum(Kind::Double))?,
+        readout,
+        reward_sum: None,
+        rewards: Vec::new(),
+        advantages: Vec::new(),
     };
+    let stats = &mut pending.known;
+    let readout = &mut pending.readout;
 
     let mut control = Tensor::zeros([], (Kind::Float, device));
     if !fwd.decisions.is_empty() {
         let m = cfg.bag_size;
         let bag_rewards = sampled.bag_rewards(cfg, &y)?;
         stats.bags = (local / m) as u64;
-        stats.reward_sum = host::scalar_f64(&bag_rewards.sum(Kind::Double))?;
+        pending.reward_sum = Some(readout.push(&bag_rewards.sum(Kind::Double))?);
         let global_bags = global / m as f64;
         let learning = cfg.algorithm == Algorithm::QLearning
             || ctx.step >= cfg.warmup_steps
             || ctx.routing == Routing::UniformRandom;
         for (c, d) in fwd.decisions.iter().enumerate() {
-            stats.rewards.record(c, &d.actions, &d.rows, &bag_rewards, m)?;
-            let counts = host::values::<i64>(&d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
-            for (slot, n) in stats.actions[c].iter_mut().zip(counts) {
-                *slot = n as u64;
-            }
+            pending.rewards.push(readout.push(&stats.rewards.sums_of(c, &d.actions, &d.rows, &bag_rewards, m)?)?);
             if !learning || every_action_q {
                 continue;
             }
@@ -253,8 +285,9 @@ pub fn step_losses(
                     let b = ctx.baselines.get(c).copied().unwrap_or(0.0);
                     let adv = rl::advantages(&d.actions, &d.rows, &bag_rewards, m, &vec![b; num_actions[c]])?;
                     stats.advantage_count += adv.numel() as u64;
-                    stats.advantage_sum += host::scalar_f64(&adv.sum(Kind::Double))?;
-                    stats.advantage_sq_sum += host::scalar_f64(&adv.square().sum(Kind::Double))?;
+                    pending
+                        .advantages
+                        .push((readout.push(&adv.sum(Kind::Double))?, readout.push(&adv.square().sum(Kind::Double))?));
                     rl::reinforce_loss(&d.scores, &d.actions, &adv, cfg.entropy_coef)?
                 }
             };
@@ -267,20 +300,19 @@ pub fn step_losses(
         }
     }
     let total = &task + &control * cfg.control_weight;
-    Ok((StepLosses { total, task, control }, stats))
+    Ok(StepLosses { total, task, control, pending })
 }
 
 /// Clip (per config) and apply one optimizer update with learning rate `lr` to `flat`, the model's
 /// parameters in their flat buffers (a module no example ran has zero gradients there, so every
-/// replica does the same work). Returns the gradients' norm before clipping.
-pub fn apply_update(flat: &FlatParams, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<f64> {
+/// replica does the same work). Nothing is read back: the clipping decides on the device.
+pub fn apply_update(flat: &FlatParams, optimizer: &mut dyn Optimizer, cfg: &TrainConfig, lr: f64) -> Result<()> {
     // The groups of `D2nn::flat_parameters`, the other modules and the controllers, are clipped
     // apart: with one global norm, a large control loss (a mini-bag's Q is the sum of 32 examples'
     // Q) scaled the classifiers' gradients to nothing, and the cascade never learned its positive
     // class.
-    let norms = clip_grad_norms(&flat.group_grads()?, cfg.grad_clip)?;
-    optimizer.step(flat, lr)?;
-    Ok(norms.iter().map(|n| n * n).sum::<f64>().sqrt())
+    let _norms = clip_grad_norms(&flat.group_grads()?, cfg.grad_clip)?;
+    optimizer.step(flat, lr)
 }
 
 /// Whether the reward's accuracy term needs a binary task.

@@ -3,6 +3,8 @@
 mod counterfactual_tests;
 #[path = "forced_tests.rs"]
 mod forced_tests;
+#[path = "host_reads_tests.rs"]
+mod host_reads_tests;
 use std::path::{Path, PathBuf};
 
 use tch::Device;

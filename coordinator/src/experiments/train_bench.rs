@@ -73,10 +73,10 @@ pub fn bench_train(cfg: &RunConfig, config_file: &str, spec: &TrainBenchSpec) ->
         let batch = dataset.train.batch_of(&ids, spec.device)?;
         sync();
         let t1 = Instant::now();
-        let (losses, mut stats) = step_losses(&model, &flat, &batch, &ctx)?;
+        let losses = step_losses(&model, &flat, &batch, &ctx)?;
         sync();
         let t2 = Instant::now();
-        losses.backward(&mut stats)?;
+        losses.backward()?;
         sync();
         let t3 = Instant::now();
         apply_update(&flat, optimizer.as_mut(), &cfg.train, cfg.train.lr)?;

@@ -1,0 +1,59 @@
+//! How often a training step makes the host wait for the device (`crate::host`): once for each
+//! controller whose branches it sizes, in each forward pass, and once for the statistics at the end.
+use tch::Device;
+
+use super::{config, small};
+use crate::host;
+use crate::train::{apply_update, build_model, train_step, Routing, StepContext};
+
+#[test]
+fn a_step_reads_the_device_once_per_routing_controller_and_pass_and_once_at_its_end() {
+    let cases = [
+        ("high_low.toml", 2, "the router's split; the statistics"),
+        ("chain.toml", 4, "the three controllers' splits; the statistics"),
+        (
+            "hierarchical.toml",
+            6,
+            "the router's split in the sampled pass and in each of the 4 forced branch passes; the statistics",
+        ),
+        (
+            "cascade.toml",
+            9,
+            "both gates in the sampled pass, gate1 in the exit1 pass, both in each of the two passes through \
+             stage2; the passes' outcomes for the marginal credit; the statistics",
+        ),
+    ];
+    for (file, want, why) in cases {
+        let cfg = small(config(file, &[]), 256, 100);
+        let (dataset, model) = build_model(&cfg, file, Device::Cpu).unwrap();
+        let flat = model.flat_parameters(0).unwrap();
+        let mut optimizer = crate::optim::try_build(&cfg.train.optimizer, &flat).unwrap();
+        let batch = dataset.train.batch(&(0..64).collect::<Vec<_>>(), Device::Cpu).unwrap();
+        let num_actions = model.graph.num_actions();
+        let ctx = StepContext {
+            cfg: &cfg.train,
+            seed: 0,
+            step: 0,
+            global_batch: 64,
+            baselines: &vec![0.0; num_actions.len()],
+            routing: Routing::UniformRandom,
+        };
+        let before = host::reads();
+        let stats = train_step(&model, &flat, &batch, &ctx).unwrap();
+        apply_update(&flat, optimizer.as_mut(), &cfg.train, cfg.train.lr).unwrap();
+        assert_eq!(host::reads() - before, want, "{file}: {why}");
+
+        // The one read carries everything the step measured.
+        assert_eq!(stats.examples, 64);
+        assert!(stats.loss.is_finite() && stats.loss > 0.0, "{file}: loss {}", stats.loss);
+        assert!(stats.correct <= 64 && stats.mean_cost_fraction() > 0.0 && stats.mean_cost_fraction() <= 1.0);
+        let first = &stats.actions[0];
+        assert_eq!(first.iter().sum::<u64>(), 64, "{file}: the first controller decides for every example");
+        assert!(first.iter().all(|&n| n > 0), "{file}: random routing takes every action: {first:?}");
+        for (c, counts) in stats.actions.iter().enumerate() {
+            for (a, &n) in counts.iter().enumerate() {
+                assert_eq!(stats.rewards.count(c, a), n, "{file}: controller {c} action {a}");
+            }
+        }
+    }
+}
