@@ -10,8 +10,13 @@ use crate::error::{Error, Result};
 /// the gradients' device. A group is scaled only when `max_norm` is given, its norm exceeds it and
 /// is finite (scaling by 0 or NaN would only hide the problem: the caller sees the norms and decides
 /// whether to skip the step). Nothing is read back to the host: the scale is chosen on the device,
-/// and a group left alone is multiplied by exactly 1.
+/// and there a group left alone is multiplied by exactly 1.
 pub fn clip_grad_norms(groups: &[Tensor], max_norm: Option<f64>) -> Result<Tensor> {
+    clip(groups, max_norm, true)
+}
+
+/// [`clip_grad_norms`]; `skip_on_cpu: false` multiplies every group as a GPU does.
+fn clip(groups: &[Tensor], max_norm: Option<f64>, skip_on_cpu: bool) -> Result<Tensor> {
     if let Some(m) = max_norm {
         if m.is_nan() || m <= 0.0 {
             return Err(Error::Invalid(format!("clip_grad_norm: max_norm = {m} must be > 0")));
@@ -33,7 +38,13 @@ pub fn clip_grad_norms(groups: &[Tensor], max_norm: Option<f64>) -> Result<Tenso
             let scale = norms.f_full_like(max)?.f_div(&norms.f_add_scalar(1e-6)?)?;
             let clip = norms.f_isfinite()?.f_logical_and(&norms.f_gt(max)?)?;
             let scale = scale.f_where_scalarother(&clip, 1.0)?;
+            // On the CPU the factors are in host memory already: a group left alone is skipped
+            // rather than multiplied by 1, a pass over its gradients saved.
+            let on_cpu = if skip_on_cpu { crate::host::if_on_cpu::<f64>(&scale)? } else { None };
             for (i, g) in groups.iter().enumerate() {
+                if on_cpu.as_ref().is_some_and(|f| f[i] == 1.0) {
+                    continue;
+                }
                 let _ = g.shallow_clone().f_mul_(&scale.f_select(0, i as i64)?)?;
             }
         }
@@ -70,6 +81,20 @@ mod tests {
         let want = [3.0 * a as f32, 4.0 * a as f32, 12.0 * b as f32, 0.3, 0.4];
         assert_eq!(Vec::<f32>::try_from(&buffer).unwrap(), want);
         close(&norms(&groups, None), &[2.5, 2.5, 0.5]);
+    }
+
+    #[test]
+    fn skipping_the_groups_left_alone_gives_the_bits_of_multiplying_them_by_one() {
+        let values = [3.0f32, 4.0, 12.0, 0.3, 0.4, f32::NAN, 1e-30];
+        let run = |skip: bool| {
+            let buffer = Tensor::from_slice(&values);
+            let groups =
+                [buffer.narrow(0, 0, 2), buffer.narrow(0, 2, 1), buffer.narrow(0, 3, 2), buffer.narrow(0, 5, 2)];
+            clip(&groups, Some(2.5), skip).unwrap();
+            Vec::<f32>::try_from(&buffer).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(true), run(false));
+        assert_ne!(run(true), values.map(f32::to_bits), "something was clipped");
     }
 
     #[test]

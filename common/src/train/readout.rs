@@ -21,7 +21,10 @@ pub(crate) struct Slot(Range<usize>);
 impl Readout {
     /// Queues `t`'s values (without its graph) for the read.
     pub fn push(&mut self, t: &Tensor) -> Result<Slot> {
-        let flat = t.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([-1])?;
+        // Each op is a dispatch, so those with nothing to do are left out.
+        let t = if t.requires_grad() { t.f_detach()? } else { t.shallow_clone() };
+        let t = if t.kind() == Kind::Double { t } else { t.f_to_kind(Kind::Double)? };
+        let flat = if t.dim() == 1 { t } else { t.f_reshape([-1])? };
         let start = self.len;
         self.len += flat.numel();
         self.parts.push(flat);

@@ -60,7 +60,8 @@ pub enum BenchCommand {
     /// as many in-process workers, same config, steps and threads per worker, in interleaved rounds.
     Cluster(super::bench_cluster::ClusterBenchArgs),
     /// Training-step throughput of one replica, the step split into data, forward (with losses and
-    /// rewards), backward and optimizer; warm-up excluded. Compare with PyTorch eager:
+    /// rewards), backward and optimizer, and its host synchronisations (reads of device values, each
+    /// a wait on a GPU) per step; warm-up excluded. Compare with PyTorch eager:
     ///   d2nn bench train --set train.algorithm=reinforce --threads 1,2
     ///   .venv-reference/bin/python scripts/reference/torch_high_low.py --threads 1
     Train(super::bench_train::TrainBenchArgs),
