@@ -90,7 +90,7 @@ mod tests {
             let buffer = Tensor::from_slice(&values);
             let groups =
                 [buffer.narrow(0, 0, 2), buffer.narrow(0, 2, 1), buffer.narrow(0, 3, 2), buffer.narrow(0, 5, 2)];
-            clip(&groups, Some(2.5), skip).unwrap();
+            let _norms = clip(&groups, Some(2.5), skip).unwrap();
             Vec::<f32>::try_from(&buffer).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
         assert_eq!(run(true), run(false));
