@@ -170,7 +170,7 @@ impl D2nn {
                                 device,
                             )
                         })
-                        .collect::<Result<_>>()?;
+                        .collect();
                     let merged = match node.merge {
                         Merge::Concat if inputs.len() > 1 => Tensor::cat(&inputs, 1),
                         _ => inputs.iter().skip(1).fold(inputs[0].shallow_clone(), |acc, t| acc + t),
@@ -229,22 +229,22 @@ fn gather(
     rows: &Tensor,
     contained: bool,
     device: tch::Device,
-) -> Result<Tensor> {
+) -> Tensor {
     let n = rows.size()[0];
     let Some(v) = source else {
         let mut full = vec![n];
         full.extend_from_slice(shape);
-        return Ok(Tensor::full(full.as_slice(), default, (Kind::Float, device)));
+        return Tensor::full(full.as_slice(), default, (Kind::Float, device));
     };
     let sources = v.rows.size()[0];
     if contained || v.known == Known::All {
         // Ascending rows without repeats, all among the source's: as many means the same ones.
         if sources == n {
-            return Ok(v.data.shallow_clone());
+            return v.data.shallow_clone();
         }
-        return Ok(select_rows(&v.data, &v.position.index_select(0, rows)));
+        return select_rows(&v.data, &v.position.index_select(0, rows));
     }
     // Rows the source did not run on take the row of `default` after its own.
     let position = v.position.index_select(0, rows);
-    Ok(select_rows_or(&v.data, &position.where_scalarother(&position.ge(0), sources), default))
+    select_rows_or(&v.data, &position.where_scalarother(&position.ge(0), sources), default)
 }
