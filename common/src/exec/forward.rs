@@ -185,6 +185,9 @@ impl D2nn {
                     .control_index(i)
                     .ok_or_else(|| Error::Invalid(format!("{} is not a controller", node.name)))?;
                 let actions = policy.choose(control, &data, &rows, ids, key)?;
+                if let Some(action) = policy.fixed_action(control) {
+                    splits[i] = Some(ActionRows::all_took(&rows, action as usize, node.actions.len())?);
+                }
                 let full = Tensor::full([batch], -1, (Kind::Int64, device)).index_copy(0, &rows, &actions);
                 chosen[i] = Some(full.shallow_clone());
                 decisions.push(Decision {

@@ -14,6 +14,9 @@ pub enum Policy {
     Sample,
     /// Given actions per controller (decision index), one per batch example.
     Forced(Vec<Tensor>),
+    /// One action per controller (decision index) that every example takes: the host knows where
+    /// each example goes without reading anything back.
+    Fixed(Vec<i64>),
     /// Per controller, fixed action probabilities whatever the input: the random-routing baseline.
     Random(Vec<Vec<f64>>),
 }
@@ -88,6 +91,17 @@ impl Policy {
                     .expand([rows.size()[0], k], false);
                 sample(&probs, &key.uniforms(control, ids, rows, 3))
             }
+            Policy::Fixed(_) => {
+                let a = self
+                    .fixed_action(control)
+                    .ok_or_else(|| crate::Error::Invalid(format!("no fixed action for controller {control}")))?;
+                if !(0..k).contains(&a) {
+                    return Err(crate::Error::Invalid(format!(
+                        "fixed action {a} of controller {control} is outside 0..{k}"
+                    )));
+                }
+                Tensor::full([rows.size()[0]], a, (Kind::Int64, device))
+            }
             Policy::Forced(actions) => {
                 let a = actions
                     .get(control)
@@ -97,6 +111,17 @@ impl Policy {
                 chosen
             }
         })
+    }
+}
+
+impl Policy {
+    /// The action every example takes at controller `control` (decision index), when the policy
+    /// fixes one.
+    pub(crate) fn fixed_action(&self, control: usize) -> Option<i64> {
+        match self {
+            Policy::Fixed(actions) => actions.get(control).copied(),
+            _ => None,
+        }
     }
 }
 

@@ -112,35 +112,44 @@ fn select_plan(graph: &Graph, node: &Node, known: impl Fn(usize) -> Option<Known
 
 /// A controller's examples grouped by the action they took, each group in batch order.
 pub(super) struct ActionRows {
-    /// Batch positions sorted by action (stable: ascending within an action); examples the
-    /// controller did not run on (action −1) first.
-    order: Tensor,
-    /// Per action: where its group starts in `order`, and its size.
-    starts: Vec<i64>,
-    counts: Vec<i64>,
+    /// Per action: the batch positions of its examples, ascending.
+    by_action: Vec<Tensor>,
 }
 
 impl ActionRows {
     /// `chosen`: the action per batch example, −1 where the controller did not run, i64 `[B]`.
-    /// One read: the number of examples per action.
+    /// One read: the number of examples per action; the rows are sorted on the device (stable, so
+    /// ascending within an action).
     pub fn of(chosen: &Tensor, num_actions: usize) -> Result<ActionRows> {
         let k = num_actions as i64;
         let labels = Tensor::f_arange_start(-1, k, (Kind::Int64, chosen.device()))?;
         let per_label = chosen.f_unsqueeze(1)?.f_eq_tensor(&labels)?.f_sum_dim_intlist(0, false, Kind::Int64)?;
         let per_label = host::values::<i64>(&per_label)?;
         let order = chosen.f_argsort_stable(true, 0, false)?;
-        let mut starts = Vec::with_capacity(num_actions);
-        let mut at = per_label[0];
+        // Examples the controller did not run on (action −1) come first.
+        let mut start = per_label[0];
+        let mut by_action = Vec::with_capacity(num_actions);
         for &n in &per_label[1..] {
-            starts.push(at);
-            at += n;
+            by_action.push(order.f_narrow(0, start, n)?);
+            start += n;
         }
-        Ok(ActionRows { order, starts, counts: per_label[1..].to_vec() })
+        Ok(ActionRows { by_action })
+    }
+
+    /// Every one of the controller's `rows` took `action`: nothing to read.
+    pub fn all_took(rows: &Tensor, action: usize, num_actions: usize) -> Result<ActionRows> {
+        let none = Tensor::f_zeros([0], (Kind::Int64, rows.device()))?;
+        let by_action =
+            (0..num_actions).map(|a| if a == action { rows.shallow_clone() } else { none.shallow_clone() }).collect();
+        Ok(ActionRows { by_action })
     }
 
     /// The batch positions, ascending, of the examples that took `action`.
     pub fn rows(&self, action: usize) -> Result<Tensor> {
-        Ok(self.order.f_narrow(0, self.starts[action], self.counts[action])?)
+        self.by_action
+            .get(action)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| crate::Error::Invalid(format!("no action {action}")))
     }
 }
 

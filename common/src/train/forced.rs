@@ -66,10 +66,8 @@ pub(crate) fn forced_paths(
     train: bool,
     which: BranchPaths,
 ) -> Result<Vec<ForcedPath>> {
-    let n = ids.len() as i64;
     let run = |actions: Vec<i64>| -> Result<ForcedPath> {
-        let forced = Policy::Forced(actions.iter().map(|&a| Tensor::full([n], a, (Kind::Int64, x.device()))).collect());
-        let fwd = model.forward(x, ids, &forced, key, train)?;
+        let fwd = model.forward(x, ids, &Policy::Fixed(actions.clone()), key, train)?;
         Ok(ForcedPath { actions, fwd })
     };
     match which {
