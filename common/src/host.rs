@@ -1,9 +1,11 @@
 //! Reads of tensor values into host memory, counted. On a GPU each read waits for the work queued
 //! before it (a host synchronisation): the device idles while the host decides what to launch next.
-//! `d2nn bench train` reports how many a training step makes, so every read the library makes of a
-//! tensor's values, or of a size that depends on them (`nonzero`), goes through this module.
-//! On the CPU a read costs no wait, but it is counted all the same: the count is what the same step
-//! pays on a GPU.
+//! `d2nn bench train` reports how many a training step makes, so every read that the forward, the
+//! step, the update, evaluation and a replica's step status make of a tensor's values, or of a size
+//! that depends on them (`nonzero`), goes through this module. Not counted: a collective's own
+//! transfers (the CPU collectives move the gradients through host memory by design), checkpoints
+//! copied out to be saved, and data loading. On the CPU a read costs no wait, but it is counted all
+//! the same: the count is what the same step pays on a GPU.
 use std::cell::Cell;
 
 use tch::kind::Element;

@@ -3,6 +3,7 @@
 //! at the end. The all-reduce runs on that buffer in place: nothing is packed before it or unpacked
 //! after it. Every rank reduces the same layout every step (zeros for a module it did not execute),
 //! so every rank issues the same collectives in the same order.
+use d2nn_common::host;
 use d2nn_common::optim::FlatParams;
 use tch::{Device, Kind, Tensor};
 
@@ -54,7 +55,7 @@ impl FlatGrads {
 
     /// The buffer's values (a copy).
     pub fn to_vec(&self) -> Result<Vec<f32>, Error> {
-        Ok(Vec::<f32>::try_from(self.buffer.f_to_device(Device::Cpu)?)?)
+        Ok(host::values::<f32>(&self.buffer)?)
     }
 
     /// This rank's step succeeded: its gradients are in the buffer; status 1.
@@ -76,7 +77,7 @@ impl FlatGrads {
 
     /// After the all-reduce: the number of ranks whose step succeeded.
     pub fn status(&self) -> Result<f32, Error> {
-        Ok(self.buffer.f_double_value(&[self.len as i64 - 1])? as f32)
+        Ok(host::scalar_f64(&self.buffer.f_narrow(0, self.len as i64 - 1, 1)?)? as f32)
     }
 
     /// All-reduces the buffer bucket by bucket, in place.
