@@ -113,25 +113,25 @@ fn nhwc(t: &Tensor) -> Tensor {
 /// `index_select` returns NCHW, which costs a reorder before the next convolution and one more in
 /// the backward), gathered as rows of its [N, H, W, C] view.
 pub(crate) fn select_rows(t: &Tensor, index: &Tensor) -> Tensor {
-    if t.dim() == 4 && is_channels_last(t) {
-        return t.permute([0, 2, 3, 1]).index_select(0, index).permute([0, 3, 1, 2]);
-    }
-    t.index_select(0, index)
+    in_row_order(t, |rows| rows.index_select(0, index))
 }
 
 /// As [`select_rows`], where `index` may also be `t`'s row count: a row filled with `default` there.
 /// Each of `t`'s rows is picked at most once in a merge, so its gradient is the one value it would
 /// get from a gather of only the rows found, bit for bit.
 pub(crate) fn select_rows_or(t: &Tensor, index: &Tensor, default: f64) -> Tensor {
-    let nhwc = t.dim() == 4 && is_channels_last(t);
-    let rows = if nhwc { t.permute([0, 2, 3, 1]) } else { t.shallow_clone() };
-    let padded = Tensor::cat(&[rows.shallow_clone(), rows.narrow(0, 0, 1).full_like(default)], 0);
-    let picked = padded.index_select(0, index);
-    if nhwc {
-        picked.permute([0, 3, 1, 2])
-    } else {
-        picked
+    in_row_order(t, |rows| {
+        Tensor::cat(&[rows.shallow_clone(), rows.narrow(0, 0, 1).full_like(default)], 0).index_select(0, index)
+    })
+}
+
+/// `f` applied to `t` seen with its rows in memory order (an NHWC tensor as its [N, H, W, C] view, a
+/// permutation and no copy), its result seen as `t` is.
+fn in_row_order(t: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+    if t.dim() == 4 && is_channels_last(t) {
+        return f(&t.permute([0, 2, 3, 1])).permute([0, 3, 1, 2]);
     }
+    f(t)
 }
 
 /// Whether a 4-d tensor's strides are NHWC's (PyTorch's `is_contiguous(channels_last)`).

@@ -49,6 +49,15 @@ impl DecisionKey {
 }
 
 impl Policy {
+    /// The action every example takes at controller `control` (decision index), when the policy
+    /// fixes one.
+    pub(crate) fn fixed_action(&self, control: usize) -> Option<i64> {
+        match self {
+            Policy::Fixed(actions) => actions.get(control).copied(),
+            _ => None,
+        }
+    }
+
     /// Actions (i64 [n]) for the examples at positions `rows` of the batch, whose scores are
     /// `scores` [n, k]; `ids` are the dataset indices of the whole batch, which key the draws.
     pub(crate) fn choose(
@@ -91,9 +100,9 @@ impl Policy {
                     .expand([rows.size()[0], k], false);
                 sample(&probs, &key.uniforms(control, ids, rows, 3))
             }
-            Policy::Fixed(_) => {
-                let a = self
-                    .fixed_action(control)
+            Policy::Fixed(actions) => {
+                let a = *actions
+                    .get(control)
                     .ok_or_else(|| crate::Error::Invalid(format!("no fixed action for controller {control}")))?;
                 if !(0..k).contains(&a) {
                     return Err(crate::Error::Invalid(format!(
@@ -111,17 +120,6 @@ impl Policy {
                 chosen
             }
         })
-    }
-}
-
-impl Policy {
-    /// The action every example takes at controller `control` (decision index), when the policy
-    /// fixes one.
-    pub(crate) fn fixed_action(&self, control: usize) -> Option<i64> {
-        match self {
-            Policy::Fixed(actions) => actions.get(control).copied(),
-            _ => None,
-        }
     }
 }
 
