@@ -1,10 +1,11 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::readout::{Readout, Slot};
 use crate::data::{Split, Task};
 use crate::exec::{D2nn, DecisionKey, Policy};
 use crate::rl::f1_score;
-use crate::{host, Result};
+use crate::Result;
 
 /// Held-out metrics with a given decision policy (argmax for a trained D2NN).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,17 @@ pub struct EvalMetrics {
     pub action_rates: Vec<Vec<f64>>,
     /// Per controller: the fraction of all examples it ran on.
     pub controller_run_rates: Vec<f64>,
+}
+
+/// Where one batch's figures lie in the evaluation's one read.
+struct BatchSlots {
+    correct: Slot,
+    loss: Slot,
+    cost: Slot,
+    /// Binary tasks: predicted and actual positives, per example.
+    positives: Option<(Slot, Slot)>,
+    /// Per controller: the examples that took each action.
+    counts: Vec<Slot>,
 }
 
 pub fn is_binary(task: Task) -> bool {
@@ -40,26 +52,45 @@ pub fn evaluate(
     let device = model.device();
     let n = split.len();
     let num_actions = graph.num_actions();
-    let mut action_counts: Vec<Vec<f64>> = num_actions.iter().map(|&k| vec![0.0; k]).collect();
-    let (mut correct, mut loss, mut cost) = (0i64, 0.0, 0.0);
-    let (mut predicted_pos, mut actual_pos) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Each batch's figures stay on the device until one read at the end, folded in batch order.
+    let mut readout = Readout::default();
+    let mut batches = Vec::new();
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = split.batch(chunk, device)?;
         let fwd = model.forward(&batch.x, &batch.ids, policy, key, false)?;
         let y = batch.y.to_device(device);
         let predicted = fwd.output.argmax(1, false);
-        correct += host::scalar_i64(&predicted.eq_tensor(&y).sum(Kind::Int64))?;
-        loss += host::scalar_f64(&fwd.output.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0))?;
-        cost += host::scalar_f64(&fwd.cost.sum(Kind::Double))?;
-        if binary {
-            predicted_pos.extend(host::values::<bool>(&predicted.eq(1))?);
-            actual_pos.extend(host::values::<bool>(&y.eq(1))?);
+        let loss = fwd.output.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0)?;
+        let positives = match binary {
+            true => Some((readout.push(&predicted.f_eq(1)?)?, readout.push(&y.f_eq(1)?)?)),
+            false => None,
+        };
+        batches.push(BatchSlots {
+            correct: readout.push(&predicted.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?,
+            loss: readout.push(&loss)?,
+            cost: readout.push(&fwd.cost.f_sum(Kind::Double)?)?,
+            positives,
+            counts: (fwd.decisions.iter().zip(&num_actions))
+                .map(|(d, &k)| readout.push(&d.actions.f_bincount(None::<Tensor>, k as i64)?))
+                .collect::<Result<_>>()?,
+        });
+    }
+    let values = readout.read()?;
+    let mut action_counts: Vec<Vec<f64>> = num_actions.iter().map(|&k| vec![0.0; k]).collect();
+    let (mut correct, mut loss, mut cost) = (0i64, 0.0, 0.0);
+    let (mut predicted_pos, mut actual_pos) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for b in &batches {
+        correct += values.scalar(&b.correct) as i64;
+        loss += values.scalar(&b.loss);
+        cost += values.scalar(&b.cost);
+        if let Some((predicted, actual)) = &b.positives {
+            predicted_pos.extend(values.get(predicted).iter().map(|&v| v != 0.0));
+            actual_pos.extend(values.get(actual).iter().map(|&v| v != 0.0));
         }
-        for (c, d) in fwd.decisions.iter().enumerate() {
-            let counts = host::values::<i64>(&d.actions.bincount(None::<Tensor>, num_actions[c] as i64))?;
-            for (slot, k) in action_counts[c].iter_mut().zip(counts) {
-                *slot += k as f64;
+        for (slots, counts) in action_counts.iter_mut().zip(&b.counts) {
+            for (slot, k) in slots.iter_mut().zip(values.get(counts)) {
+                *slot += k;
             }
         }
     }

@@ -58,3 +58,35 @@ fn a_step_reads_the_device_once_per_routing_controller_and_sampled_pass_and_once
         }
     }
 }
+
+/// An evaluation reads what its forward passes must (each controller's split), and its figures once
+/// at the end, whatever the number of batches.
+#[test]
+fn an_evaluation_reads_its_figures_once_after_its_forwards() {
+    use crate::exec::{DecisionKey, Policy};
+    for file in ["high_low.toml", "cascade.toml"] {
+        let cfg = small(config(file, &[]), 256, 100);
+        let (dataset, model) = build_model(&cfg, file, Device::Cpu).unwrap();
+        let binary = crate::train::is_binary(cfg.data.task);
+        let batch_size = 40;
+        let forwards = {
+            let _guard = tch::no_grad_guard();
+            let before = host::reads();
+            let all: Vec<usize> = (0..dataset.test.len()).collect();
+            for chunk in all.chunks(batch_size) {
+                let b = dataset.test.batch(chunk, Device::Cpu).unwrap();
+                model.forward(&b.x, &b.ids, &Policy::Argmax, DecisionKey::default(), false).unwrap();
+            }
+            host::reads() - before
+        };
+        assert!(forwards >= 3, "{file}: three batches, each routed: {forwards}");
+        let before = host::reads();
+        let metrics =
+            crate::train::evaluate(&model, &dataset.test, batch_size, &Policy::Argmax, DecisionKey::default(), binary)
+                .unwrap();
+        assert_eq!(host::reads() - before, forwards + 1, "{file}");
+        assert_eq!(metrics.examples, 100);
+        assert_eq!(metrics.f1.is_some(), binary, "{file}");
+        assert!((metrics.controller_run_rates[0] - 1.0).abs() < 1e-12, "{file}: {:?}", metrics.controller_run_rates);
+    }
+}
