@@ -1,8 +1,8 @@
 //! The tasks d2nn trains on, their fixed splits, and batching.
 //!
-//! Images stay on the CPU in their compact source form (u8 for Fashion-MNIST, f32 for LFW) and are
-//! converted to f32 in [0, 1] only per batch, after the move to the device, so a GPU copy carries bytes
-//! rather than floats.
+//! Images stay in their compact source form (u8 for Fashion-MNIST, f32 for LFW) and are converted to
+//! f32 in [0, 1] only per batch, on the device, so a GPU copy carries bytes rather than floats. On a
+//! GPU the splits are kept there once (`resident.rs`) and a batch moves only its ids.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use super::config::{DataConfig, Task};
 use super::groups::CoarseGroups;
+use super::resident::Resident;
 use super::{idx, npy, shard};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
@@ -37,11 +38,12 @@ const LFW_TRAIN_PER_CLASS: usize = 70;
 pub const LFW_SPLIT_SEED: u64 = 0x4C46_5753_504C_4954; // "LFWSPLIT"
 const MISSING_HINT: &str = "run scripts/setup.sh or `d2nn data fetch`";
 
-/// One split: images (CPU, compact), task labels and coarse labels.
+/// One split: images (CPU, compact), task labels and coarse labels, and maybe a copy on a device.
 pub struct Split {
     images: Tensor,
     labels: Vec<i64>,
     coarse: Vec<i64>,
+    pub(super) resident: Option<Resident>,
 }
 
 /// A batch ready for a forward pass.
@@ -68,7 +70,7 @@ impl std::fmt::Debug for Split {
 
 impl Split {
     fn new(images: Tensor, labels: Vec<i64>, coarse: Vec<i64>) -> Self {
-        Self { images, labels, coarse }
+        Self { images, labels, coarse, resident: None }
     }
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -111,6 +113,9 @@ impl Split {
             )));
         }
         let ids: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        if let Some(kept) = self.resident.as_ref().filter(|r| r.device == device) {
+            return kept.batch(ids);
+        }
         let rows = self.images.f_index_select(0, &Tensor::f_from_slice(&ids)?)?;
         let pick = |v: &[i64]| -> Vec<i64> { indices.iter().map(|&i| v[i]).collect() };
         Batch::from_rows(rows, &pick(&self.labels), &pick(&self.coarse), ids, device)
@@ -128,14 +133,20 @@ impl Batch {
         ids: Vec<i64>,
         device: Device,
     ) -> Result<Batch> {
-        let x = match rows.kind() {
-            Kind::Uint8 => rows.f_to_device(device)?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?,
-            _ => rows.f_to_device(device)?.f_to_kind(Kind::Float)?,
-        };
+        let x = unit_pixels(rows, device)?;
         let y = Tensor::f_from_slice(labels)?.f_to_device(device)?;
         let coarse = Tensor::f_from_slice(coarse)?.f_to_device(device)?;
         Ok(Batch { x, y, coarse, ids })
     }
+}
+
+/// Stored rows as f32 pixels in [0, 1] on `device` (u8 rows are scaled after the move).
+pub(super) fn unit_pixels(rows: Tensor, device: Device) -> Result<Tensor> {
+    let x = rows.f_to_device(device)?.f_to_kind(Kind::Float)?;
+    Ok(match rows.kind() {
+        Kind::Uint8 => x.f_div_scalar(255.0)?,
+        _ => x,
+    })
 }
 
 fn count(labels: &[i64], n: usize) -> Vec<usize> {

@@ -10,6 +10,7 @@
 //! - [`sampler`]: the run's sample order: each step's batch, retries of aborted steps, each epoch's
 //!   coverage, each rank's share.
 //! - [`stream`]: training examples as bytes, for `data.source = "coordinator"`.
+//! - `resident`: a split kept on an accelerator, batches gathered there ([`Split::keep_on`]).
 //! - [`fetch`](mod@fetch): `d2nn data fetch`, from Debian and PyPI packages only.
 //!
 //! Files live under the data directory (`data/` at the workspace root, git-ignored):
@@ -22,6 +23,7 @@ pub mod fetch;
 pub mod groups;
 pub mod idx;
 pub mod npy;
+mod resident;
 pub mod sampler;
 pub mod shard;
 pub mod stream;

@@ -18,7 +18,7 @@ use crate::{Error, Result};
 pub fn build_model(cfg: &RunConfig, config_file: &str, device: Device) -> Result<(Dataset, D2nn)> {
     // The graph and its sizes are checked before any data is read or any tensor allocated.
     let graph = checked_graph(cfg, config_file)?;
-    let dataset = data::load(&cfg.data)?;
+    let mut dataset = data::load(&cfg.data)?;
     if (dataset.input_shape, dataset.num_classes as i64) != cfg.data.task.shape() {
         return Err(Error::Invalid(format!(
             "task `{}` loaded examples of shape {:?} in {} classes, not the {:?} its graph was built for",
@@ -27,6 +27,10 @@ pub fn build_model(cfg: &RunConfig, config_file: &str, device: Device) -> Result
             dataset.num_classes,
             cfg.data.task.shape()
         )));
+    }
+    if device.is_cuda() {
+        // Once per run, so a step gathers its batch on the device and copies only the ids.
+        dataset.keep_on(device)?;
     }
     Ok((dataset, new_model(cfg, graph, device)?))
 }
