@@ -174,7 +174,7 @@ fn bench_exec(
     tracing::info!(static_network = %static_path.display(), "bench exec");
     let dynamic = D2nn::new(graph, device, cfg.seed)?;
     let static_net = D2nn::new(static_graph, device, cfg.seed)?;
-    for case in exec_bench::bench_exec(&dynamic, &static_net, &design, batch, reps, device) {
+    for case in exec_bench::bench_exec(&dynamic, &static_net, &design, batch, reps, device)? {
         let mut line = serde_json::to_value(&case)?;
         line["static"] = static_path.display().to_string().into();
         line["threads"] = tch::get_num_threads().into();

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use d2nn_common::exec::{seeded_draws, D2nn, DecisionKey, Policy};
 use d2nn_common::graph::{Graph, NodeKind};
+use d2nn_common::host;
 use tch::{Device, Kind, Tensor};
 
 /// One routing fraction's measurement (times are medians, in seconds).
@@ -120,7 +121,7 @@ pub fn bench_exec(
     batch: i64,
     reps: usize,
     device: Device,
-) -> Vec<ExecCase> {
+) -> d2nn_common::Result<Vec<ExecCase>> {
     let _guard = tch::no_grad_guard();
     let mut shape = vec![batch];
     shape.extend(dynamic.graph.nodes[0].out_shape.iter().copied());
@@ -138,10 +139,8 @@ pub fn bench_exec(
         );
         // `Design::of` checked that the graph has exactly this one controller.
         let policy = Policy::Forced(vec![route.shallow_clone()]);
-        let dynamic_flops = dynamic
-            .forward(&x, &ids, &policy, DecisionKey::default(), false)
-            .map(|f| f.cost.mean(Kind::Double).double_value(&[]))
-            .unwrap_or(f64::NAN);
+        let routed = dynamic.forward(&x, &ids, &policy, DecisionKey::default(), false)?;
+        let dynamic_flops = host::scalar_f64(&routed.cost.f_mean(Kind::Double)?)?;
         // Static and dynamic timed alternately, so drift on a shared machine hits both alike.
         let (mut static_times, mut dynamic_times) = (Vec::new(), Vec::new());
         for _ in 0..reps.max(1) {
@@ -163,7 +162,7 @@ pub fn bench_exec(
             bound_ms: bound * 1e3,
         });
     }
-    cases
+    Ok(cases)
 }
 
 #[cfg(test)]
