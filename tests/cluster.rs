@@ -188,7 +188,9 @@ fn a_killed_worker_is_dropped_and_a_replacement_joins_in_lockstep() {
     let _ = workers[1].wait();
     let reformed = || read(dir, "coordinator.err").contains("cluster re-formed");
     if let Err(waited) = wait_for(Duration::from_secs(60), reformed) {
-        // Seen once or twice under a loaded machine; keep what the processes said for diagnosis.
+        // Keep what the processes said for diagnosis. Seen when the stopped rank had done its part
+        // of the all-reduce but not reported: the survivors' save then refused their pending step
+        // (fixed: a pending step's save holds the committed state, replica::engine::tests).
         let logs: Vec<String> =
             ["coordinator.err", "w0.err", "w2.err"].iter().map(|f| format!("== {f}\n{}", read(dir, f))).collect();
         panic!("timed out after {waited:?} waiting for the cluster to re-form without it:\n{}", logs.join("\n"));
@@ -314,7 +316,9 @@ fn a_hung_worker_is_found_by_heartbeats_and_the_run_goes_on() {
     let stopped_at = Instant::now();
     let reformed = || read(dir, "coordinator.err").contains("cluster re-formed");
     if let Err(waited) = wait_for(Duration::from_secs(60), reformed) {
-        // Seen once or twice under a loaded machine; keep what the processes said for diagnosis.
+        // Keep what the processes said for diagnosis. Seen when the stopped rank had done its part
+        // of the all-reduce but not reported: the survivors' save then refused their pending step
+        // (fixed: a pending step's save holds the committed state, replica::engine::tests).
         let logs: Vec<String> =
             ["coordinator.err", "w0.err", "w2.err"].iter().map(|f| format!("== {f}\n{}", read(dir, f))).collect();
         panic!("timed out after {waited:?} waiting for the cluster to re-form without it:\n{}", logs.join("\n"));

@@ -4,24 +4,18 @@
 #   cargo build --release --features cuda -p d2nn-coordinator
 #   cargo test --release --features cuda -p d2nn-worker --no-run
 # copied into .dev/ (d2nn, worker-tests), with data/fashion-mnist beside the checkout.
-# Their RUNPATH names the build machine's venv (RUNPATH_SITE below), so that path is pointed at this
+# Their RUNPATH names the build machine's venv, which lent_env.sh points at this
 # machine's site-packages; libnccl.so is linked next to libtorch as scripts/setup.sh --cuda does.
 # Writes logs and a tarball of the run directories to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_check_out}
-RUNPATH_SITE=${RUNPATH_SITE:-/work/main/.venv/lib/python3.11/site-packages}
 LIMIT=${LIMIT:-360}
 mkdir -p "$OUT" runs
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
-SITE=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-mkdir -p "$(dirname "$RUNPATH_SITE")"
-[ -e "$RUNPATH_SITE" ] || ln -sfn "$SITE" "$RUNPATH_SITE"
-NCCL=$(find "$SITE/nvidia" -name 'libnccl.so.2' | head -1)
-ln -sfn "$NCCL" "$SITE/torch/lib/libnccl.so"
+# shellcheck source=scripts/device/lent_env.sh
+source scripts/device/lent_env.sh .dev/lib
 echo "site-packages $SITE; nccl $NCCL"
-# plotters' system libraries, carried from the build machine where this image lacks them.
-ldconfig -p | grep -q libfontconfig.so.1 || export LD_LIBRARY_PATH=$PWD/.dev/lib
 nvidia-smi -L
 nproc
 D=.dev/d2nn

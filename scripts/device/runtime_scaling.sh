@@ -12,14 +12,11 @@ set -u
 CORES=${CORES:-}
 B128=${B128:-1}
 OUT=${OUT:-/tmp/runtime_scaling_out}
-RUNPATH_SITE=${RUNPATH_SITE:-/work/main/.venv/lib/python3.11/site-packages}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/runtime_scaling.log") 2>&1
 
-SITE=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-mkdir -p "$(dirname "$RUNPATH_SITE")"
-[ -e "$RUNPATH_SITE" ] || ln -sfn "$SITE" "$RUNPATH_SITE"
-ldconfig -p | grep -q libfontconfig.so.1 || export LD_LIBRARY_PATH=$PWD/.dev/cpu/lib
+# shellcheck source=scripts/device/lent_env.sh
+source scripts/device/lent_env.sh .dev/cpu/lib
 D=.dev/cpu/d2nn
 [ -n "$CORES" ] && D="taskset -c $CORES $D" && echo "confined to cores $CORES"
 date -u

@@ -16,6 +16,9 @@ Needs a full PyTorch 2.11 (the project's own .venv carries only libtorch's CPU l
     .venv-reference/bin/python scripts/reference/torch_high_low.py --threads 1
     .venv-reference/bin/python scripts/reference/torch_high_low.py --mode ddp --world 2 --batch 64
 
+On a GPU (`--device cuda`), as `d2nn bench train --device cuda:0` does: the training images sit on
+the device once and each batch is gathered there; a step ends with the same reads (`.item()`).
+
 Prints one JSON line per measurement, like `d2nn bench train`.
 """
 import argparse
@@ -82,7 +85,7 @@ class HighLow(nn.Module):
         h = self.stem(x)
         scores = self.router(h.detach())
         out = h.new_zeros(x.shape[0], 10)
-        cost = torch.full((x.shape[0],), self.flops["stem"] + self.flops["router"])
+        cost = torch.full((x.shape[0],), self.flops["stem"] + self.flops["router"], device=x.device)
         for action, branch in ((0, self.low), (1, self.high)):
             rows = (route == action).nonzero().squeeze(1)
             if rows.numel():
@@ -100,7 +103,7 @@ def clip_apart(model):
 
 def train_step(model, net, opt, x, y, baseline, full, generator):
     """One step; `net` is the model or its DDP wrapper. Returns the new baseline."""
-    route = torch.randint(0, 2, (x.shape[0],), generator=generator)
+    route = torch.randint(0, 2, (x.shape[0],), generator=generator, device=x.device)
     logits, scores, cost = net(x, route)
     task = F.cross_entropy(logits, y, reduction="sum") / x.shape[0]
     correct = (logits.detach().argmax(1) == y).float()
@@ -122,15 +125,16 @@ def train_step(model, net, opt, x, y, baseline, full, generator):
 
 def run_training(args, rank=0, world=1):
     torch.manual_seed(0)
-    images, labels = load(args.data)
-    model = HighLow()
+    device = torch.device(args.device)
+    images, labels = (t.to(device) for t in load(args.data))
+    model = HighLow().to(device)
     full = sum(model.flops.values())
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    generator = torch.Generator().manual_seed(1 + rank)
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(7 + rank))
+    generator = torch.Generator(device=device).manual_seed(1 + rank)
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(7 + rank)).to(device)
     baseline, times = 0.0, []
     profiler = None
     for step in range(args.warmup + args.steps):
@@ -164,14 +168,16 @@ def forward_time(args):
     """Inference forwards, no autograd, as `d2nn bench exec` times them: the static high network
     (stem + high) and the dynamic network with a fraction of the batch forced onto `high`, the rest
     onto `low`. Returns {case: median seconds}."""
-    model = HighLow().eval()
-    x = torch.rand(args.batch, 1, 28, 28)
+    device = torch.device(args.device)
+    model = HighLow().eval().to(device)
+    x = torch.rand(args.batch, 1, 28, 28, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     cases = {"static_high": lambda: model.high(model.stem(x))}
     for fraction in (0.25, 0.5, 0.75, 1.0):
-        route = (torch.arange(args.batch) < round(fraction * args.batch)).long()
+        route = (torch.arange(args.batch, device=device) < round(fraction * args.batch)).long()
         cases[f"dynamic_high_{fraction}"] = lambda route=route: model(x, route)
     out = {}
     with torch.no_grad():
@@ -180,8 +186,10 @@ def forward_time(args):
                 fn()
             reps = []
             for _ in range(args.reps):
+                sync()
                 started = time.perf_counter()
                 fn()
+                sync()
                 reps.append(time.perf_counter() - started)
             out[name] = statistics.median(reps)
     return out
@@ -191,6 +199,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["train", "ddp", "forward"], default="train")
     p.add_argument("--data", default="data/fashion-mnist")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (train and forward modes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (per process with --mode ddp)")
     p.add_argument("--batch", type=int, default=128, help="examples per step (per process with ddp)")
     p.add_argument("--steps", type=int, default=300, help="timed steps")
@@ -202,8 +211,16 @@ def main():
         "--channels-last", action="store_true", help="--mode forward: weights and input in NHWC memory order"
     )
     args = p.parse_args()
+    if args.mode == "ddp" and args.device != "cpu":
+        p.error("--mode ddp compares with d2nn's CPU workers: it runs gloo on the CPU only")
     torch.set_num_threads(args.threads)
-    common = {"impl": "pytorch_eager", "torch": torch.__version__, "threads": args.threads, "batch": args.batch}
+    common = {
+        "impl": "pytorch_eager",
+        "torch": torch.__version__,
+        "device": args.device,
+        "threads": args.threads,
+        "batch": args.batch,
+    }
     if args.mode == "forward":
         for case, seconds in forward_time(args).items():
             line = {**common, "mode": "forward", "channels_last": args.channels_last, "case": case}
