@@ -99,7 +99,7 @@ pub fn bag_index(rows: &Tensor, bag_size: usize) -> Tensor {
 
 /// [`f1_score`] of bags from their true positives and their false positives plus false
 /// negatives, f64: the same operations in the same order, so the same values bit for bit.
-fn f1_of_counts(tp: &Tensor, wrong: &Tensor) -> Result<Tensor> {
+pub(super) fn f1_of_counts(tp: &Tensor, wrong: &Tensor) -> Result<Tensor> {
     let twice = tp.f_mul_scalar(2.0)?;
     let f1 = twice.f_div(&twice.f_add(wrong)?)?;
     let no_tp = tp.f_eq(0.0)?;

@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::readout::Readout;
 use super::step::{representable_targets, uniform_random, Outcome, IGNORE};
 use crate::config::TrainConfig;
 use crate::exec::{D2nn, DecisionKey, Forward, Policy};
@@ -191,11 +190,16 @@ pub(crate) fn every_action_q_loss(
             (r, cfg.bag_size)
         }
         BagCredit::Marginal => {
-            let (actual, mut host) = host_outcomes(std::iter::once(sampled).chain(&outcomes), cfg.accuracy, y)?;
-            let sampled = host.remove(0);
-            let r = rl::marginal_rewards(cfg.accuracy, &sampled, &host, &actual, cfg.bag_size, cfg.lambda)?;
-            let r = r.iter().map(|v| Tensor::from_slice(v).to_kind(Kind::Float).to_device(y.device())).collect();
-            (r, 1)
+            let pass = |o: &Outcome| -> Result<PassOutcome> {
+                Ok(PassOutcome {
+                    accuracy: o.example_accuracy(cfg.accuracy, y).f_to_kind(Kind::Double)?,
+                    predicted_positive: o.predicted.f_eq(1)?,
+                    cost: o.cost_fraction.f_to_kind(Kind::Double)?,
+                })
+            };
+            let paths = outcomes.iter().map(pass).collect::<Result<Vec<_>>>()?;
+            let r = rl::marginal_rewards(cfg.accuracy, &pass(sampled)?, &paths, &y.f_eq(1)?, cfg.bag_size, cfg.lambda)?;
+            (r.iter().map(|t| t.f_to_kind(Kind::Float)).collect::<std::result::Result<_, _>>()?, 1)
         }
     };
     let continuation = |p: usize, j: usize| match cfg.q_continuation {
@@ -296,36 +300,6 @@ fn greedy_continuation(model: &D2nn, paths: &[ForcedPath], rewards: &[Tensor], p
         target += rewards[q].where_self(&mine, &reward.zeros_like());
     }
     Ok(target)
-}
-
-/// The labels' positives and each pass's outcome, read to the host in one transfer.
-fn host_outcomes<'a>(
-    passes: impl Iterator<Item = &'a Outcome>,
-    metric: rl::Accuracy,
-    y: &Tensor,
-) -> Result<(Vec<bool>, Vec<PassOutcome>)> {
-    let mut readout = Readout::default();
-    let actual = readout.push(&y.eq(1))?;
-    let slots = passes
-        .map(|o| {
-            Ok([
-                readout.push(&o.example_accuracy(metric, y))?,
-                readout.push(&o.predicted.eq(1))?,
-                readout.push(&o.cost_fraction)?,
-            ])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let values = readout.read()?;
-    let bools = |slot| values.get(slot).iter().map(|&v| v != 0.0).collect::<Vec<bool>>();
-    let outcomes = slots
-        .iter()
-        .map(|[accuracy, predicted, cost]| PassOutcome {
-            accuracy: values.get(accuracy).to_vec(),
-            predicted_positive: bools(predicted),
-            cost: values.get(cost).to_vec(),
-        })
-        .collect();
-    Ok((bools(&actual), outcomes))
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ fn a_step_reads_the_device_once_per_routing_controller_and_sampled_pass_and_once
         ),
         (
             "cascade.toml",
-            4,
-            "both gates in the sampled pass (the forced passes fix theirs); the passes' outcomes for the marginal \
-             credit; the statistics",
+            3,
+            "both gates in the sampled pass (the forced passes fix theirs, the marginal credit stays on the device); \
+             the statistics",
         ),
     ];
     for (file, want, why) in cases {
