@@ -35,7 +35,15 @@ fn replica(seed: u64) -> (D2nn, Box<dyn Optimizer>, EmaBaseline) {
     let mut baseline = EmaBaseline::new(&[2], 0.9);
     let mut stats = RewardStats::new(&[2]);
     let rewards = Tensor::from_slice(&[0.1f32, 0.7, -0.3]);
-    stats.record(0, &Tensor::from_slice(&[0i64, 1, 1]), &Tensor::from_slice(&[0i64, 1, 2]), &rewards, 1).unwrap();
+    crate::rl::test_util::record(
+        &mut stats,
+        0,
+        &Tensor::from_slice(&[0i64, 1, 1]),
+        &Tensor::from_slice(&[0i64, 1, 2]),
+        &rewards,
+        1,
+    )
+    .unwrap();
     baseline.update(&stats);
     (model, optimizer, baseline)
 }

@@ -32,22 +32,10 @@ impl RewardStats {
         self.count.iter().map(Vec::len).collect()
     }
 
-    /// Adds one step's decisions of `node`: `actions`/`rows` i64 `[n]`, `bag_rewards [B/m]`.
-    pub fn record(
-        &mut self,
-        node: usize,
-        actions: &Tensor,
-        rows: &Tensor,
-        bag_rewards: &Tensor,
-        bag_size: usize,
-    ) -> Result<()> {
-        let sums = self.sums_of(node, actions, rows, bag_rewards, bag_size)?;
-        self.add(node, &host::values::<f64>(&sums)?)
-    }
-
-    /// What [`record`](Self::record) adds, left on the device for the caller to read with its other
-    /// statistics: f64 `[3k]`, per action the count of decisions, the sum of their rewards and the
-    /// sum of squares. Out-of-range actions or rows fail inside torch (debug builds check first).
+    /// What one step's decisions of `node` (`actions`/`rows` i64 `[n]`, `bag_rewards [B/m]`) add to
+    /// its statistics, left on the device for the caller to read with its other statistics and pass
+    /// to [`add`](Self::add): f64 `[3k]`, per action the count of decisions, the sum of their rewards
+    /// and the sum of squares. Out-of-range actions or rows fail inside torch (debug builds check first).
     pub fn sums_of(
         &self,
         node: usize,
@@ -224,7 +212,7 @@ mod tests {
     fn record_equals_hand_computation() {
         let mut s = RewardStats::new(&[2, 3]);
         // rows / 2 = [0, 0, 1, 1, 2] → rewards [1, 1, 0.5, 0.5, −0.5]
-        s.record(1, &i64s(&[0, 2, 2, 0, 1]), &i64s(&[0, 1, 2, 3, 5]), &f32s(&[1.0, 0.5, -0.5]), 2).unwrap();
+        record(&mut s, 1, &i64s(&[0, 2, 2, 0, 1]), &i64s(&[0, 1, 2, 3, 5]), &f32s(&[1.0, 0.5, -0.5]), 2).unwrap();
         assert_eq!((s.count(1, 0), s.count(1, 1), s.count(1, 2), s.count(0, 0)), (2, 1, 2, 0));
         assert!(approx(s.mean(1, 0), 0.75) && approx(s.variance(1, 0), 0.0625));
         assert!(approx(s.mean(1, 2), 0.75) && approx(s.variance(1, 2), 0.0625));
@@ -240,11 +228,11 @@ mod tests {
         let rows = [0i64, 1, 2, 3, 4, 5, 6, 7];
         let r = f32s(&[0.9, -0.2, 0.4, 0.7]);
         let mut whole = RewardStats::new(&[3]);
-        whole.record(0, &i64s(&actions), &i64s(&rows), &r, 2).unwrap();
+        record(&mut whole, 0, &i64s(&actions), &i64s(&rows), &r, 2).unwrap();
         let mut a = RewardStats::new(&[3]);
         let mut b = RewardStats::new(&[3]);
-        a.record(0, &i64s(&actions[..3]), &i64s(&rows[..3]), &r, 2).unwrap();
-        b.record(0, &i64s(&actions[3..]), &i64s(&rows[3..]), &r, 2).unwrap();
+        record(&mut a, 0, &i64s(&actions[..3]), &i64s(&rows[..3]), &r, 2).unwrap();
+        record(&mut b, 0, &i64s(&actions[3..]), &i64s(&rows[3..]), &r, 2).unwrap();
         let mut pooled = RewardStats::default();
         pooled.merge(&a).unwrap();
         pooled.merge(&b).unwrap();
@@ -261,17 +249,17 @@ mod tests {
         let e = s.merge(&RewardStats::new(&[3])).unwrap_err().to_string();
         assert!(e.contains("[3]") && e.contains("[2]"), "{e}");
         let r = f32s(&[1.0]);
-        assert!(s.record(1, &i64s(&[0]), &i64s(&[0]), &r, 1).is_err(), "node");
-        assert!(s.record(0, &i64s(&[2]), &i64s(&[0]), &r, 1).is_err(), "action");
-        assert!(s.record(0, &i64s(&[0]), &i64s(&[1]), &r, 1).is_err(), "row");
-        assert!(s.record(0, &i64s(&[0]), &i64s(&[0]), &r, 0).is_err(), "m = 0");
+        assert!(record(&mut s, 1, &i64s(&[0]), &i64s(&[0]), &r, 1).is_err(), "node");
+        assert!(record(&mut s, 0, &i64s(&[2]), &i64s(&[0]), &r, 1).is_err(), "action");
+        assert!(record(&mut s, 0, &i64s(&[0]), &i64s(&[1]), &r, 1).is_err(), "row");
+        assert!(record(&mut s, 0, &i64s(&[0]), &i64s(&[0]), &r, 0).is_err(), "m = 0");
         assert_eq!(s, RewardStats::new(&[2]), "failed records leave the stats untouched");
     }
 
     #[test]
     fn serde_round_trip() {
         let mut s = RewardStats::new(&[2, 1]);
-        s.record(0, &i64s(&[1]), &i64s(&[0]), &f32s(&[0.5]), 1).unwrap();
+        record(&mut s, 0, &i64s(&[1]), &i64s(&[0]), &f32s(&[0.5]), 1).unwrap();
         let back: RewardStats = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
@@ -280,7 +268,7 @@ mod tests {
     fn step(decisions: &[(usize, i64, f32)]) -> RewardStats {
         let mut s = RewardStats::new(&[2, 1]);
         for &(node, action, reward) in decisions {
-            s.record(node, &i64s(&[action]), &i64s(&[0]), &f32s(&[reward]), 1).unwrap();
+            record(&mut s, node, &i64s(&[action]), &i64s(&[0]), &f32s(&[reward]), 1).unwrap();
         }
         s
     }

@@ -121,6 +121,21 @@ fn rewards_of_rows(rows: &Tensor, bag_rewards: &Tensor, bag_size: usize) -> Resu
 pub(crate) mod test_util {
     use tch::{Kind, Tensor};
 
+    use super::RewardStats;
+
+    /// Adds one step's decisions of `node` to `s`, as a training step does: the sums, read, added.
+    pub fn record(
+        s: &mut RewardStats,
+        node: usize,
+        actions: &Tensor,
+        rows: &Tensor,
+        bag_rewards: &Tensor,
+        m: usize,
+    ) -> crate::Result<()> {
+        let sums = s.sums_of(node, actions, rows, bag_rewards, m)?;
+        s.add(node, &crate::host::values::<f64>(&sums)?)
+    }
+
     pub fn f32s(v: &[f32]) -> Tensor {
         Tensor::from_slice(v)
     }
